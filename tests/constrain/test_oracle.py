@@ -1,0 +1,88 @@
+"""Masks equal a brute-force reference: nothing invalid allowed, nothing viable forbidden.
+
+States are sampled along random walks (so they are reachable) and along example documents;
+in each, every content token of the vocabulary is checked against the independent Earley
+reference in ``tests/reference.py``, and the end token against its ``accepts``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onrails import GrammarCompiler, Matcher, builtin_grammar_text
+
+from ..reference import ReferenceGrammar
+from .small_vocab import small_vocabulary
+
+GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
+EXAMPLES = json.loads((GRAMMARS / "examples.json").read_text())
+
+
+def assert_mask_matches_reference(matcher: Matcher, reference: ReferenceGrammar, prefix: bytes) -> None:
+    vocab = matcher.grammar.vocabulary
+    checker = reference.prefix_checker(prefix)
+    allowed = set(matcher.allowed_token_ids().tolist())
+    for token, data in enumerate(vocab.token_bytes):
+        if data is None:
+            continue
+        expected = checker.viable(data)
+        assert (token in allowed) == expected, (
+            f"after {prefix!r}: token {data!r} is {'allowed' if token in allowed else 'forbidden'} "
+            f"but the reference says {'viable' if expected else 'not viable'}"
+        )
+    eos = min(vocab.eos_token_ids)
+    assert (eos in allowed) == checker.accepts(b""), f"end token after {prefix!r}"
+    assert allowed, f"empty mask after {prefix!r}"
+
+
+def check_walks(grammar_text: str, start: str, walks: int, seed: int) -> None:
+    vocab = small_vocabulary()
+    grammar = GrammarCompiler(vocab).compile_lark(grammar_text, start)
+    reference = ReferenceGrammar(grammar_text, start)
+    rng = np.random.default_rng(seed)
+    for _ in range(walks):
+        matcher = Matcher(grammar, start)
+        prefix = b""
+        for _step in range(25):
+            assert_mask_matches_reference(matcher, reference, prefix)
+            allowed = matcher.allowed_token_ids()
+            token = int(rng.choice(allowed))
+            assert matcher.advance(token)
+            if token in vocab.eos_token_ids:
+                assert reference.accepts(prefix)
+                break
+            prefix += vocab.token_bytes[token]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("mode", ["flexible", "bounded", "compact"])
+@pytest.mark.parametrize("root", ["value", "root", "func", "insidevalue", "number"])
+def test_builtin_masks_equal_the_reference(mode: str, root: str) -> None:
+    check_walks(builtin_grammar_text(mode), root, walks=6, seed=len(root))
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "csv", "sql"])
+def test_user_grammar_masks_equal_the_reference(name: str) -> None:
+    check_walks((GRAMMARS / f"{name}.lark").read_text(), "start", walks=8, seed=3)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "csv", "sql"])
+def test_user_grammar_examples_along_the_way(name: str) -> None:
+    """Byte by byte through each example: the mask agrees with the reference wherever it is defined."""
+    text = (GRAMMARS / f"{name}.lark").read_text()
+    grammar = GrammarCompiler(small_vocabulary()).compile_lark(text)
+    reference = ReferenceGrammar(text, "start")
+    for kind in ("valid", "invalid"):
+        for example in EXAMPLES[name][kind]:
+            data = example.encode()
+            matcher = Matcher(grammar)
+            for i in range(len(data) + 1):
+                if i % 3 == 0 or i == len(data):
+                    assert_mask_matches_reference(matcher, reference, data[:i])
+                if i == len(data) or not matcher.advance_bytes(data[i : i + 1]):
+                    break
+            complete = matcher.num_steps == len(data) and matcher.is_accepting()
+            assert complete == (kind == "valid"), example
