@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -91,24 +92,32 @@ def parse_lark(text: str, starts: list[str] | tuple[str, ...], source: str = "<g
         raise GrammarError(f"unknown start rule {name!r}", rule=name) from exc
 
     term_specs = []
+    # Lark calls inline patterns __ANON_n; explanations and errors read better with the pattern.
+    names: dict[str, str] = {}
     for term in terminals:
         try:
             regex = term.pattern.to_regexp()
         except Exception as exc:  # pattern objects raise their own types for odd flags
             raise GrammarError(f"cannot use terminal pattern: {exc}", rule=term.name) from exc
-        term_specs.append(TerminalSpec(name=str(term.name), regex=regex))
+        name = str(term.name)
+        if name.startswith("__ANON"):
+            literal = term.pattern.value
+            flags = "".join(sorted(term.pattern.flags))
+            quoted = json.dumps(literal) if term.pattern.type == "str" else f"/{literal}/"
+            names[name] = quoted + flags
+        term_specs.append(TerminalSpec(name=names.get(name, name), regex=regex))
     term_names = {t.name for t in term_specs}
     rule_specs = []
     for rule in rules:
         rhs = []
         for sym in rule.expansion:
             if isinstance(sym, Terminal):
-                if sym.name not in term_names:
+                if names.get(sym.name, sym.name) not in term_names:
                     line, col = _locate(text, sym.name)
                     raise GrammarError(
                         f"undefined terminal {sym.name!r}", line=line, column=col, rule=sym.name
                     )
-                rhs.append(str(sym.name))
+                rhs.append(names.get(sym.name, str(sym.name)))
             elif isinstance(sym, NonTerminal):
                 rhs.append(str(sym.name))
             else:  # pragma: no cover - Lark only produces these two symbol kinds
@@ -117,6 +126,6 @@ def parse_lark(text: str, starts: list[str] | tuple[str, ...], source: str = "<g
     return GrammarSpec(
         terminals=tuple(term_specs),
         rules=tuple(rule_specs),
-        ignore=tuple(str(i) for i in ignore),
+        ignore=tuple(names.get(str(i), str(i)) for i in ignore),
         starts=tuple(starts),
     )

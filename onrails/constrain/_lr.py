@@ -48,10 +48,10 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
     term_index = {t.name: i for i, t in enumerate(spec.terminals)}
     nt_names: list[str] = []
     nt_index: dict[str, int] = {}
-    for rule in spec.rules:
-        if rule.lhs not in nt_index:
-            nt_index[rule.lhs] = len(nt_names)
-            nt_names.append(rule.lhs)
+    for spec_rule in spec.rules:
+        if spec_rule.lhs not in nt_index:
+            nt_index[spec_rule.lhs] = len(nt_names)
+            nt_names.append(spec_rule.lhs)
     for start in spec.starts:
         if start not in nt_index:
             raise GrammarError(f"unknown start rule {start!r}", rule=start)

@@ -201,7 +201,7 @@ class Matcher:
             state = nxt
         return Explanation(token_id, data, True, message=f"token {token_id} {data!r} is allowed")
 
-    def _context(self, state: int) -> dict[str, tuple[str, ...]]:
+    def _context(self, state: int) -> dict[str, Any]:
         automaton = self._automaton
         names = self.grammar.terminal_names
         table = automaton.table
@@ -234,7 +234,7 @@ class Matcher:
         if ctx["in_terminal"]:
             parts.append(f"inside terminal {', '.join(ctx['in_terminal'])}")
         if ctx["expected_terminals"]:
-            parts.append(f"next terminals {', '.join(ctx['expected_terminals'])}")
+            parts.append(f"then terminals {', '.join(ctx['expected_terminals'])}")
         if ctx["rule_context"]:
             parts.append(f"at {' | '.join(ctx['rule_context'][:4])}")
         return "; ".join(parts)

