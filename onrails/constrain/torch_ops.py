@@ -37,9 +37,10 @@ def apply_token_bitmask_inplace(
     """Set the logits of forbidden tokens to -inf, in place, on the logits' device.
 
     ``logits`` is ``[batch, vocab]`` (or ``[vocab]``); ``bitmask`` is int32 ``[batch, words]``
-    from :func:`onrails.allocate_token_bitmask`. Columns of ``logits`` beyond the bitmask's
-    width are masked too. ``indices`` selects which logits rows the bitmask rows apply to.
-    Vectorised: no Python loop over the vocabulary.
+    from :func:`onrails.allocate_token_bitmask`, row ``i`` for logits row ``i``. Columns of
+    ``logits`` beyond the bitmask's width are masked too. ``indices`` limits the masking to those
+    rows (the others, unconstrained sequences, are left alone). Vectorised: no Python loop over
+    the vocabulary.
     """
     squeeze = logits.dim() == 1
     rows = logits.view(1, -1) if squeeze else logits
@@ -55,7 +56,7 @@ def apply_token_bitmask_inplace(
     else:
         index = torch.as_tensor(indices, device=rows.device)
         sub = rows.index_select(0, index)
-        sub.masked_fill_(~allowed[: len(indices)], float("-inf"))
+        sub.masked_fill_(~allowed.index_select(0, index), float("-inf"))
         rows.index_copy_(0, index, sub)
 
 

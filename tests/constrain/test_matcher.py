@@ -153,8 +153,8 @@ def test_bitmask_rows_fill_numpy_and_torch_batches(compiler: GrammarCompiler) ->
 def test_apply_bitmask_to_selected_rows(compiler: GrammarCompiler) -> None:
     grammar = compiler.compile_builtin()
     matcher = Matcher(grammar, "number")
-    mask = allocate_token_bitmask(1, grammar.vocabulary.size)
-    matcher.fill_next_token_bitmask(mask)
+    mask = allocate_token_bitmask(3, grammar.vocabulary.size)
+    matcher.fill_next_token_bitmask(mask, 2)
     logits = torch.zeros(3, grammar.vocabulary.size)
     apply_token_bitmask_inplace(logits, mask, indices=[2])
     assert torch.isfinite(logits[:2]).all()
