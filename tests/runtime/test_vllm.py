@@ -95,6 +95,18 @@ def test_json_schema_outputs_validate(llm: Any) -> None:
         jsonschema.validate(json.loads(text), PERSON)
 
 
+def test_maskbench_schema_outputs_validate(llm: Any, shared_dir: Path) -> None:
+    path = shared_dir / "maskbench" / "dev" / "BFCL_simple_0.json"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    schema = json.loads(path.read_text())["schema"]
+    params = _params({"json_schema": schema}, temperature=0.7, seed=11, max_tokens=128)
+    outputs = llm.generate(["Call the function, as JSON:"] * 6, params, use_tqdm=False)
+    for out in outputs:
+        assert out.outputs[0].finish_reason == "stop", out.outputs[0].text
+        jsonschema.validate(json.loads(out.outputs[0].text), schema)
+
+
 def test_mixed_batch_of_sixteen_requests_all_valid(llm: Any) -> None:
     from tests.reference import ReferenceGrammar
 
