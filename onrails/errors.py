@@ -41,3 +41,41 @@ class CompileBudgetError(GrammarError):
 
 class TokenizerError(OnRailsError, ValueError):
     """A tokenizer's vocabulary could not be read into bytes."""
+
+
+class BadRequestError(OnRailsError, ValueError):
+    """A request parameter is invalid (out of range, wrong type, unknown name, bad grammar...).
+
+    ``param`` names the offending parameter (``"temperature"``, ``"messages[1].content"``...).
+    Raised before any work starts, so the loaded model and other requests are unaffected.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        self.param = param
+        super().__init__(f"{param}: {message}" if param else message)
+
+
+class SchemaError(GrammarError):
+    """A JSON Schema is invalid, unsatisfiable, or uses a keyword that cannot be enforced exactly.
+
+    ``pointer`` is the JSON pointer of the schema location involved ("" for the root) and
+    ``keyword`` the keyword concerned, when known.
+    """
+
+    def __init__(self, message: str, *, pointer: str | None = None, keyword: str | None = None) -> None:
+        self.pointer = pointer
+        self.keyword = keyword
+        where = []
+        if pointer is not None:
+            where.append(f"at #{pointer}")
+        if keyword is not None:
+            where.append(f"keyword {keyword!r}")
+        super().__init__(f"{message} ({', '.join(where)})" if where else message)
+
+
+class ContextLengthError(BadRequestError):
+    """The prompt, or the prompt plus ``max_tokens``, does not fit in the model's context."""
+
+
+class QueueFullError(OnRailsError):
+    """The server's request queue is full: the request was not accepted; retry later."""

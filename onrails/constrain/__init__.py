@@ -8,6 +8,8 @@ from onrails.constrain.compiled import (
     GrammarCompiler,
     builtin_grammar_text,
 )
+from onrails.constrain.schema import SchemaGrammar, Unenforced, pydantic_schema, schema_to_grammar
+from onrails.constrain.tools import tools_to_grammar
 from onrails.constrain.matcher import Matcher, MatcherError, allocate_token_bitmask
 from onrails.constrain.vocabulary import Vocabulary
 
@@ -19,7 +21,12 @@ __all__ = [
     "GrammarCompiler",
     "Matcher",
     "MatcherError",
+    "SchemaGrammar",
+    "Unenforced",
     "Vocabulary",
     "allocate_token_bitmask",
     "builtin_grammar_text",
+    "pydantic_schema",
+    "schema_to_grammar",
+    "tools_to_grammar",
 ]

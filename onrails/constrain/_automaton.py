@@ -84,12 +84,33 @@ class Automaton:
             tuple(sorted(set(table.shift[i]) | set(table.reduce[i]) - {table.end}))
             for i in range(len(table.shift))
         ]
+        # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
+        # reduction closure is computed once per class (schema grammars have one terminal per
+        # property name, nearly all in one class).
+        signatures: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
+        for lr_state, actions in enumerate(table.reduce):
+            for lookahead, rules in actions.items():
+                signatures.setdefault(lookahead, []).append((lr_state, tuple(rules)))
+        class_ids: dict[tuple[tuple[int, tuple[int, ...]], ...], int] = {}
+        self._reduce_class = [
+            class_ids.setdefault(tuple(signatures.get(t, ())), len(class_ids))
+            for t in range(max(len(dfas), table.end) + 1)
+        ]
+        self._closure_cache: dict[tuple[int, int], list[int]] = {}
+        self._candidate_groups = [self._group_by_class(c) for c in self._candidates]
+        self._all_groups = self._group_by_class(range(len(dfas)))
         bits = [max(1, int(d.n_states).bit_length()) for d in dfas]
         self._dfa_bits = bits
         self.initial: dict[str, int] = {}
         for name, lr_state in table.initial.items():
             root = self._push(0, lr_state)
             self.initial[name] = self.intern(frozenset([(root, -1, 0)]))
+
+    def _group_by_class(self, terminals: "range | tuple[int, ...]") -> tuple[frozenset[int], ...]:
+        groups: dict[int, set[int]] = {}
+        for t in terminals:
+            groups.setdefault(self._reduce_class[t], set()).add(t)
+        return tuple(frozenset(g) for g in groups.values())
 
     # -- stacks ---------------------------------------------------------------------------------
 
@@ -173,13 +194,21 @@ class Automaton:
         cached = self._shift_cache.get(key)
         if cached is None:
             out = []
-            for node in self.reduce_closure(stack, terminal):
+            for node in self._closure(stack, terminal):
                 target = self.table.shift[self.stack_state[node]].get(terminal)
                 if target is not None:
                     out.append(self._push(node, target))
             cached = tuple(dict.fromkeys(out))
             self._shift_cache[key] = cached
         return cached
+
+    def _closure(self, stack: int, terminal: int) -> list[int]:
+        """``reduce_closure`` memoised per reduce class of the look-ahead terminal."""
+        key = (stack, self._reduce_class[terminal])
+        closure = self._closure_cache.get(key)
+        if closure is None:
+            closure = self._closure_cache[key] = self.reduce_closure(stack, terminal)
+        return closure
 
     def can_end(self, stack: int) -> bool:
         """Whether the parser accepts at ``stack`` when the input ends."""
@@ -194,9 +223,14 @@ class Automaton:
         """Terminals that may start at a boundary with this stack (ignored ones included)."""
         cached = self._allowed_cache.get(stack)
         if cached is None:
-            candidates = self._candidates[self.stack_state[stack]] if stack > OPAQUE else range(len(self.dfas))
-            allowed = [t for t in candidates if t not in self.ignored and self.shift(stack, t)]
-            cached = tuple(allowed) + self.ignored
+            groups = self._candidate_groups[self.stack_state[stack]] if stack > OPAQUE else self._all_groups
+            allowed: set[int] = set()
+            shift_table = self.table.shift
+            for terminals in groups:
+                # A terminal is allowed when some stack of its class's closure shifts it.
+                for node in self._closure(stack, next(iter(terminals))):
+                    allowed.update(t for t in shift_table[self.stack_state[node]] if t in terminals)
+            cached = tuple(sorted(allowed.difference(self.ignored))) + self.ignored
             self._allowed_cache[stack] = cached
         return cached
 

@@ -20,7 +20,18 @@ import interegular
 import interegular.fsm
 import numpy as np
 from interegular.fsm import FSM, OblivionError, anything_else
-from re import _casefix  # type: ignore[attr-defined]
+
+try:  # Python 3.11+
+    from re import _casefix  # type: ignore[attr-defined]
+    from re import _constants as _sre_constants  # type: ignore[attr-defined]
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+
+    _EXTRA_CASES: dict[int, tuple[int, ...]] = _casefix._EXTRA_CASES
+except ImportError:  # Python 3.10: the same modules under their old names, no extra case table
+    import sre_constants as _sre_constants
+    import sre_parse as _sre_parse
+
+    _EXTRA_CASES = {}
 
 from onrails.errors import CompileBudgetError, GrammarError
 
@@ -54,6 +65,37 @@ class ByteDFA:
             if state == DEAD:
                 return False
         return bool(self.accepting[state])
+
+
+def _literal(pattern: str) -> bytes | None:
+    """The UTF-8 bytes ``pattern`` matches when it is a plain literal (keys, keywords), else None.
+
+    Grammars from JSON Schemas have one such terminal per property name; they skip the automaton
+    construction entirely.
+    """
+    if "(?" in pattern:
+        return None
+    try:
+        parsed = _sre_parse.parse(pattern)
+    except re.error:
+        return None
+    chars = []
+    for op, value in parsed:
+        if op is not _sre_constants.LITERAL:
+            return None
+        chars.append(chr(value))
+    text = "".join(chars)
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return None
+    return text.encode("utf-8")
+
+
+def _literal_dfa(data: bytes) -> ByteDFA:
+    table = np.full((len(data) + 1, 256), DEAD, dtype=np.int32)
+    table[np.arange(len(data)), np.frombuffer(data, dtype=np.uint8)] = np.arange(1, len(data) + 1)
+    accepting = np.zeros(len(data) + 1, dtype=bool)
+    accepting[-1] = True
+    return ByteDFA(table, accepting)
 
 
 def _encode(cp: int) -> bytes:
@@ -206,7 +248,7 @@ def _add_case_variants(explicit: dict[int, list[int]], named: list[int]) -> None
         extra = []
         for cp in list(cps):
             low = _sre.unicode_tolower(cp)
-            lows = {low, *_casefix._EXTRA_CASES.get(low, ())}
+            lows = {low, *_EXTRA_CASES.get(low, ())}
             for variant_low in lows:
                 for variant in (variant_low, *sources.get(variant_low, ())):
                     if variant not in taken:
@@ -245,6 +287,9 @@ def regex_to_byte_dfa(
     """
     if _LOOKAROUND.search(pattern):
         raise GrammarError(f"lookaround is not supported in terminal regex {pattern!r}", rule=name or None)
+    literal = _literal(pattern)
+    if literal:
+        return _literal_dfa(literal)
     budget = _Budget(deadline, max_states, name)
     _budget.current = budget
     try:

@@ -54,6 +54,9 @@ _WS_OVERRIDES = {
     "compact": "\n%override ws: \n",
 }
 _MASK_CACHE_ENTRIES = 2048
+_GRAMMAR_CACHE_ENTRIES = 256
+_SHARED_DFA_ENTRIES = 2048
+_SHARED_PURE_ENTRIES = 4096
 _MAX_STATES = 100_000
 _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
@@ -120,6 +123,41 @@ class _Pure:
     exits: np.ndarray  # trie nodes where the terminal may end and the token continues
 
 
+class _LRU(OrderedDict):  # type: ignore[type-arg]
+    """A size-bounded mapping that forgets the least recently used entry first (thread-safe)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.lock = threading.Lock()
+
+    def lookup(self, key: object) -> object:
+        with self.lock:
+            value = self.get(key)
+            if value is not None:
+                self.move_to_end(key)
+            return value
+
+    def keep(self, key: object, value: object) -> object:
+        """Store ``value`` unless another thread stored one first; return the stored one."""
+        with self.lock:
+            value = self.setdefault(key, value)
+            self.move_to_end(key)
+            while len(self) > self.capacity:
+                self.popitem(last=False)
+            return value
+
+
+@dataclass
+class _Shared:
+    """What grammars compiled for one vocabulary share: byte DFAs by regex, pure masks by
+    (regex, DFA state). Most JSON-Schema grammars lex strings and numbers with the same
+    regexes, so a new schema mostly reuses the vocabulary walks of earlier ones."""
+
+    dfas: _LRU = field(default_factory=lambda: _LRU(_SHARED_DFA_ENTRIES))
+    pure: _LRU = field(default_factory=lambda: _LRU(_SHARED_PURE_ENTRIES))
+
+
 @dataclass
 class CompiledGrammar:
     """A grammar compiled for one vocabulary: reusable across sequences and threads.
@@ -135,8 +173,9 @@ class CompiledGrammar:
     _dfas: list[ByteDFA] = field(repr=False)
     _ignored: list[int] = field(repr=False)
     _trie: TokenTrie = field(repr=False)
+    _regexes: tuple[str, ...] = field(repr=False)
+    _shared: _Shared = field(default_factory=_Shared, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    _pure: dict[tuple[int, int], _Pure] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._words = words_for(self.vocabulary.size)
@@ -158,8 +197,8 @@ class CompiledGrammar:
         return allowed
 
     def _pure_part(self, terminal: int, dfa_state: int) -> _Pure:
-        key = (terminal, dfa_state)
-        pure = self._pure.get(key)
+        key = (self._regexes[terminal], dfa_state)
+        pure = self._shared.pure.lookup(key)
         if pure is None:
             dfa = self._dfas[terminal]
             trie = self._trie
@@ -182,12 +221,17 @@ class CompiledGrammar:
                 stay=_pack(self._bool_of(trie.tokens_at(nodes))),
                 exits=np.concatenate(exits) if exits else np.zeros(0, np.int64),
             )
-            self._pure[key] = pure
+            pure = self._shared.pure.keep(key, pure)
+        assert isinstance(pure, _Pure)
         return pure
 
     def memory_bytes(self) -> int:
-        """Approximate bytes held by this grammar's tables and caches (the shared trie excluded)."""
-        total = sum(p.stay.nbytes + p.exits.nbytes for p in self._pure.values())
+        """Approximate bytes held by this grammar's tables and caches, with the pure masks it
+        shares with other grammars of its compiler (the vocabulary trie excluded)."""
+        mine = set(self._regexes)
+        with self._shared.pure.lock:
+            parts = [p for (regex, _), p in self._shared.pure.items() if regex in mine]
+        total = sum(p.stay.nbytes + p.exits.nbytes for p in parts)
         total += sum(d.table.nbytes for d in self._dfas)
         return total + self._generation.memory_bytes()
 
@@ -196,14 +240,17 @@ class GrammarCompiler:
     """Compiles grammars for one vocabulary and caches them by grammar text and options.
 
     Thread-safe. The first compile of a vocabulary also builds its byte trie (about a second for
-    a 128k vocabulary); later compiles reuse it.
+    a 128k vocabulary); later compiles reuse it, and share terminal DFAs and the masks inside
+    terminals with every grammar this compiler compiled before. Keeps the ``cache_size`` most
+    recently used compiled grammars.
     """
 
-    def __init__(self, vocabulary: Vocabulary, *, budget_s: float = 30.0) -> None:
+    def __init__(self, vocabulary: Vocabulary, *, budget_s: float = 30.0, cache_size: int = _GRAMMAR_CACHE_ENTRIES) -> None:
         self.vocabulary = vocabulary
         self.budget_s = budget_s
-        self._cache: dict[tuple[str, tuple[str, ...]], CompiledGrammar] = {}
-        self._lock = threading.Lock()
+        self._cache = _LRU(cache_size)
+        self._schema_cache = _LRU(cache_size)
+        self._shared = _Shared()
 
     def compile_builtin(self, whitespace: str = "bounded") -> CompiledGrammar:
         """The built-in JSON / function-calling grammar with every documented root."""
@@ -219,19 +266,87 @@ class GrammarCompiler:
         """
         starts = (start,) if isinstance(start, str) else tuple(start)
         key = (grammar, starts)
-        with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                return cached
+        cached = self._cache.lookup(key)
+        if isinstance(cached, CompiledGrammar):
+            return cached
         deadline = time.monotonic() + self.budget_s
         spec = parse_lark(grammar, starts)
-        compiled = _compile_spec(spec, self.vocabulary, deadline)
-        with self._lock:
-            return self._cache.setdefault(key, compiled)
+        compiled = self._cache.keep(key, _compile_spec(spec, self.vocabulary, deadline, self._shared))
+        assert isinstance(compiled, CompiledGrammar)
+        return compiled
+
+    # -- JSON Schema, pydantic and tools (onrails.constrain.schema / .tools) ----------------------
+
+    def compile_json_schema(
+        self,
+        schema: "dict[str, object] | bool | str",
+        *,
+        whitespace: str = "flexible",
+        strict: bool = True,
+    ) -> CompiledGrammar:
+        """Compile a JSON Schema (dict, boolean or JSON text); its root is the schema's value.
+
+        Cached by the schema's canonical JSON and the options. Raises SchemaError (invalid
+        schema, or a keyword not enforceable exactly in strict mode), GrammarError or
+        CompileBudgetError. ``schema_to_grammar`` shows the Lark text and, in lenient mode,
+        what was left out.
+        """
+        import json
+
+        from onrails.constrain.schema import load_schema, schema_to_grammar
+
+        loaded = load_schema(schema)
+        key = (json.dumps(loaded, sort_keys=True, ensure_ascii=False), whitespace, strict)
+        cached = self._schema_cache.lookup(key)
+        if isinstance(cached, CompiledGrammar):
+            return cached
+        converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=self.budget_s)
+        compiled = self._schema_cache.keep(key, self.compile_lark(converted.lark, converted.start))
+        assert isinstance(compiled, CompiledGrammar)
+        return compiled
+
+    def compile_pydantic(
+        self, model_or_type: object, *, whitespace: str = "flexible", strict: bool = True
+    ) -> CompiledGrammar:
+        """Compile the JSON Schema of a pydantic BaseModel class or any type TypeAdapter takes."""
+        from onrails.constrain.schema import pydantic_schema
+
+        return self.compile_json_schema(pydantic_schema(model_or_type), whitespace=whitespace, strict=strict)
+
+    def compile_tools(
+        self,
+        tools: "list[dict[str, object]]",
+        *,
+        tool_choice: "str | dict[str, object]" = "auto",
+        parallel_tool_calls: bool = True,
+        whitespace: str = "bounded",
+        strict: bool = True,
+    ) -> CompiledGrammar:
+        """Compile OpenAI-style tools into the built-in function-calling rules, specialised.
+
+        The grammar's single root depends on ``tool_choice`` (see ``onrails.constrain.tools``).
+        """
+        from onrails.constrain.tools import tools_to_grammar
+
+        converted = tools_to_grammar(
+            tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            whitespace=whitespace,
+            strict=strict,
+            budget_s=self.budget_s,
+        )
+        return self.compile_lark(converted.lark, converted.start)
 
 
-def _compile_spec(spec: GrammarSpec, vocabulary: Vocabulary, deadline: float) -> CompiledGrammar:
-    dfas = [regex_to_byte_dfa(t.regex, name=t.name, deadline=deadline) for t in spec.terminals]
+def _compile_spec(spec: GrammarSpec, vocabulary: Vocabulary, deadline: float, shared: _Shared) -> CompiledGrammar:
+    dfas = []
+    for t in spec.terminals:
+        dfa = shared.dfas.lookup(t.regex)
+        if dfa is None:
+            dfa = shared.dfas.keep(t.regex, regex_to_byte_dfa(t.regex, name=t.name, deadline=deadline))
+        assert isinstance(dfa, ByteDFA)
+        dfas.append(dfa)
     table = build_parse_table(spec, deadline)
     index = {t.name: i for i, t in enumerate(spec.terminals)}
     ignored = [index[name] for name in spec.ignore if name in index]
@@ -243,6 +358,8 @@ def _compile_spec(spec: GrammarSpec, vocabulary: Vocabulary, deadline: float) ->
         _dfas=dfas,
         _ignored=ignored,
         _trie=_trie_for(vocabulary),
+        _regexes=tuple(t.regex for t in spec.terminals),
+        _shared=shared,
     )
 
 

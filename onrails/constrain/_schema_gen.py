@@ -1,0 +1,1477 @@
+"""JSON Schema → Lark grammar text.
+
+Every schema location becomes a rule (or a terminal) deriving exactly the JSON texts valid under
+it, or a documented subset of them: objects write their declared properties in ``properties``
+order before any additional ones, numbers with bounds are written without exponent, strings
+with a ``pattern``, ``format`` or fixed value are written in their canonical JSON spelling.
+
+How the keywords are enforced:
+
+* ``allOf``, ``$ref`` with siblings, ``if``/``then``/``else``, ``dependentRequired``,
+  ``dependentSchemas`` and ``not`` are rewritten into a disjunction of *flat* schemas (no
+  applicators at the top) by merging keywords; ``not`` and ``if`` need the negation of their
+  schema, which exists for a useful subset of keywords (``_negate``).
+* ``enum``/``const`` are finite: each candidate value is checked against the whole schema with
+  ``jsonschema`` (formats asserted) and the survivors are written literally.
+* ``anyOf`` is a choice of rules; ``oneOf`` is too when its branches are provably exclusive
+  (disjoint types or values), else it becomes ``A ∧ ¬B ∨ B ∧ ¬A`` where negation is possible.
+* A pure ``$ref`` is a reference to the target's rule, so recursive schemas are recursive rules.
+
+What cannot be enforced exactly is reported through ``Notes`` (strict mode raises instead).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable
+from urllib.parse import unquote, urljoin
+
+import jsonschema
+
+from onrails.constrain import _ecma_regex as rx
+from onrails.constrain._schema_formats import FORMATS
+from onrails.constrain._schema_numbers import (
+    INTEGER,
+    NUMBER,
+    ZERO_FRACTION,
+    decimal_regex,
+    int_regex,
+    multiple_regex,
+)
+from onrails.errors import CompileBudgetError, SchemaError
+
+_TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
+_ALL_TYPES = frozenset(_TYPES)
+_NOT_IN = "\x00notIn"  # internal keyword: a string outside a finite set (from negated enums)
+_MAX_ALTERNATIVES = 64
+_MAX_COUNT_STATES = 4096
+_MAX_LENGTH = 1024
+_MAX_COUNTED_LENGTH = 128
+_MAX_REF_DEPTH = 64
+_MAX_NEGATION_DEPTH = 12
+_ANY_ORDER_MEMBERS = 5  # objects with at most this many declared properties take them in any order
+
+# Keywords that only annotate: ignoring them changes nothing.
+_ANNOTATIONS = {
+    "$schema", "$id", "id", "$comment", "$anchor", "$dynamicAnchor", "$vocabulary", "$defs",
+    "definitions", "title", "description", "default", "examples", "example", "deprecated",
+    "readOnly", "writeOnly", "contentMediaType", "contentEncoding", "contentSchema",
+}
+# Assertion keywords, by the instance type they constrain.
+_BY_TYPE = {
+    "string": {"minLength", "maxLength", "pattern", "format", _NOT_IN},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+    "object": {
+        "properties", "required", "additionalProperties", "patternProperties", "propertyNames",
+        "minProperties", "maxProperties", "unevaluatedProperties",
+    },
+    "array": {
+        "items", "prefixItems", "minItems", "maxItems", "contains", "minContains",
+        "maxContains", "uniqueItems", "unevaluatedItems",
+    },
+}
+_UNSUPPORTED = {"$dynamicRef", "$recursiveRef"}
+
+_ASSERTIONS = set().union(*_BY_TYPE.values()) | {"type", "enum", "const", "additionalItems"}
+
+Flat = dict[str, Any]
+
+
+class _Unexpressible(Exception):
+    """A negation or merge the grammar cannot express; carries the pointer and keyword."""
+
+    def __init__(self, pointer: str, keyword: str, why: str) -> None:
+        super().__init__(why)
+        self.pointer = pointer
+        self.keyword = keyword
+        self.why = why
+
+
+@dataclass
+class Notes:
+    """What a conversion could not enforce: (JSON pointer, keyword, reason)."""
+
+    strict: bool
+    unenforced: list[tuple[str, str, str]] = field(default_factory=list)
+    ignored_formats: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, pointer: str, keyword: str, why: str) -> None:
+        if self.strict:
+            raise SchemaError(f"cannot enforce {keyword!r} exactly: {why}", pointer=pointer, keyword=keyword)
+        if (pointer, keyword, why) not in self.unenforced:
+            self.unenforced.append((pointer, keyword, why))
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _escape_pointer(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def _types_of(schema: Flat) -> frozenset[str]:
+    t = schema.get("type")
+    if t is None:
+        return _ALL_TYPES
+    names = {t} if isinstance(t, str) else set(t)
+    if "number" in names:
+        names.add("integer")
+    return frozenset(names)
+
+
+def _type_value(types: frozenset[str]) -> list[str]:
+    return sorted(types)
+
+
+def _is_true(schema: Any) -> bool:
+    if schema is True:
+        return True
+    return isinstance(schema, dict) and all(k in _ANNOTATIONS for k in schema)
+
+
+def _fraction(value: Any) -> Fraction:
+    return Fraction(repr(value)) if isinstance(value, float) else Fraction(value)
+
+
+class SchemaConverter:
+    """Builds the grammar of one root schema. ``convert`` returns (rules text, start rule)."""
+
+    def __init__(
+        self,
+        root: Any,
+        *,
+        notes: Notes,
+        ws_rule: str | None,
+        prefix: str,
+        deadline: float,
+        max_symbols: int,
+        draft7: bool,
+        integer_fraction: bool = True,
+    ) -> None:
+        self.root = root
+        self.notes = notes
+        self.ws = ws_rule
+        self.prefix = prefix
+        self.deadline = deadline
+        self.max_symbols = max_symbols
+        self.draft7 = draft7
+        # "1.0" is an integer from draft 6 on, not in draft 4
+        self.integer_tail = ZERO_FRACTION if integer_fraction else ""
+        # flat schemas use 2020-12 spellings whatever the root's dialect
+        checker_cls = jsonschema.Draft202012Validator
+        self._validator = checker_cls(root, format_checker=checker_cls.FORMAT_CHECKER)
+        self.rules: dict[str, list[list[str]]] = {}
+        self.terminals: dict[str, str] = {}  # regex -> terminal name
+        self._memo: dict[str, str | None] = {}
+        self._n = 0
+        self._symbols = 0
+        self._any: str | None = None
+
+    # -- names and output -----------------------------------------------------------------------
+
+    def _rule(self, alternatives: list[list[str]] | None = None) -> str:
+        self._n += 1
+        name = f"{self.prefix}{self._n}"
+        self.rules[name] = alternatives if alternatives is not None else []
+        return name
+
+    def _define(self, name: str, alternatives: list[list[str]]) -> None:
+        self._symbols += sum(len(a) + 1 for a in alternatives)
+        if self._symbols > self.max_symbols:
+            raise CompileBudgetError(f"schema grammar exceeds {self.max_symbols} symbols")
+        if time.monotonic() > self.deadline:
+            raise CompileBudgetError("schema conversion exceeded its time budget")
+        self.rules[name] = alternatives
+
+    def _terminal(self, regex: str) -> str:
+        name = self.terminals.get(regex)
+        if name is None:
+            name = f"{self.prefix.upper()}{len(self.terminals) + 1}"
+            self.terminals[regex] = name
+        return name
+
+    def _sep(self, needed: bool) -> list[str]:
+        """The separator before a member or element that is not the first."""
+        if not needed:
+            return []
+        return [self.ws, '","', self.ws] if self.ws else ['","']
+
+    def _closing(self, bracket: str) -> list[str]:
+        return [self.ws, bracket] if self.ws else [bracket]
+
+    def _seq(self, *parts: str) -> list[str]:
+        """Symbols with optional whitespace between every two (none in compact mode)."""
+        out: list[str] = []
+        for part in parts:
+            if out and self.ws:
+                out.append(self.ws)
+            out.append(part)
+        return out
+
+    def text(self, start: str) -> str:
+        """The Lark text of every rule reachable and productive, starting at ``start``.
+
+        Rules that are a single symbol are replaced by that symbol (fewer parser states).
+        """
+        productive = self._productive()
+        if start not in productive:
+            raise SchemaError("the schema accepts no JSON value", pointer="")
+        kept = {
+            name: [a for a in alts if all(s in productive or not self._is_rule(s) for s in a)]
+            for name, alts in self.rules.items()
+            if name in productive
+        }
+
+        def target(symbol: str) -> str:
+            seen = set()
+            while symbol in kept and symbol != start and len(kept[symbol]) == 1 and len(kept[symbol][0]) == 1:
+                if symbol in seen:
+                    break
+                seen.add(symbol)
+                symbol = kept[symbol][0][0]
+            return symbol
+
+        lines = []
+        done = set()
+        stack = [start]
+        while stack:
+            name = stack.pop()
+            if name in done or name not in kept:
+                continue
+            done.add(name)
+            alts = [[target(s) for s in a] for a in kept[name]]
+            lines.append(f"{name}: " + " | ".join(" ".join(a) for a in alts))
+            for a in alts:
+                stack.extend(s for s in a if self._is_rule(s))
+        used = {s for line in lines for s in line.split()}
+        for regex, name in self.terminals.items():
+            if name in used:
+                lines.append(f"{name}: /{regex}/")
+        return "\n".join(lines) + "\n"
+
+    def _is_rule(self, symbol: str) -> bool:
+        return symbol in self.rules
+
+    def _productive(self) -> set[str]:
+        productive: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for name, alts in self.rules.items():
+                if name in productive:
+                    continue
+                if any(all(s in productive or not self._is_rule(s) for s in a) for a in alts):
+                    productive.add(name)
+                    changed = True
+        return productive
+
+    # -- references -----------------------------------------------------------------------------
+
+    def resolve(self, ref: str, pointer: str) -> tuple[Any, str]:
+        """The schema a ``$ref`` names (refs were made root-relative by ``absolute_refs``)."""
+        if not ref.startswith("#") or (len(ref) > 1 and ref[1] != "/"):
+            raise _Unexpressible(pointer, "$ref", f"cannot resolve {ref!r} (only references inside the schema)")
+        target: Any = self.root
+        for token in ref[2:].split("/") if len(ref) > 1 else []:
+            token = unquote(token).replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict) and token in target:
+                target = target[token]
+            elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
+                target = target[int(token)]
+            else:
+                raise _Unexpressible(pointer, "$ref", f"{ref!r} points nowhere")
+        return target, ref[1:]
+
+    # -- entry ----------------------------------------------------------------------------------
+
+    def symbol(self, schema: Any, pointer: str) -> str | None:
+        """A rule or terminal for the values valid under ``schema``; None when there are none."""
+        if schema is False:
+            return None
+        if _is_true(schema):
+            return self.any_value()
+        if not isinstance(schema, dict):
+            raise SchemaError("a schema must be an object or a boolean", pointer=pointer)
+        key = _canon(schema)
+        if key in self._memo:
+            return self._memo[key]
+        name = self._rule()
+        self._memo[key] = name  # before building: recursive references land here
+        alternatives = self._build(schema, pointer)
+        self._define(name, alternatives)
+        return name
+
+    def _build(self, schema: dict[str, Any], pointer: str) -> list[list[str]]:
+        keys = {k for k in schema if k not in _ANNOTATIONS}
+        if "$ref" in keys and (keys == {"$ref"} or self.draft7):
+            try:
+                target, where = self.resolve(schema["$ref"], pointer)
+            except _Unexpressible as exc:
+                self.notes.add(exc.pointer, exc.keyword, exc.why)
+                return [[self.any_value()]]
+            sym = self.symbol(target, where)
+            return [[sym]] if sym else []
+        if keys == {"anyOf"} or (keys == {"oneOf"} and self._exclusive(schema["oneOf"], pointer)):
+            kw = "anyOf" if "anyOf" in keys else "oneOf"
+            out = []
+            for i, branch in enumerate(schema[kw]):
+                sym = self.symbol(branch, f"{pointer}/{kw}/{i}")
+                if sym:
+                    out.append([sym])
+            return out
+        if keys == {"allOf"} and len(schema["allOf"]) == 1:
+            sym = self.symbol(schema["allOf"][0], f"{pointer}/allOf/0")
+            return [[sym]] if sym else []
+        out = []
+        for flat in self.flatten(schema, pointer, 0):
+            sym = self.flat_symbol(flat, pointer)
+            if sym:
+                out.append([sym])
+        return out
+
+    # -- flattening -----------------------------------------------------------------------------
+
+    def flatten(self, schema: Any, pointer: str, depth: int) -> list[Flat]:
+        """The schema as a disjunction of flat schemas (no applicators at the top)."""
+        if depth > _MAX_REF_DEPTH:
+            raise SchemaError("$ref cycle without any value in between", pointer=pointer, keyword="$ref")
+        if schema is True:
+            return [{}]
+        if schema is False:
+            return []
+        if not isinstance(schema, dict):
+            raise SchemaError("a schema must be an object or a boolean", pointer=pointer)
+        if "$ref" in schema and self.draft7:
+            schema = {"$ref": schema["$ref"]}
+        own: Flat = {}
+        conjuncts: list[list[Flat]] = []
+        for key, value in schema.items():
+            if key in _ANNOTATIONS or key in ("then", "else", "dependencies", "dependentRequired", "dependentSchemas"):
+                continue
+            here = f"{pointer}/{_escape_pointer(key)}"
+            if key == "$ref":
+                try:
+                    target, where = self.resolve(value, pointer)
+                except _Unexpressible as exc:
+                    self.notes.add(exc.pointer, exc.keyword, exc.why)
+                    continue
+                conjuncts.append(self.flatten(target, where, depth + 1))
+            elif key == "allOf":
+                for i, sub in enumerate(value):
+                    conjuncts.append(self.flatten(sub, f"{here}/{i}", depth + 1))
+            elif key == "anyOf":
+                conjuncts.append(
+                    [f for i, sub in enumerate(value) for f in self.flatten(sub, f"{here}/{i}", depth + 1)]
+                )
+            elif key == "oneOf":
+                conjuncts.append(self._one_of(value, here, depth))
+            elif key == "not":
+                try:
+                    conjuncts.append(self.negate(value, here, depth + 1))
+                except _Unexpressible as exc:
+                    self.notes.add(here, "not", exc.why)
+            elif key == "if":
+                conjuncts.append(self._if_then_else(schema, pointer, depth))
+            elif key in _UNSUPPORTED:
+                self.notes.add(pointer, key, "dynamic references are not supported")
+            elif key in _ASSERTIONS:
+                own[key] = value
+            # any other keyword is an annotation (unknown keywords are ignored by JSON Schema)
+        for key in ("dependentRequired", "dependentSchemas", "dependencies"):
+            for name, dep in (schema.get(key) or {}).items():
+                absent: Flat = {"properties": {name: False}}
+                if isinstance(dep, list):
+                    present: Flat = {"required": [name, *dep]}
+                    conjuncts.append([absent, present])
+                else:
+                    subs = self.flatten(dep, f"{pointer}/{key}/{_escape_pointer(name)}", depth + 1)
+                    present_with = [self.merge({"required": [name]}, s, pointer) for s in subs]
+                    conjuncts.append([absent] + [m for m in present_with if m is not None])
+        own = self._normalize(own, pointer)
+        if "unevaluatedProperties" in own or "unevaluatedItems" in own:
+            if any(k in schema for k in ("anyOf", "oneOf", "not", "if", "dependentSchemas", "dependencies")):
+                for k in ("unevaluatedProperties", "unevaluatedItems"):
+                    if k in own:
+                        self.notes.add(pointer, k, "evaluation depends on which branches apply")
+                        own.pop(k)
+        result = [own]
+        for options in conjuncts:
+            merged: list[Flat] = []
+            for a, b in itertools.product(result, options):
+                m = self.merge(a, b, pointer)
+                if m is not None:
+                    merged.append(m)
+            if len(merged) > _MAX_ALTERNATIVES:
+                raise CompileBudgetError(f"schema at #{pointer} expands to more than {_MAX_ALTERNATIVES} alternatives")
+            result = merged
+        return [self._apply_unevaluated(f, pointer) for f in result]
+
+    def _apply_unevaluated(self, flat: Flat, pointer: str) -> Flat:
+        """unevaluated* after merging: they act on what no merged keyword evaluated."""
+        flat = dict(flat)
+        if "unevaluatedProperties" in flat:
+            extra = flat.pop("unevaluatedProperties")
+            if "additionalProperties" not in flat:
+                flat["additionalProperties"] = extra
+        if "unevaluatedItems" in flat:
+            extra = flat.pop("unevaluatedItems")
+            if "items" not in flat:
+                if "contains" in flat:
+                    self.notes.add(pointer, "unevaluatedItems", "items evaluated by contains")
+                else:
+                    flat["items"] = extra
+        return flat
+
+    def _normalize(self, own: Flat, pointer: str) -> Flat:
+        """Draft-07 and draft-04 spellings to their 2020-12 meaning."""
+        own = dict(own)
+        items = own.get("items")
+        if isinstance(items, list):
+            own["prefixItems"] = items
+            if "additionalItems" in own:
+                own["items"] = own.pop("additionalItems")
+            else:
+                own.pop("items")
+        else:
+            own.pop("additionalItems", None)
+        for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if isinstance(own.get(flag), bool):
+                if own.pop(flag) and bound in own:
+                    own[flag] = own.pop(bound)
+        if "const" in own:
+            own["enum"] = [own.pop("const")] if "enum" not in own else [
+                v for v in own["enum"] if _canon(v) == _canon(own["const"])
+            ]
+            own.pop("const", None)
+        if "type" in own:
+            own["type"] = _type_value(_types_of(own))
+        return own
+
+    def _one_of(self, branches: list[Any], pointer: str, depth: int) -> list[Flat]:
+        flats = [self.flatten(b, f"{pointer}/{i}", depth + 1) for i, b in enumerate(branches)]
+        if self._exclusive(branches, pointer):
+            return [f for fs in flats for f in fs]
+        # exactly one: each branch with the negation of every other
+        try:
+            negations = [self.negate(b, f"{pointer}/{i}", depth + 1) for i, b in enumerate(branches)]
+        except _Unexpressible as exc:
+            self.notes.add(pointer, "oneOf", f"branches may overlap and cannot be negated ({exc.why})")
+            return [f for fs in flats for f in fs]
+        out = []
+        for i, fs in enumerate(flats):
+            current = fs
+            for j, neg in enumerate(negations):
+                if i == j:
+                    continue
+                current = [m for a, b in itertools.product(current, neg) if (m := self.merge(a, b, pointer)) is not None]
+                if len(current) > _MAX_ALTERNATIVES:
+                    raise CompileBudgetError(f"oneOf at #{pointer} expands to too many alternatives")
+            out.extend(current)
+        return out
+
+    def _if_then_else(self, schema: dict[str, Any], pointer: str, depth: int) -> list[Flat]:
+        cond = schema["if"]
+        then = schema.get("then", True)
+        other = schema.get("else", True)
+        yes = [
+            m
+            for a, b in itertools.product(
+                self.flatten(cond, f"{pointer}/if", depth + 1), self.flatten(then, f"{pointer}/then", depth + 1)
+            )
+            if (m := self.merge(a, b, pointer)) is not None
+        ]
+        try:
+            negated = self.negate(cond, f"{pointer}/if", depth + 1)
+        except _Unexpressible as exc:
+            self.notes.add(pointer, "if", f"the condition cannot be negated ({exc.why})")
+            return yes + self.flatten(other, f"{pointer}/else", depth + 1)
+        no = [
+            m
+            for a, b in itertools.product(negated, self.flatten(other, f"{pointer}/else", depth + 1))
+            if (m := self.merge(a, b, pointer)) is not None
+        ]
+        return yes + no
+
+    def _exclusive(self, branches: list[Any], pointer: str) -> bool:
+        """Whether no value can satisfy two branches (checked on types and literal values)."""
+        sigs = []
+        for i, b in enumerate(branches):
+            try:
+                flats = self.flatten(b, f"{pointer}/{i}", 1)
+            except (SchemaError, _Unexpressible):
+                return False
+            sigs.append(flats)
+        for a, b in itertools.combinations(sigs, 2):
+            for fa in a:
+                for fb in b:
+                    if not self._disjoint(fa, fb):
+                        return False
+        return True
+
+    def _disjoint(self, a: Flat, b: Flat) -> bool:
+        ta, tb = _types_of(a), _types_of(b)
+        if not (ta & tb):
+            return True
+        if "enum" in a and "enum" in b:
+            return not ({_canon(v) for v in a["enum"]} & {_canon(v) for v in b["enum"]})
+        if "enum" in a or "enum" in b:
+            return False
+        if ta & tb <= {"object"}:
+            # a discriminating property: required in both, with disjoint literal values
+            pa, pb = a.get("properties", {}), b.get("properties", {})
+            both = set(a.get("required", [])) & set(b.get("required", []))
+            # a property one side requires and the other forbids
+            for x, y in ((a, b), (b, a)):
+                if any(self._property_schema(x, r) is False for r in y.get("required", [])):
+                    return True
+            for name in both:
+                sa, sb = pa.get(name), pb.get(name)
+                if isinstance(sa, dict) and isinstance(sb, dict):
+                    va, vb = self._literal_values(sa), self._literal_values(sb)
+                    if va is not None and vb is not None and not (va & vb):
+                        return True
+        return False
+
+    def _literal_values(self, schema: dict[str, Any]) -> set[str] | None:
+        if "const" in schema:
+            return {_canon(schema["const"])}
+        if "enum" in schema:
+            return {_canon(v) for v in schema["enum"]}
+        return None
+
+    # -- merging --------------------------------------------------------------------------------
+
+    def merge(self, a: Flat, b: Flat, pointer: str) -> Flat | None:
+        """The conjunction of two flat schemas; None when provably unsatisfiable."""
+        out = dict(a)
+        for key, value in b.items():
+            if key not in out:
+                out[key] = value
+                continue
+            mine = out[key]
+            if _canon(mine) == _canon(value):
+                continue
+            if key == "type":
+                out[key] = _type_value(_types_of(out) & _types_of(b))
+            elif key == "enum":
+                keep = {_canon(v) for v in value}
+                out[key] = [v for v in mine if _canon(v) in keep]
+            elif key in ("minimum", "minLength", "minItems", "minProperties", "minContains"):
+                out[key] = max(mine, value)
+            elif key in ("maximum", "maxLength", "maxItems", "maxProperties", "maxContains"):
+                out[key] = min(mine, value)
+            elif key == "exclusiveMinimum":
+                out[key] = max(mine, value)
+            elif key == "exclusiveMaximum":
+                out[key] = min(mine, value)
+            elif key == "multipleOf":
+                fa, fb = _fraction(mine), _fraction(value)
+                lcm = Fraction(
+                    math.lcm(fa.numerator, fb.numerator), math.gcd(fa.denominator, fb.denominator)
+                )
+                out[key] = float(lcm) if lcm.denominator != 1 else int(lcm)
+            elif key == "required":
+                out[key] = list(dict.fromkeys([*mine, *value]))
+            elif key == _NOT_IN:
+                out[key] = list(dict.fromkeys([*mine, *value]))
+            elif key in ("propertyNames", "contains", "items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems"):
+                if key in ("contains",):
+                    self.notes.add(pointer, key, "two different contains schemas")
+                    continue
+                out[key] = {"allOf": [mine, value]}
+            elif key == "uniqueItems":
+                out[key] = bool(mine) or bool(value)
+            elif key in ("properties", "patternProperties", "prefixItems"):
+                continue  # merged below, with the other side's fallbacks
+            else:
+                self.notes.add(pointer, key, "two different values cannot both be enforced")
+        if "properties" in a or "properties" in b or "patternProperties" in a or "patternProperties" in b:
+            self._merge_properties(out, a, b, pointer)
+        if "prefixItems" in a or "prefixItems" in b:
+            self._merge_prefix(out, a, b)
+        if "type" in out and not out["type"]:
+            return None
+        if "enum" in out and not out["enum"]:
+            return None
+        return out
+
+    def _merge_properties(self, out: Flat, a: Flat, b: Flat, pointer: str) -> None:
+        pa, pb = a.get("properties", {}), b.get("properties", {})
+        pat_a, pat_b = a.get("patternProperties", {}), b.get("patternProperties", {})
+        if pat_a and pat_b and _canon(pat_a) != _canon(pat_b):
+            self.notes.add(pointer, "patternProperties", "merging two sets of patterns")
+        patterns = dict(pat_a or pat_b)
+        if bool(pat_a) != bool(pat_b):
+            # keys matching one side's patterns are additional keys for the other side
+            other = b if pat_a else a
+            for pat, sub in patterns.items():
+                patterns[pat] = self._combine(sub, other.get("additionalProperties", True))
+        if patterns:
+            out["patternProperties"] = patterns
+        else:
+            out.pop("patternProperties", None)
+        merged = {}
+        for name in list(pa) + [n for n in pb if n not in pa]:
+            if name not in pb:
+                merged[name] = self._combine(pa[name], self._property_schema(b, name))
+            elif name not in pa:
+                merged[name] = self._combine(self._property_schema(a, name), pb[name])
+            else:
+                merged[name] = self._combine(pa[name], pb[name])
+        out["properties"] = merged
+
+    @staticmethod
+    def _combine(x: Any, y: Any) -> Any:
+        if _is_true(y) or _canon(x) == _canon(y):
+            return x
+        if _is_true(x):
+            return y
+        if x is False or y is False:
+            return False
+        return {"allOf": [x, y]}
+
+    def _property_schema(self, flat: Flat, name: str) -> Any:
+        """The schema a flat object schema applies to property ``name``."""
+        if name in flat.get("properties", {}):
+            return flat["properties"][name]
+        matched = [s for p, s in flat.get("patternProperties", {}).items() if self._search(p, name)]
+        if matched:
+            return matched[0] if len(matched) == 1 else {"allOf": matched}
+        return flat.get("additionalProperties", True)
+
+    @staticmethod
+    def _search(pattern: str, text: str) -> bool:
+        try:
+            return re.search(pattern, text) is not None
+        except re.error:
+            return False
+
+    def _merge_prefix(self, out: Flat, a: Flat, b: Flat) -> None:
+        la, lb = a.get("prefixItems", []), b.get("prefixItems", [])
+        prefix = []
+        for i in range(max(len(la), len(lb))):
+            x = la[i] if i < len(la) else a.get("items", True)
+            y = lb[i] if i < len(lb) else b.get("items", True)
+            prefix.append(self._combine(x, y))
+        out["prefixItems"] = prefix
+
+    # -- negation -------------------------------------------------------------------------------
+
+    def negate(self, schema: Any, pointer: str, depth: int) -> list[Flat]:
+        """Flat schemas whose union is the complement of ``schema``; raises _Unexpressible."""
+        if depth > _MAX_NEGATION_DEPTH:
+            raise _Unexpressible(pointer, "not", "negation nests too deeply (recursive schema)")
+        if schema is True:
+            return []
+        if schema is False:
+            return [{}]
+        result: list[Flat] = [{}]
+        for flat in self.flatten(schema, pointer, depth):
+            options = self._negate_flat(flat, pointer, depth)
+            result = [m for x, y in itertools.product(result, options) if (m := self.merge(x, y, pointer)) is not None]
+            if len(result) > _MAX_ALTERNATIVES:
+                raise _Unexpressible(pointer, "not", "negation expands to too many alternatives")
+        return result
+
+    def _negate_flat(self, flat: Flat, pointer: str, depth: int) -> list[Flat]:
+        types = _types_of(flat)
+        out: list[Flat] = []
+        others = _ALL_TYPES - types
+        if "integer" in types and "number" not in types:
+            if any(k not in ("type",) for k in flat):
+                raise _Unexpressible(pointer, "not", "negating an integer schema with other keywords")
+            raise _Unexpressible(pointer, "not", "non-integer numbers have no exact grammar")
+        if others:
+            out.append({"type": _type_value(others)})
+
+        def within(kind: str) -> list[str]:
+            return _type_value(types & ({kind, "integer"} if kind == "number" else {kind}))
+
+        for key, value in flat.items():
+            if key == "type":
+                continue
+            if key == "enum":
+                out.extend(self._negate_enum(value, types, pointer))
+                continue
+            kind = next((t for t, kws in _BY_TYPE.items() if key in kws), None)
+            if kind is None or not within(kind):
+                continue
+            base: Flat = {"type": within(kind)}
+            negs = {
+                "minLength": ("maxLength", lambda v: v - 1),
+                "maxLength": ("minLength", lambda v: v + 1),
+                "minItems": ("maxItems", lambda v: v - 1),
+                "maxItems": ("minItems", lambda v: v + 1),
+                "minProperties": ("maxProperties", lambda v: v - 1),
+                "maxProperties": ("minProperties", lambda v: v + 1),
+                "minimum": ("exclusiveMaximum", lambda v: v),
+                "maximum": ("exclusiveMinimum", lambda v: v),
+                "exclusiveMinimum": ("maximum", lambda v: v),
+                "exclusiveMaximum": ("minimum", lambda v: v),
+            }
+            if key in negs:
+                new_key, f = negs[key]
+                nv = f(value)
+                if isinstance(nv, int) and new_key.startswith("max") and new_key != "maximum" and nv < 0:
+                    continue
+                out.append({**base, new_key: nv})
+            elif key == "required":
+                out.extend({**base, "properties": {name: False}} for name in value)
+            elif key == "properties":
+                for name, sub in value.items():
+                    if _is_true(sub):
+                        continue
+                    negs_sub = self.negate(sub, f"{pointer}/properties/{_escape_pointer(name)}", depth + 1)
+                    if negs_sub:
+                        out.append({**base, "required": [name], "properties": {name: {"anyOf": negs_sub}}})
+            elif key == "items" and "prefixItems" not in flat:
+                negs_sub = self.negate(value, f"{pointer}/items", depth + 1)
+                if negs_sub:
+                    out.append({**base, "contains": {"anyOf": negs_sub}})
+            elif key == "contains":
+                negs_sub = self.negate(value, f"{pointer}/contains", depth + 1)
+                out.append({**base, "items": {"anyOf": negs_sub} if negs_sub else False})
+            elif key == "additionalProperties" and _is_true(value):
+                continue
+            else:
+                raise _Unexpressible(pointer, "not", f"the negation of {key!r} has no grammar")
+        return out
+
+    def _negate_enum(self, values: list[Any], types: frozenset[str], pointer: str) -> list[Flat]:
+        out: list[Flat] = []
+        strings = [v for v in values if isinstance(v, str)]
+        if "string" in types:
+            out.append({"type": ["string"], _NOT_IN: strings})
+        if "boolean" in types:
+            rest = [b for b in (True, False) if not any(v is b for v in values)]
+            if rest:
+                out.append({"type": ["boolean"], "enum": rest})
+        if "null" in types and None not in values:
+            out.append({"type": ["null"]})
+        for kind in ("number", "object", "array"):
+            present = [v for v in values if _json_type(v) == kind]
+            if kind in types or (kind == "number" and "integer" in types):
+                if present:
+                    raise _Unexpressible(pointer, "not", f"the complement of a finite set of {kind}s")
+                out.append({"type": [kind] if kind != "number" else ["integer", "number"]})
+        return out
+
+    # -- flat schemas by type -------------------------------------------------------------------
+
+    def flat_symbol(self, flat: Flat, pointer: str) -> str | None:
+        key = "flat:" + _canon(flat)
+        if key in self._memo:
+            return self._memo[key]
+        name = self._rule()
+        self._memo[key] = name
+        self._define(name, self._flat_alternatives(flat, pointer))
+        return name
+
+    def _flat_alternatives(self, flat: Flat, pointer: str) -> list[list[str]]:
+        types = _types_of(flat)
+        if "enum" in flat:
+            return self._enum_alternatives(flat, pointer)
+        out: list[list[str]] = []
+        if "null" in types:
+            out.append(['"null"'])
+        if "boolean" in types:
+            out.append(['"true"'])
+            out.append(['"false"'])
+        if "string" in types:
+            sym = self._string(flat, pointer)
+            if sym:
+                out.append([sym])
+        if "number" in types or "integer" in types:
+            sym = self._number(flat, pointer, integer="number" not in types)
+            if sym:
+                out.append([sym])
+        if "object" in types:
+            sym = self._object(flat, pointer)
+            if sym:
+                out.append([sym])
+        if "array" in types:
+            sym = self._array(flat, pointer)
+            if sym:
+                out.append([sym])
+        return out
+
+    def _enum_alternatives(self, flat: Flat, pointer: str) -> list[list[str]]:
+        checker = self._validator.evolve(schema={k: v for k, v in flat.items() if k != _NOT_IN})
+        out = []
+        seen = {_canon(v) for v in flat.get(_NOT_IN, ())}  # jsonschema does not know this keyword
+        for value in flat["enum"]:
+            c = _canon(value)
+            if c in seen:
+                continue
+            seen.add(c)
+            try:
+                ok = checker.is_valid(value)
+            except Exception as exc:  # jsonschema raises for unresolvable refs and bad regexes
+                raise SchemaError(f"cannot check enum value {c}: {exc}", pointer=pointer, keyword="enum") from exc
+            if ok:
+                out.append([self.literal(value)])
+        return out
+
+    def literal(self, value: Any) -> str:
+        """A symbol for exactly one JSON value (objects keep their key order)."""
+        if value is None:
+            return '"null"'
+        if value is True:
+            return '"true"'
+        if value is False:
+            return '"false"'
+        if isinstance(value, str):
+            return self._terminal('"' + rx.literal(rx.canonical(value)) + '"')
+        if isinstance(value, (int, float)):
+            return self._terminal(_number_literal(value))
+        key = "lit:" + json.dumps(value, ensure_ascii=False)
+        if key in self._memo:
+            return self._memo[key] or ""
+        name = self._rule()
+        self._memo[key] = name
+        if isinstance(value, list):
+            if not value:
+                self._define(name, [self._seq('"["', '"]"')])
+            else:
+                parts = ['"["']
+                for i, item in enumerate(value):
+                    if i:
+                        parts.append('","')
+                    parts.append(self.literal(item))
+                parts.append('"]"')
+                self._define(name, [self._seq(*parts)])
+        else:
+            if not value:
+                self._define(name, [self._seq('"{"', '"}"')])
+            else:
+                parts = ['"{"']
+                for i, (k, v) in enumerate(value.items()):
+                    if i:
+                        parts.append('","')
+                    parts += [self._key(k), '":"', self.literal(v)]
+                parts.append('"}"')
+                self._define(name, [self._seq(*parts)])
+        return name
+
+    def _key(self, name: str) -> str:
+        return self._terminal('"' + rx.literal(rx.canonical(name)) + '"')
+
+    # strings
+
+    def _string(self, flat: Flat, pointer: str) -> str | None:
+        lo = int(flat.get("minLength", 0))
+        hi = flat.get("maxLength")
+        hi = None if hi is None else int(hi)
+        if hi is not None and hi < lo:
+            return None
+        fmt = flat.get("format")
+        pattern = flat.get("pattern")
+        not_in = flat.get(_NOT_IN)
+        if fmt is not None and fmt not in FORMATS:
+            self.notes.ignored_formats.append((pointer, str(fmt)))
+            fmt = None
+        if not_in is not None:
+            if fmt or pattern or lo or hi is not None:
+                self.notes.add(pointer, "not", "a string outside a set, with other string keywords")
+            return self._terminal('"' + _not_in_body(not_in) + '"')
+        if fmt is not None:
+            if pattern is not None:
+                self.notes.add(pointer, "pattern", "pattern together with format")
+            regex, shortest, longest = FORMATS[fmt]
+            if hi is not None and hi < shortest or longest is not None and lo > longest:
+                return None
+            if lo > shortest:
+                self.notes.add(pointer, "minLength", f"a minimum length on format {fmt}")
+            if hi is not None and (longest is None or hi < longest):
+                self.notes.add(pointer, "maxLength", f"a maximum length on format {fmt}")
+            return self._terminal('"' + regex + '"')
+        body: str | None
+        if pattern is not None:
+            try:
+                body = self._pattern_body(pattern, lo, hi, pointer)
+            except rx.RegexUnsupported as exc:
+                self.notes.add(pointer, "pattern", f"{pattern!r}: {exc}")
+                body = _length_body(lo, hi)
+            return None if body is None else self._terminal('"' + body + '"')
+        if lo > _MAX_LENGTH:
+            raise CompileBudgetError(f"minLength {lo} at #{pointer} is above {_MAX_LENGTH}")
+        if hi is not None and hi > _MAX_COUNTED_LENGTH:
+            # counting costs an automaton state per character: longer bounds are narrowed
+            hi = max(_MAX_COUNTED_LENGTH, lo)
+        body = _length_body(lo, hi)
+        return None if body is None else self._terminal('"' + body + '"')
+
+    def _pattern_body(self, pattern: str, lo: int, hi: int | None, pointer: str) -> str | None:
+        if not lo and hi is None:
+            return rx.search_body(pattern)
+        node = rx.anchored_node(pattern)
+        if node is not None:
+            nlo, nhi = rx.node_length(node)
+            if nlo >= lo and (hi is None or (nhi is not None and nhi <= hi)):
+                return rx.emit(node)
+            adjusted = _fit_length(node, lo, hi)
+            if adjusted is not None:
+                return rx.emit(adjusted)
+        self.notes.add(pointer, "maxLength" if hi is not None else "minLength", "length together with pattern")
+        return rx.search_body(pattern)
+
+    # numbers
+
+    def _number(self, flat: Flat, pointer: str, integer: bool) -> str | None:
+        lo, lo_incl, hi, hi_incl = None, True, None, True
+        for key in ("minimum", "exclusiveMinimum"):
+            if key in flat:
+                v = _fraction(flat[key])
+                if lo is None or v > lo or (v == lo and key == "exclusiveMinimum"):
+                    lo, lo_incl = v, key == "minimum"
+        for key in ("maximum", "exclusiveMaximum"):
+            if key in flat:
+                v = _fraction(flat[key])
+                if hi is None or v < hi or (v == hi and key == "exclusiveMaximum"):
+                    hi, hi_incl = v, key == "maximum"
+        step = _fraction(flat["multipleOf"]) if "multipleOf" in flat else None
+        if integer:
+            tail = self.integer_tail
+            ilo = None if lo is None else (math.ceil(lo) if lo_incl or lo.denominator != 1 else int(lo) + 1)
+            ihi = None if hi is None else (math.floor(hi) if hi_incl or hi.denominator != 1 else int(hi) - 1)
+            if step is not None and step.denominator != 1 and (1 / step).denominator == 1:
+                step = None  # every integer is a multiple of 1/n
+            if step is not None:
+                if ilo is not None and ihi is not None:
+                    if ihi - ilo > 256 * step:
+                        self.notes.add(pointer, "multipleOf", "multiples within a wide range")
+                        wide = int_regex(ilo, ihi)
+                        return None if wide is None else self._terminal(wide + tail)
+                    values = [v for v in range(ilo, ihi + 1) if (v / step).denominator == 1]
+                    return self._alternatives_terminal([("-?0" if v == 0 else rx.literal(str(v))) + tail for v in values])
+                if ilo is not None or ihi is not None:
+                    self.notes.add(pointer, "multipleOf", "multiples with a one-sided bound")
+                    body = int_regex(ilo, ihi)
+                    return None if body is None else self._terminal(body + tail)
+                body = multiple_regex(step, True, tail)
+                if body is None:
+                    self.notes.add(pointer, "multipleOf", f"multiples of {flat['multipleOf']}")
+                    return self._terminal(INTEGER + tail)
+                return self._terminal(body)
+            body = int_regex(ilo, ihi)
+            return None if body is None else self._terminal(body + tail)
+        if step is not None:
+            if lo is not None and hi is not None and (hi - lo) / step <= 256:
+                first = math.ceil(lo / step)
+                multiples = [k * step for k in range(first, math.floor(hi / step) + 1)]
+                multiples = [v for v in multiples if (v > lo or lo_incl) and (v < hi or hi_incl)]
+                return self._alternatives_terminal([_fraction_literal(v) for v in multiples])
+            body = multiple_regex(step, False) if lo is None and hi is None else None
+            if body is None:
+                self.notes.add(pointer, "multipleOf", f"multiples of {flat['multipleOf']}")
+            else:
+                return self._terminal(body)
+        if lo is None and hi is None:
+            return self._terminal(NUMBER)
+        try:
+            body = decimal_regex(lo, lo_incl, hi, hi_incl)
+        except ValueError:
+            self.notes.add(pointer, "minimum" if lo is not None else "maximum", "bound is not a short decimal")
+            return self._terminal(NUMBER)
+        return None if body is None else self._terminal(body)
+
+    def _alternatives_terminal(self, bodies: list[str]) -> str | None:
+        if not bodies:
+            return None
+        return self._terminal(bodies[0] if len(bodies) == 1 else "(?:" + "|".join(bodies) + ")")
+
+    # objects
+
+    def _object(self, flat: Flat, pointer: str) -> str | None:
+        props: dict[str, Any] = dict(flat.get("properties", {}))
+        required = list(dict.fromkeys(flat.get("required", [])))
+        patterns: dict[str, Any] = flat.get("patternProperties", {})
+        names_schema = flat.get("propertyNames", True)
+        min_p = int(flat.get("minProperties", 0))
+        max_p = flat.get("maxProperties")
+        max_p = None if max_p is None else int(max_p)
+        for name in required:
+            if name not in props:
+                props[name] = self._property_schema(flat, name)
+        names_check = None if _is_true(names_schema) else self._validator.evolve(schema=names_schema)
+        members: list[tuple[str, str, bool]] = []  # (name, value symbol, required)
+        for name, sub in props.items():
+            here = f"{pointer}/properties/{_escape_pointer(name)}"
+            matched = [s for p, s in patterns.items() if self._search(p, name)]
+            schema = sub
+            for m in matched:
+                schema = self._combine(schema, m)
+            if names_check is not None and not names_check.is_valid(name):
+                schema = False
+            sym = self.symbol(schema, here)
+            if sym is None:
+                if name in required:
+                    return None
+                continue
+            members.append((name, sym, name in required))
+        if max_p is not None and sum(1 for m in members if m[2]) > max_p:
+            return None
+        extras = self._extras(flat, list(props), pointer)
+        # states (member index, members written so far, capped)
+        cap = max(min_p, max_p if max_p is not None else 1, 1)
+        if (len(members) + 1) * (cap + 1) > _MAX_COUNT_STATES:
+            raise CompileBudgetError(f"object at #{pointer} needs too many counting states")
+        names: dict[tuple[int, int], str] = {}
+
+        def state(i: int, c: int) -> str:
+            c = min(c, cap)
+            if (i, c) not in names:
+                names[(i, c)] = self._rule()
+                pending.append((i, c))
+            return names[(i, c)]
+
+        pending: list[tuple[int, int]] = []
+        empty_ok = not any(m[2] for m in members) and min_p == 0
+        if 1 < len(members) <= _ANY_ORDER_MEMBERS:
+            start = self._any_order(members, max_p, lambda c: state(len(members), c))
+        else:
+            start = state(0, 0)
+        while pending:
+            i, c = pending.pop()
+            alts: list[list[str]] = []
+            sep = self._sep(c > 0)
+            if i < len(members):
+                name, sym, req = members[i]
+                if max_p is None or c < max_p:
+                    alts.append(sep + self._seq(self._key(name), '":"', sym) + [state(i + 1, c + 1)])
+                if not req:
+                    alts.append([state(i + 1, c)])
+            else:
+                if c and c >= min_p:
+                    alts.append([])
+                if extras and (max_p is None or c < max_p):
+                    alts.append(sep + [extras, state(i, c + 1)])
+            self._define(names[(i, c)], alts)
+        obj = self._rule()
+        alts = [self._seq('"{"', start, '"}"')]
+        if empty_ok:
+            alts.append(self._seq('"{"', '"}"'))
+        self._define(obj, alts)
+        return obj
+
+    def _any_order(
+        self, members: list[tuple[str, str, bool]], max_p: int | None, extras_from: Callable[[int], str]
+    ) -> str:
+        """Rules writing the declared members in any order (one state per subset written)."""
+        required = frozenset(k for k, m in enumerate(members) if m[2])
+        names: dict[frozenset[int], str] = {}
+        todo: list[frozenset[int]] = []
+
+        def subset(done: frozenset[int]) -> str:
+            if done not in names:
+                names[done] = self._rule()
+                todo.append(done)
+            return names[done]
+
+        start = subset(frozenset())
+        while todo:
+            done = todo.pop()
+            alts = []
+            if max_p is None or len(done) < max_p:
+                for k, (name, sym, _) in enumerate(members):
+                    if k not in done:
+                        member = self._seq(self._key(name), '":"', sym)
+                        alts.append(self._sep(bool(done)) + member + [subset(done | {k})])
+            if required <= done:
+                alts.append([extras_from(len(done))])
+            self._define(names[done], alts)
+        return start
+
+    def _extras(self, flat: Flat, declared: list[str], pointer: str) -> str | None:
+        """A rule for one additional member ("key": value), or None when none may appear."""
+        patterns: dict[str, Any] = flat.get("patternProperties", {})
+        additional = flat.get("additionalProperties", True)
+        names_schema = flat.get("propertyNames", True)
+        alts: list[list[str]] = []
+        if len(patterns) == 1 and _matches_everything(next(iter(patterns))):
+            # every key matches: declared ones took the pattern's schema in _object
+            pat, sub = next(iter(patterns.items()))
+            value = self.symbol(sub, f"{pointer}/patternProperties/{_escape_pointer(pat)}")
+            key = self._key_terminal(names_schema, declared, pointer) if value else None
+            return self._extras_rule([self._seq(key, '":"', value)] if key and value else [])
+        if patterns:
+            distinct = {_canon(s) for s in patterns.values()}
+            if len(patterns) > 1 and len(distinct) > 1:
+                self.notes.add(pointer, "patternProperties", "several patterns with different schemas may overlap")
+            if not _is_true(names_schema):
+                self.notes.add(pointer, "propertyNames", "together with patternProperties")
+            for pat, sub in patterns.items():
+                here = f"{pointer}/patternProperties/{_escape_pointer(pat)}"
+                if any(self._search(pat, n) for n in declared):
+                    self.notes.add(here, "patternProperties", "the pattern also matches a declared property")
+                try:
+                    body = rx.search_body(pat)
+                except rx.RegexUnsupported as exc:
+                    self.notes.add(here, "patternProperties", f"{pat!r}: {exc}")
+                    continue
+                sym = self.symbol(sub, here)
+                if body is not None and sym:
+                    alts.append(self._seq(self._terminal('"' + body + '"'), '":"', sym))
+            if additional is not False and not _is_true(additional):
+                self.notes.add(pointer, "additionalProperties", "together with patternProperties")
+            elif additional is not False and not all(_is_true(s) for s in patterns.values()):
+                self.notes.add(pointer, "additionalProperties", "keys outside the patterns")
+            if additional is False:
+                return self._extras_rule(alts)
+        if additional is False:
+            return None
+        value = self.symbol(additional, f"{pointer}/additionalProperties")
+        if value is None:
+            return self._extras_rule(alts)
+        key = self._key_terminal(names_schema, declared, pointer)
+        if key is not None:
+            alts.append(self._seq(key, '":"', value))
+        return self._extras_rule(alts)
+
+    def _extras_rule(self, alts: list[list[str]]) -> str | None:
+        if not alts:
+            return None
+        name = self._rule()
+        self._define(name, alts)
+        return name
+
+    def _key_terminal(self, names_schema: Any, declared: list[str], pointer: str) -> str | None:
+        if _is_true(names_schema):
+            return self._terminal('"' + _not_in_body(declared) + '"')
+        if names_schema is False:
+            return None
+        flat_names = self.flatten(names_schema, f"{pointer}/propertyNames", 1)
+        check = self._validator.evolve(schema=names_schema)
+        clash = [n for n in declared if check.is_valid(n)]
+        if len(flat_names) != 1 or clash:
+            if clash:
+                self.notes.add(pointer, "propertyNames", "additional keys could repeat a declared name")
+            else:
+                self.notes.add(pointer, "propertyNames", "alternatives in propertyNames")
+            return self._terminal('"' + _not_in_body(declared) + '"')
+        names_flat = dict(flat_names[0])
+        names_flat["type"] = ["string"]
+        if "enum" in names_flat:
+            keys = [v for v in names_flat["enum"] if isinstance(v, str) and check.is_valid(v)]
+            return self._alternatives_terminal(['"' + rx.literal(rx.canonical(k)) + '"' for k in keys])
+        return self._string(names_flat, f"{pointer}/propertyNames")
+
+    # arrays
+
+    def _array(self, flat: Flat, pointer: str) -> str | None:
+        prefix = list(flat.get("prefixItems", []))
+        items = flat.get("items", True)
+        min_i = int(flat.get("minItems", 0))
+        max_i = flat.get("maxItems")
+        max_i = None if max_i is None else int(max_i)
+        if flat.get("uniqueItems"):
+            self.notes.add(pointer, "uniqueItems", "distinct items cannot be expressed by a grammar")
+        contains = flat.get("contains")
+        min_c = int(flat.get("minContains", 1)) if contains is not None else 0
+        max_c = flat.get("maxContains") if contains is not None else None
+        if contains is not None and "minContains" not in flat and max_c is not None and int(max_c) < 1:
+            min_c = 1
+        if items is False or _is_true(items) is False and self.symbol(items, f"{pointer}/items") is None:
+            max_i = len(prefix) if max_i is None else min(max_i, len(prefix))
+        if max_i is not None and max_i < min_i:
+            return None
+        # positions beyond the prefix and the counts behave alike: cap them
+        pos_cap = max(len(prefix), min_i, max_i if max_i is not None else 0, 1)
+        c_cap = max(min_c, (int(max_c) + 1) if max_c is not None else 0)
+        if (pos_cap + 2) * (c_cap + 1) > _MAX_COUNT_STATES:
+            raise CompileBudgetError(f"array at #{pointer} needs too many counting states")
+        use_negation = False
+        negated: Any = False
+        if contains is not None and max_c is not None:
+            try:
+                negs = self.negate(contains, f"{pointer}/contains", 1)
+            except _Unexpressible as exc:
+                self.notes.add(pointer, "maxContains", exc.why)
+                max_c = None
+                c_cap = min_c
+            else:
+                use_negation = True
+                negated = {"anyOf": negs} if negs else False
+
+        def item_schema(p: int) -> Any:
+            return prefix[p] if p < len(prefix) else items
+
+        names: dict[tuple[int, int], str] = {}
+        pending: list[tuple[int, int]] = []
+
+        def state(p: int, c: int) -> str:
+            p, c = min(p, pos_cap), min(c, c_cap)
+            if (p, c) not in names:
+                names[(p, c)] = self._rule()
+                pending.append((p, c))
+            return names[(p, c)]
+
+        start = state(0, 0)
+        while pending:
+            p, c = pending.pop()
+            alts: list[list[str]] = []
+            sep = self._sep(p > 0)
+            if p and p >= min_i and c >= min_c:
+                alts.append([])
+            if max_i is None or p < max_i:
+                here = f"{pointer}/prefixItems/{p}" if p < len(prefix) else f"{pointer}/items"
+                base = item_schema(p)
+                if contains is None:
+                    sym = self.symbol(base, here)
+                    if sym:
+                        alts.append(sep + [sym, state(p + 1, c)])
+                else:
+                    hit = self.symbol(self._combine(base, contains), here)
+                    if hit and (max_c is None or c < int(max_c)):
+                        alts.append(sep + [hit, state(p + 1, c + 1)])
+                    miss_schema = self._combine(base, negated) if use_negation else base
+                    miss = self.symbol(miss_schema, here)
+                    if miss:
+                        alts.append(sep + [miss, state(p + 1, c)])
+            self._define(names[(p, c)], alts)
+        arr = self._rule()
+        alts = [self._seq('"["', start, '"]"')]
+        if min_i == 0 and min_c == 0:
+            alts.append(self._seq('"["', '"]"'))
+        self._define(arr, alts)
+        return arr
+
+    # any value
+
+    def any_value(self) -> str:
+        if self._any is None:
+            p = self.prefix
+            value, obj, arr, member = f"{p}value", f"{p}object", f"{p}array", f"{p}member"
+            self._any = value
+            string = self._terminal(_STRING)
+            number = self._terminal(NUMBER)
+            self.rules[value] = [[obj], [arr], [string], [number], ['"true"'], ['"false"'], ['"null"']]
+            self.rules[member] = [self._seq(string, '":"', value)]
+            more_o, more_a = f"{p}members", f"{p}elements"
+            # each further member brings its own leading separator: no whitespace is ambiguous
+            self.rules[more_o] = [[], self._sep(True) + [member, more_o]]
+            self.rules[obj] = [self._seq('"{"', '"}"'), self._seq('"{"', member) + [more_o] + self._closing('"}"')]
+            self.rules[more_a] = [[], self._sep(True) + [value, more_a]]
+            self.rules[arr] = [self._seq('"["', '"]"'), self._seq('"["', value) + [more_a] + self._closing('"]"')]
+        return self._any
+
+
+_STRING = '"(?:[^"\\\\\\x00-\\x1f]|\\\\["\\\\\\/bfnrt]|\\\\u[0-9a-fA-F]{4})*"'
+
+
+_NOT_SCHEMAS = {"enum", "const", "default", "examples", "example"}
+
+
+def absolute_refs(root: Any) -> Any:
+    """A copy of ``root`` whose ``$ref``s are JSON pointers from the root ("#/..."), resolving
+    ``$id`` base URIs and ``$anchor``s; references leaving the document are kept as they are."""
+    resources: dict[str, str] = {}  # absolute URI without fragment -> pointer
+    anchors: dict[str, str] = {}  # absolute URI with anchor fragment -> pointer
+
+    def index(node: Any, base: str, pointer: str) -> None:
+        if isinstance(node, dict):
+            for key in ("$id", "id"):
+                value = node.get(key)
+                if isinstance(value, str) and not value.startswith("#"):
+                    base = urljoin(base, value).split("#")[0]
+                    resources.setdefault(base, pointer)
+            for key in ("$anchor", "$dynamicAnchor"):
+                value = node.get(key)
+                if isinstance(value, str):
+                    anchors.setdefault(f"{base}#{value}", pointer)
+            value = node.get("id", node.get("$id"))
+            if isinstance(value, str) and value.startswith("#") and len(value) > 1:
+                anchors.setdefault(f"{base}{value}", pointer)  # draft-04/06 location ids
+            for k, v in node.items():
+                if k not in _NOT_SCHEMAS:
+                    index(v, base, f"{pointer}/{_escape_pointer(k)}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                index(v, base, f"{pointer}/{i}")
+
+    def rewrite(node: Any, base: str) -> Any:
+        if isinstance(node, dict):
+            for key in ("$id", "id"):
+                value = node.get(key)
+                if isinstance(value, str) and not value.startswith("#"):
+                    base = urljoin(base, value).split("#")[0]
+            out = {}
+            for k, v in node.items():
+                if k == "$ref" and isinstance(v, str):
+                    out[k] = _rewrite_ref(urljoin(base, v) if base else v, base)
+                elif k in _NOT_SCHEMAS:
+                    out[k] = v
+                else:
+                    out[k] = rewrite(v, base)
+            return out
+        if isinstance(node, list):
+            return [rewrite(v, base) for v in node]
+        return node
+
+    def _rewrite_ref(target: str, base: str) -> str:
+        uri, _, fragment = target.partition("#")
+        if uri not in resources:
+            return target
+        if not fragment or fragment.startswith("/"):
+            return "#" + resources[uri] + fragment
+        hit = anchors.get(f"{uri}#{fragment}")
+        return "#" + hit if hit is not None else target
+
+    root_base = ""
+    if isinstance(root, dict):
+        value = root.get("$id", root.get("id"))
+        root_base = value.split("#")[0] if isinstance(value, str) else ""
+    root_base = root_base or "https://onrails.invalid/schema.json"
+    resources[root_base] = ""
+    index(root, root_base, "")
+    return rewrite(root, root_base)
+
+
+def _matches_everything(pattern: str) -> bool:
+    """Whether a search for ``pattern`` succeeds in every string (e.g. "", ".*", "^")."""
+    try:
+        return rx.search_body(pattern) == "(?:" + rx.ANY_CHAR + ")*"
+    except rx.RegexUnsupported:
+        return False
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _number_literal(value: "int | float") -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SchemaError(f"{value} is not a JSON number")
+    return _fraction_literal(_fraction(value))
+
+
+def _fraction_literal(value: Fraction) -> str:
+    """The spellings without exponent of one number (trailing zeros and -0 allowed)."""
+    if value.denominator == 1:
+        n = int(value)
+        body = rx.literal(str(n)) + ZERO_FRACTION
+        return "-?0" + ZERO_FRACTION if n == 0 else body
+    sign = "-" if value < 0 else ""
+    whole, digits = _split_fraction(abs(value))
+    return rx.literal(f"{sign}{whole}.{digits}") + "0*"
+
+
+def _split_fraction(x: Fraction) -> tuple[int, str]:
+    whole = x.numerator // x.denominator
+    rest = x - whole
+    digits = []
+    while rest:
+        rest *= 10
+        d = rest.numerator // rest.denominator
+        digits.append(str(d))
+        rest -= d
+        if len(digits) > 60:
+            raise SchemaError(f"{float(x)} has no short decimal spelling")
+    return whole, "".join(digits)
+
+
+def _length_body(lo: int, hi: int | None) -> str | None:
+    if hi is not None and hi < lo:
+        return None
+    char = rx.GENERIC_CHAR
+    if lo == 0 and hi is None:
+        return char + "*"
+    if hi is None:
+        return char + "{%d,}" % lo
+    if lo == hi:
+        return char + "{%d}" % lo
+    return char + "{%d,%d}" % (lo, hi)
+
+
+def _fit_length(node: Any, lo: int, hi: int | None) -> Any:
+    """The anchored pattern ``node`` restricted to lengths [lo, hi], when one repeat decides it."""
+    items = list(node.items) if isinstance(node, rx.Seq) else [node]
+    lengths = [rx.node_length(i) for i in items]
+    variable = [k for k, (a, b) in enumerate(lengths) if a != b]
+    if len(variable) != 1:
+        return None
+    k = variable[0]
+    item = items[k]
+    if not (isinstance(item, rx.Repeat) and rx.node_length(item.node) == (1, 1)):
+        return None
+    fixed = sum(a for j, (a, _) in enumerate(lengths) if j != k)
+    new_lo = max(item.lo, lo - fixed)
+    new_hi = item.hi if hi is None else (hi - fixed if item.hi is None else min(item.hi, hi - fixed))
+    if new_hi is not None and new_hi < new_lo:
+        return rx.Chars(())
+    items[k] = rx.Repeat(item.node, new_lo, new_hi)
+    return rx.Seq(tuple(items))
+
+
+_PLAIN: rx.Ranges = rx.complement(rx.normalize([(0, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]))
+
+
+# Regex compilation cost grows quickly with the depth of the excluded words' trie
+_EXACT_EXCLUSION_NODES = 16
+_SHALLOW_EXCLUSION_WORDS = 16
+
+
+def _not_in_body(words: list[str]) -> str:
+    """String bodies other than the given words, written without escapes.
+
+    Escapes would give one string several spellings (and make the exclusion inexact); leaving
+    them out also keeps the automaton small. Regex compilation cost grows quickly with the depth
+    of the words' trie, so beyond a few short words the trie is cut at depth 2 (1 for more than
+    ``_SHALLOW_EXCLUSION_WORDS`` words): strings that follow it that far are refused too. The
+    language is then narrower but still sound: an additional key must differ from every
+    declared name within its first two characters (its first character).
+    """
+    trie: dict[str, Any] = {}
+    nodes = 0
+    for w in words:
+        node = trie
+        for ch in w:
+            if ch not in node:
+                nodes += 1
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    limit = None if nodes <= _EXACT_EXCLUSION_NODES else 2 if len(words) <= _SHALLOW_EXCLUSION_WORDS else 1
+    plain_star = (rx.char_regex(_PLAIN) or "") + "*"
+
+    def build(node: dict[str, Any], depth: int) -> tuple[bool, str | None]:
+        """(the empty rest is allowed, regex of the allowed non-empty rests)."""
+        empty = "" not in node
+        if limit is not None and depth == limit:
+            return empty, None
+        children = [c for c in node if c]
+        others = rx.intersect(_PLAIN, rx.complement(rx.normalize([(ord(c), ord(c)) for c in children])))
+        other = rx.char_regex(others)
+        parts = [other + plain_star] if other else []
+        for c in children:
+            if rx.contains(_PLAIN, ord(c)):
+                sub_empty, sub = build(node[c], depth + 1)
+                head = rx.literal(c)
+                if sub_empty and sub:
+                    parts.append(head + "(?:" + sub + ")?")
+                elif sub_empty:
+                    parts.append(head)
+                elif sub:
+                    parts.append(head + sub)
+        return empty, ("(?:" + "|".join(parts) + ")" if parts else None)
+
+    if not words:
+        return plain_star
+    empty, body = build(trie, 0)
+    if body is None:
+        return ""
+    return body + "?" if empty else body

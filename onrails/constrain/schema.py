@@ -1,0 +1,195 @@
+"""JSON Schema (and pydantic) → Lark grammar, for ``GrammarCompiler.compile_json_schema``.
+
+``schema_to_grammar`` converts a schema (draft 2020-12, with the draft-07 spellings
+``definitions``, array-form ``items`` and ``dependencies``) into Lark text whose start rule
+derives the JSON texts valid under it. The JSON value is written with no whitespace around it;
+between its tokens the ``whitespace`` mode applies (as in the built-in grammar).
+
+The accepted language is exactly the valid instances, narrowed in documented ways that never
+admit an invalid one:
+
+* declared object members come in ``properties`` order (in any order when an object declares
+  at most 5 properties), additional members after the declared ones;
+* numbers under ``minimum``/``maximum``/``multipleOf`` are written without exponent, integers
+  (also ``1.0``) without exponent, and literal values (``enum``/``const``) in their shortest
+  spelling (trailing fraction zeros allowed);
+* strings under ``pattern``, ``format``, ``enum``/``const`` and object keys are written in their
+  canonical JSON spelling (as ``json.dumps(..., ensure_ascii=False)`` writes them); additional
+  (undeclared) keys are written without escapes and, beyond a few declared properties, must
+  differ from every declared name within their first two characters (one beyond 16 declared
+  names), which keeps the key automaton small;
+* a ``maxLength`` above 128 is enforced as 128 (each counted character costs automaton states);
+  ``minLength`` above 1024 raises CompileBudgetError;
+* ``format`` is asserted for date-time, date, time, duration, email, hostname, ipv4, ipv6, uri,
+  uri-reference and uuid (each a sound regex, see ``_schema_formats``); other formats are
+  annotations (as in draft 2020-12) and listed in ``ignored_formats``.
+
+What cannot be enforced exactly raises ``SchemaError`` (with the JSON pointer and keyword) in
+strict mode; in lenient mode it is left out and listed in ``unenforced``:
+
+* ``uniqueItems: true``; ``$dynamicRef``; a ``$ref`` leaving the document;
+* a ``pattern`` with lookaround, backreferences, ``\\b``, anchors inside it or ``\\p{...}``; a
+  pattern next to a ``format`` or another pattern; lengths next to a pattern, unless the pattern
+  is anchored and one repeated character class decides the length; lengths a format does not
+  decide;
+* ``multipleOf`` other than p/10^k with p dividing a power of ten (7 and 0.3 are refused), or
+  with bounds unless the range holds at most 256 multiples;
+* ``not``, ``if`` and overlapping ``oneOf`` branches whose negation has no grammar (patterns,
+  formats, multiples, sets of numbers, non-integer numbers, deep recursion);
+* ``patternProperties`` with several patterns of different schemas, with a pattern that matches
+  a declared name (unless it matches every key), next to ``additionalProperties`` other than
+  false (unless the pattern schemas are ``true``) or next to ``propertyNames``;
+* ``unevaluatedProperties``/``unevaluatedItems`` next to ``anyOf``, ``oneOf``, ``not``, ``if`` or
+  ``dependentSchemas``; two ``contains`` merged by ``allOf``.
+
+A schema whose grammar would be too large (64 alternatives after distributing ``anyOf``/``oneOf``
+over siblings, 4096 counting states for ``min/maxItems`` with ``contains`` or
+``min/maxProperties``, 400,000 grammar symbols, the time budget) raises CompileBudgetError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+import jsonschema.validators
+from jsonschema.exceptions import SchemaError as JsonSchemaError
+
+from onrails.constrain._schema_gen import Notes, SchemaConverter, absolute_refs
+from onrails.errors import SchemaError
+
+SCHEMA_WHITESPACE_MODES = ("flexible", "bounded", "compact")
+_WS_TERMINALS = {
+    "flexible": "/[ \\t\\n\\r]+/",
+    "bounded": "/\\r?\\n[ \\t]{0,32}|[ \\t]{1,32}/",
+}
+_MAX_SYMBOLS = 400_000
+_DEFAULT_BUDGET_S = 30.0
+
+
+@dataclass(frozen=True)
+class Unenforced:
+    """A keyword left out in lenient mode: where it is (JSON pointer), which, and why."""
+
+    pointer: str
+    keyword: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SchemaGrammar:
+    """The Lark grammar of a schema: ``lark`` text with start rule ``start``.
+
+    ``unenforced`` lists what lenient mode left out (empty in strict mode); ``ignored_formats``
+    lists (pointer, format) pairs of formats kept as annotations.
+    """
+
+    lark: str
+    start: str
+    unenforced: tuple[Unenforced, ...] = ()
+    ignored_formats: tuple[tuple[str, str], ...] = ()
+
+
+def load_schema(schema: "dict[str, Any] | bool | str") -> "dict[str, Any] | bool":
+    """A schema given as a dict, a boolean or JSON text, parsed; SchemaError otherwise."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"schema is not valid JSON: {exc}", pointer="") from exc
+    if not isinstance(schema, (dict, bool)):
+        raise SchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}", pointer="")
+    return schema
+
+
+def validator_class(schema: "dict[str, Any] | bool") -> Any:
+    """The jsonschema validator class for the schema's dialect, after checking the schema.
+
+    Without ``$schema``, draft 2020-12 is tried first and draft 7 second (real schemas often use
+    its array-form ``items``). Raises SchemaError with the failing keyword's pointer.
+    """
+    default = jsonschema.Draft202012Validator
+    cls = jsonschema.validators.validator_for(schema, default=None)
+    if cls is None:
+        if isinstance(schema, dict) and "$schema" in schema:
+            raise SchemaError(f"unknown dialect $schema {schema['$schema']!r}", pointer="", keyword="$schema")
+        cls = default
+    try:
+        cls.check_schema(schema)
+        return cls
+    except JsonSchemaError as exc:
+        if isinstance(schema, dict) and "$schema" not in schema:
+            try:
+                jsonschema.Draft7Validator.check_schema(schema)
+                return jsonschema.Draft7Validator
+            except JsonSchemaError:
+                pass
+        pointer = "".join(f"/{str(p).replace('~', '~0').replace('/', '~1')}" for p in exc.path)
+        keyword = str(exc.validator) if exc.validator else None
+        raise SchemaError(f"invalid schema: {exc.message}", pointer=pointer, keyword=keyword) from exc
+
+
+def schema_to_grammar(
+    schema: "dict[str, Any] | bool | str",
+    *,
+    whitespace: str = "flexible",
+    strict: bool = True,
+    prefix: str = "js_",
+    budget_s: float = _DEFAULT_BUDGET_S,
+    define_whitespace: bool = True,
+) -> SchemaGrammar:
+    """Convert a JSON Schema to Lark grammar text.
+
+    ``whitespace`` is "flexible" (RFC 8259), "bounded" or "compact" (none). Rule names start
+    with ``prefix``; ``define_whitespace=False`` leaves the rule ``ws`` to the caller (to embed
+    the rules in another grammar that defines it). Raises SchemaError (invalid schema, a keyword
+    not enforceable in strict mode, a schema accepting nothing) or CompileBudgetError.
+    """
+    if whitespace not in SCHEMA_WHITESPACE_MODES:
+        raise SchemaError(f"whitespace must be one of {SCHEMA_WHITESPACE_MODES}, not {whitespace!r}")
+    loaded = load_schema(schema)
+    cls = validator_class(loaded)
+    notes = Notes(strict=strict)
+    ws_rule = None if whitespace == "compact" else (f"{prefix}ws" if define_whitespace else "ws")
+    converter = SchemaConverter(
+        absolute_refs(loaded),
+        notes=notes,
+        ws_rule=ws_rule,
+        prefix=prefix,
+        deadline=time.monotonic() + budget_s,
+        max_symbols=_MAX_SYMBOLS,
+        draft7=cls in (jsonschema.Draft7Validator, jsonschema.Draft6Validator, jsonschema.Draft4Validator, jsonschema.Draft3Validator),
+        integer_fraction=cls not in (jsonschema.Draft4Validator, jsonschema.Draft3Validator),
+    )
+    top = converter.symbol(converter.root, "")
+    if top is None:
+        raise SchemaError("the schema accepts no JSON value", pointer="")
+    start = f"{prefix}start"
+    converter.rules[start] = [[top]]
+    text = converter.text(start)
+    if ws_rule is not None and define_whitespace:
+        ws_terminal = f"{prefix.upper()}WS"
+        text += f"{ws_rule}: {ws_terminal}?\n{ws_terminal}: {_WS_TERMINALS[whitespace]}\n"
+    return SchemaGrammar(
+        lark=text,
+        start=start,
+        unenforced=tuple(Unenforced(p, k, r) for p, k, r in notes.unenforced),
+        ignored_formats=tuple(notes.ignored_formats),
+    )
+
+
+def pydantic_schema(model_or_type: Any) -> dict[str, Any]:
+    """The JSON Schema pydantic generates for a BaseModel class or any type TypeAdapter takes."""
+    import pydantic
+
+    try:
+        if isinstance(model_or_type, type) and issubclass(model_or_type, pydantic.BaseModel):
+            return model_or_type.model_json_schema()
+        return pydantic.TypeAdapter(model_or_type).json_schema()
+    except pydantic.PydanticUserError as exc:
+        raise SchemaError(f"pydantic cannot give a JSON Schema for {model_or_type!r}: {exc}") from exc
+    except pydantic.errors.PydanticSchemaGenerationError as exc:
+        raise SchemaError(f"pydantic cannot give a JSON Schema for {model_or_type!r}: {exc}") from exc

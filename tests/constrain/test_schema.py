@@ -1,0 +1,280 @@
+"""JSON Schema → grammar, keyword by keyword: each test proves one keyword's effect."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from onrails import CompileBudgetError, GrammarCompiler, Matcher, SchemaError, schema_to_grammar
+from tests.constrain.small_vocab import small_vocabulary
+
+_COMPILER = GrammarCompiler(small_vocabulary(), budget_s=20)
+
+
+def accepts(schema: Any, value: Any, whitespace: str = "compact", raw: bool = False) -> bool:
+    compiled = _COMPILER.compile_json_schema(schema, whitespace=whitespace)
+    text = value if raw else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    m = Matcher(compiled)
+    return m.advance_bytes(text.encode()) and m.is_accepting()
+
+
+def check(schema: Any, good: list[Any], bad: list[Any]) -> None:
+    for value in good:
+        assert accepts(schema, value), f"{value!r} should be accepted by {schema}"
+    for value in bad:
+        assert not accepts(schema, value), f"{value!r} should be rejected by {schema}"
+
+
+def test_type_and_lists_of_types() -> None:
+    check({"type": "integer"}, [0, -7, 10**30], [1.5, "1", None])
+    check({"type": ["string", "null"]}, ["a", None], [1, True, [], {}])
+    check({"type": "number"}, [1, -0.5, 1e-5], ["x"])
+    check({"type": "boolean"}, [True, False], [0, "true"])
+    assert accepts({"type": "integer"}, "1.0", raw=True)  # an integer value per JSON Schema
+
+
+def test_enum_and_const_including_structured_values() -> None:
+    check({"enum": ["a", 1, None, [1, {"x": 2}]]}, ["a", 1, None, [1, {"x": 2}]], ["b", 2, [1]])
+    check({"const": {"k": [True]}}, [{"k": [True]}], [{"k": [False]}, {}])
+    check({"enum": ["a", "bb", "ccc"], "maxLength": 2}, ["a", "bb"], ["ccc"])  # filtered by siblings
+
+
+def test_required_properties_must_appear_and_optional_ones_may_be_omitted() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}}, "required": ["b"]}
+    check(schema, [{"b": "x"}, {"a": 1, "b": "x"}, {"a": 1, "b": "x", "extra": [1]}], [{"a": 1}, {"a": "1", "b": "x"}])
+
+
+def test_few_properties_come_in_any_order_many_in_declared_order() -> None:
+    few = {"properties": {"a": {}, "b": {}, "c": {}}, "required": ["a", "c"], "additionalProperties": False}
+    check(few, [{"c": 1, "a": 2}, {"b": 0, "c": 1, "a": 2}], [{"a": 1, "a ": 2}, {"c": 1, "b": 2}])
+    assert not accepts(few, '{"a":1,"c":2,"a":3}', raw=True)  # no member twice
+    many = {"properties": {k: {} for k in "abcdef"}, "additionalProperties": False}
+    assert accepts(many, {"a": 1, "c": 2, "f": 3})
+    assert not accepts(many, {"c": 2, "a": 1})  # declared order only
+
+
+def test_additional_properties_false_true_and_schema() -> None:
+    props = {"a": {"type": "integer"}}
+    check({"properties": props, "additionalProperties": False}, [{}, {"a": 1}], [{"b": 1}, {"a": 1, "b": 2}])
+    check({"properties": props, "additionalProperties": {"type": "string"}}, [{"a": 1, "z": "s"}], [{"a": 1, "z": 2}])
+    # an additional key may not repeat a declared name, even when its declared value is omitted
+    check({"properties": props, "additionalProperties": {"type": "string"}}, [{"aa": "s"}], [{"a": "s"}])
+
+
+def test_pattern_properties_and_property_names() -> None:
+    check(
+        {"patternProperties": {"^x_": {"type": "integer"}}, "additionalProperties": False},
+        [{}, {"x_a": 1, "x_b": 2}],
+        [{"y": 1}, {"x_a": "1"}],
+    )
+    check({"propertyNames": {"maxLength": 2}}, [{"ab": 1}], [{"abc": 1}])
+    check({"propertyNames": {"enum": ["p", "q"]}}, [{"p": 1, "q": 2}], [{"r": 1}])
+
+
+def test_min_and_max_properties_count_declared_and_additional_members() -> None:
+    check({"properties": {"a": {}}, "minProperties": 2, "maxProperties": 3}, [{"a": 1, "b": 2}, {"x": 1, "y": 2, "z": 3}], [{"a": 1}, {"a": 1, "b": 2, "c": 3, "d": 4}])
+
+
+def test_items_prefix_items_and_counts() -> None:
+    check({"items": {"type": "integer"}, "minItems": 1, "maxItems": 3}, [[1], [1, 2, 3]], [[], [1, 2, 3, 4], ["a"]])
+    check({"prefixItems": [{"type": "string"}, {"type": "integer"}], "items": False}, [[], ["a"], ["a", 1]], [[1], ["a", 1, 2]])
+    check({"prefixItems": [{"type": "string"}], "items": {"type": "null"}}, [["a", None, None]], [["a", 1]])
+
+
+def test_contains_with_min_and_max_contains() -> None:
+    check({"contains": {"type": "string"}}, [["a"], [1, "a", 2]], [[], [1, 2]])
+    check({"contains": {"type": "string"}, "minContains": 2, "maxContains": 2}, [["a", 1, "b"]], [["a"], ["a", "b", "c"]])
+
+
+def test_string_lengths_count_code_points_not_bytes_or_escapes() -> None:
+    check({"type": "string", "minLength": 2, "maxLength": 3}, ["ab", "日本語", "a\nb"], ["a", "abcd", "日本語x"])
+
+
+def test_pattern_is_a_search_unless_anchored() -> None:
+    check({"pattern": "b+c"}, ["abbcd", "bc"], ["ac", "b"])
+    check({"pattern": "^a[0-9]{2}$"}, ["a12"], ["a123", "xa12", "a1"])
+    check({"type": "string", "pattern": "^\\d+$"}, ["123"], ["١٢٣", "12a"])  # \d is ASCII in ECMA-262
+
+
+def test_pattern_with_length_is_exact_when_one_repeat_decides_the_length() -> None:
+    check({"type": "string", "pattern": "^[A-Z]{2}[0-9]+$", "maxLength": 4}, ["AB1", "AB12"], ["AB123", "AB"])
+
+
+def test_patterns_without_a_regular_translation_are_refused_in_strict_mode() -> None:
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar({"properties": {"p": {"pattern": "(?=a)b"}}})
+    assert info.value.pointer == "/properties/p" and info.value.keyword == "pattern"
+
+
+def test_formats_are_asserted() -> None:
+    check({"format": "date"}, ["2024-02-29", "2023-12-31"], ["2023-02-29", "2023-13-01", "x"])
+    check({"format": "date-time"}, ["2024-01-01T10:00:00Z", "2024-01-01T10:00:00.5+02:00"], ["2024-01-01 10:00"])
+    check({"format": "ipv4"}, ["192.168.0.1"], ["256.1.1.1", "01.1.1.1"])
+    check({"format": "uuid"}, ["123e4567-e89b-12d3-a456-426614174000"], ["123e4567"])
+    check({"format": "email"}, ["a.b@example.com"], ["a@@b", "plain"])
+    check({"format": "duration"}, ["P1Y2M", "PT5S", "P3W"], ["P", "PT", "P1Y2D"])
+    check({"format": "hostname"}, ["example.com"], ["-bad.com", "a..b"])
+    check({"format": "ipv6"}, ["::1", "fe80::1"], ["1::2::3"])
+    check({"format": "uri"}, ["https://example.com/a?b#c"], ["no scheme", "http://x:port"])
+    check({"format": "time"}, ["10:00:00Z"], ["25:00:00Z"])
+
+
+def test_unknown_formats_are_annotations_and_listed() -> None:
+    converted = schema_to_grammar({"type": "string", "format": "color"})
+    assert converted.ignored_formats == (("", "color"),)
+    check({"type": "string", "format": "color"}, ["anything"], [])
+
+
+def test_integer_bounds_are_exact() -> None:
+    schema = {"type": "integer", "minimum": -13, "exclusiveMaximum": 120}
+    for n in range(-30, 140):
+        assert accepts(schema, n) == (-13 <= n < 120), n
+
+
+def test_decimal_bounds_are_exact_for_spellings_without_exponent() -> None:
+    schema = {"type": "number", "exclusiveMinimum": 0.25, "maximum": 2.5}
+    for k in range(-20, 40):
+        x = k / 8
+        assert accepts(schema, x) == (0.25 < x <= 2.5), x
+
+
+def test_multiple_of() -> None:
+    check({"type": "integer", "multipleOf": 5}, [0, 5, -10, 1005], [3, 12])
+    check({"type": "number", "multipleOf": 0.25}, [0.5, 1.75, 3], [0.3, 1.1])
+    check({"type": "integer", "multipleOf": 3, "minimum": 0, "maximum": 10}, [0, 3, 9], [1, 12, -3])
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar({"type": "integer", "multipleOf": 7})
+    assert info.value.keyword == "multipleOf"
+
+
+def test_any_of_one_of_and_all_of() -> None:
+    check({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": 1}]}, [1, "a"], ["ab", None])
+    check({"oneOf": [{"type": "integer"}, {"type": "string"}]}, [1, "a"], [None])
+    check({"oneOf": [{"minimum": 2}, {"maximum": 5}], "type": "integer"}, [1, 6], [3, 5])  # exactly one
+    check({"allOf": [{"properties": {"a": {"type": "integer"}}}, {"required": ["a"]}]}, [{"a": 1}], [{}, {"a": "x"}])
+    check({"allOf": [{"type": "integer"}, {"minimum": 3}, {"maximum": 4}]}, [3, 4], [2, 5])
+
+
+def test_recursive_tree_schema() -> None:
+    tree = {
+        "$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}, "required": ["v"], "additionalProperties": False}},
+        "$ref": "#/$defs/node",
+    }
+    check(tree, [{"v": 1}, {"v": 1, "kids": [{"v": 2, "kids": [{"v": 3}]}, {"v": 4}]}], [{"v": 1, "kids": [{}]}, {"kids": []}])
+
+
+def test_ref_cycles_through_values_and_draft7_definitions() -> None:
+    cycle = {
+        "definitions": {"a": {"type": "array", "items": {"$ref": "#/definitions/b"}}, "b": {"anyOf": [{"type": "null"}, {"$ref": "#/definitions/a"}]}},
+        "$ref": "#/definitions/a",
+    }
+    check(cycle, [[], [None, [None, []]]], [[1], [[1]]])
+
+
+def test_a_ref_cycle_with_no_value_in_between_is_a_schema_error() -> None:
+    with pytest.raises(SchemaError):
+        schema_to_grammar({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"})
+
+
+def test_if_then_else() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"kind": {"enum": ["a", "b"]}, "x": {}, "y": {}},
+        "if": {"properties": {"kind": {"const": "a"}}, "required": ["kind"]},
+        "then": {"required": ["x"]},
+        "else": {"required": ["y"]},
+    }
+    check(schema, [{"kind": "a", "x": 1}, {"kind": "b", "y": 1}, {"y": 1}], [{"kind": "a", "y": 1}, {"kind": "b", "x": 1}])
+
+
+def test_not() -> None:
+    check({"not": {"type": "string"}}, [1, None, []], ["a"])
+    check({"type": "string", "not": {"enum": ["a", "b"]}}, ["c", "ab", ""], ["a", "b"])
+    check({"type": "integer", "not": {"minimum": 10}}, [9, -1], [10, 11])
+
+
+def test_boolean_schemas() -> None:
+    check(True, [1, "a", None, {"k": [1]}], [])
+    check({"properties": {"a": False}}, [{}, {"b": 1}], [{"a": 1}])
+    with pytest.raises(SchemaError):
+        schema_to_grammar(False)
+
+
+def test_draft7_array_items_additional_items_and_dependencies() -> None:
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "items": [{"type": "integer"}], "additionalItems": {"type": "string"}}
+    check(schema, [[1, "a"], [1]], [[1, 2], ["a"]])
+    deps = {"$schema": "http://json-schema.org/draft-07/schema#", "properties": {"a": {}, "b": {}}, "dependencies": {"a": ["b"]}}
+    check(deps, [{}, {"b": 1}, {"a": 1, "b": 2}], [{"a": 1}])
+
+
+def test_whitespace_modes() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "array"}}}
+    assert accepts(schema, '{ "a" : [ 1 ,\n 2 ] }'.strip(), whitespace="flexible", raw=True)
+    assert not accepts(schema, '{ "a": [] }', whitespace="compact", raw=True)
+    assert not accepts(schema, ' {"a":[]}', whitespace="flexible", raw=True)  # none around the value
+
+
+def test_strict_mode_refuses_what_it_cannot_enforce_and_lenient_mode_lists_it() -> None:
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar(schema)
+    assert (info.value.pointer, info.value.keyword) == ("/properties/tags", "uniqueItems")
+    lenient = schema_to_grammar(schema, strict=False)
+    assert [(u.pointer, u.keyword) for u in lenient.unenforced] == [("/properties/tags", "uniqueItems")]
+    assert _COMPILER.compile_json_schema(schema, strict=False) is not None
+
+
+def test_invalid_schemas_raise_schema_error_with_a_pointer() -> None:
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar({"properties": {"a": {"type": "strin"}}})
+    assert info.value.pointer == "/properties/a/type"
+    with pytest.raises(SchemaError):
+        schema_to_grammar("{not json")
+    with pytest.raises(SchemaError):
+        schema_to_grammar({"$ref": "https://example.com/remote.json"})
+
+
+def test_explosive_schemas_fail_cleanly_within_the_budget() -> None:
+    start = time.monotonic()
+    with pytest.raises(CompileBudgetError):
+        schema_to_grammar({"type": "string", "minLength": 100_000})
+    assert accepts({"type": "string", "maxLength": 10_000}, "x" * 128)
+    assert not accepts({"type": "string", "maxLength": 10_000}, "x" * 129)  # narrowed to 128
+    branches = [{"anyOf": [{"required": [f"a{i}"]}, {"required": [f"b{i}"]}]} for i in range(8)]
+    with pytest.raises(CompileBudgetError):
+        schema_to_grammar({"allOf": branches, "minProperties": 1})
+    with pytest.raises(CompileBudgetError):
+        schema_to_grammar({"type": "array", "maxItems": 100_000, "contains": {"type": "null"}, "maxContains": 50})
+    assert time.monotonic() - start < 10
+
+
+def test_compile_json_schema_caches_by_canonical_json_and_accepts_text() -> None:
+    a = _COMPILER.compile_json_schema({"type": "integer", "minimum": 1})
+    b = _COMPILER.compile_json_schema('{"minimum": 1, "type": "integer"}')
+    assert a is b
+
+
+def test_lengths_on_formats_are_enforced_when_the_format_decides_them() -> None:
+    check({"type": "string", "format": "ipv4", "maxLength": 15}, ["10.0.0.1"], ["x"])
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar({"type": "string", "format": "email", "maxLength": 40})
+    assert info.value.keyword == "maxLength"
+
+
+def test_bounded_whitespace_allows_one_line_break_and_few_blanks() -> None:
+    schema = {"type": "array"}
+    assert accepts(schema, "[\n  1,\n  2\n]", whitespace="bounded", raw=True)
+    assert not accepts(schema, "[\n\n1]", whitespace="bounded", raw=True)
+
+
+def test_a_pattern_matching_every_key_applies_to_declared_and_additional_members() -> None:
+    schema = {"properties": {"a": {"type": "integer"}}, "patternProperties": {".*": {"minimum": 0}}, "additionalProperties": False}
+    check(schema, [{"a": 1, "b": 2}, {}], [{"a": -1}, {"b": -2}, {"a": "x"}])
+
+
+def test_merged_pattern_keys_obey_the_other_branch_additional_properties() -> None:
+    schema = {"allOf": [{"patternProperties": {"^x": {"type": "integer"}}}, {"properties": {"a": {}}, "additionalProperties": False}]}
+    check(schema, [{"a": 1}, {}], [{"x1": 1}, {"b": 1}])

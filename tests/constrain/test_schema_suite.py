@@ -1,0 +1,182 @@
+"""The official JSON Schema Test Suite (draft 2020-12) through the engine.
+
+Every group whose schema compiles in strict mode must accept each valid instance and reject each
+invalid one, serialized compactly and indented. Object members are accepted in ``properties``
+order only (a documented narrowing), so a valid instance written in another order counts as
+accepted when some reordering of its members is. ``format.json`` is left out: it tests that
+formats are annotations by default, while onrails asserts the formats it knows (checked with
+``optional/format`` instead, for soundness).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from onrails import GrammarCompiler, Matcher, SchemaError, schema_to_grammar
+from onrails.constrain.compiled import CompiledGrammar
+from onrails.constrain.schema import SCHEMA_WHITESPACE_MODES
+from onrails.errors import CompileBudgetError, GrammarError
+from tests.constrain.small_vocab import small_vocabulary
+
+SUPPORTED_FORMATS = ("date-time", "date", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uri", "uri-reference", "uuid")
+assert "flexible" in SCHEMA_WHITESPACE_MODES
+
+
+def _groups(folder: Path, names: "list[str] | None" = None) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        if names is not None and path.stem not in names:
+            continue
+        for group in json.loads(path.read_text(encoding="utf-8")):
+            out.append((path.name, group))
+    return out
+
+
+def _texts(data: Any) -> list[str]:
+    return [
+        json.dumps(data, ensure_ascii=False, separators=(",", ":")),
+        json.dumps(data, ensure_ascii=False, indent=2),
+    ]
+
+
+def _reorderings(value: Any) -> list[Any]:
+    """The value with its objects' members in other orders (bounded)."""
+    if isinstance(value, dict):
+        keys = list(value)
+        subs = [_reorderings(value[k])[:4] for k in keys]
+        out = []
+        for perm in itertools.islice(itertools.permutations(range(len(keys))), 24):
+            for combo in itertools.islice(itertools.product(*[subs[i] for i in perm]), 8):
+                out.append({keys[i]: c for i, c in zip(perm, combo)})
+        return out or [value]
+    if isinstance(value, list) and value:
+        return [list(c) for c in itertools.islice(itertools.product(*[_reorderings(x)[:3] for x in value]), 16)]
+    return [value]
+
+
+def _accepts(compiled: CompiledGrammar, text: str) -> bool:
+    matcher = Matcher(compiled)
+    return matcher.advance_bytes(text.encode("utf-8")) and matcher.is_accepting()
+
+
+def _accepts_some_order(compiled: CompiledGrammar, data: Any, indent: bool) -> bool:
+    for variant in _reorderings(data)[:200]:
+        text = json.dumps(variant, ensure_ascii=False, indent=2 if indent else None, separators=None if indent else (",", ":"))
+        if _accepts(compiled, text):
+            return True
+    return False
+
+
+def _compile(compiler: GrammarCompiler, schema: Any) -> "CompiledGrammar | None":
+    try:
+        converted = schema_to_grammar(schema, whitespace="flexible", strict=True)
+    except SchemaError:
+        return None
+    return compiler.compile_lark(converted.lark, converted.start)
+
+
+def _run(groups: list[tuple[str, dict[str, Any]]], compiler: GrammarCompiler, sound_only: bool) -> Iterator[tuple[str, Any]]:
+    """Yield ("refused" | "budget" | "compiled", file), ("ok", None) per instance decided right,
+    and every mismatch as ("fail" | "missed", details)."""
+    for file, group in groups:
+        try:
+            compiled = _compile(compiler, group["schema"])
+        except CompileBudgetError:  # a clean failure, within the budget
+            yield "budget", file
+            continue
+        except GrammarError as exc:  # a compile failure that is not a clean refusal
+            yield "fail", (file, group["description"], f"compile error {exc}")
+            continue
+        if compiled is None:
+            yield "refused", file
+            continue
+        yield "compiled", file
+        for test in group["tests"]:
+            for indent, text in enumerate(_texts(test["data"])):
+                accepted = _accepts(compiled, text)
+                if not accepted and test["valid"]:
+                    accepted = _accepts_some_order(compiled, test["data"], bool(indent))
+                if accepted and not test["valid"]:
+                    yield "fail", (file, group["description"], test["description"], "invalid accepted", text)
+                elif not accepted and test["valid"]:
+                    yield ("missed" if sound_only else "fail"), (file, group["description"], test["description"], text)
+                else:
+                    yield "ok", None
+
+
+@pytest.fixture(scope="module")
+def suite_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "jsonschema-test-suite" / "tests" / "draft2020-12"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiler() -> GrammarCompiler:
+    return GrammarCompiler(small_vocabulary(), budget_s=20)
+
+
+def test_every_group_compiled_in_strict_mode_accepts_valid_and_rejects_invalid_instances(
+    suite_dir: Path, compiler: GrammarCompiler
+) -> None:
+    groups = [(f, g) for f, g in _groups(suite_dir) if f != "format.json"]
+    counts = {"compiled": 0, "refused": 0, "budget": 0}
+    failures = []
+    per_group_failed = set()
+    for kind, detail in _run(groups, compiler, sound_only=False):
+        if kind in counts:
+            counts[kind] += 1
+        elif kind == "fail":
+            failures.append(detail)
+            per_group_failed.add(detail[:2])
+    passing = counts["compiled"] - len(per_group_failed)
+    print(
+        f"\nJSON Schema Test Suite draft2020-12: {len(groups)} groups, {counts['compiled']} compile in strict"
+        f" mode, {passing} pass, {counts['refused']} refused (SchemaError), {counts['budget']} over budget"
+    )
+    assert not failures, "\n".join(map(str, failures[:20]))
+    assert counts["compiled"] >= 250  # a regression guard on coverage, not a target
+
+
+def test_supported_formats_reject_every_invalid_instance_of_the_optional_suite(suite_dir: Path, compiler: GrammarCompiler) -> None:
+    groups = _groups(suite_dir / "optional" / "format", list(SUPPORTED_FORMATS))
+    groups += _groups(suite_dir / "optional", ["bignum", "ecmascript-regex", "non-bmp-regex", "float-overflow", "dependencies-compatibility", "no-schema", "id", "anchor"])
+    failures, missed, ok = [], [], 0
+    for kind, detail in _run(groups, compiler, sound_only=True):
+        if kind == "fail":
+            failures.append(detail)
+        elif kind == "missed":
+            missed.append(detail)
+        elif kind == "ok":
+            ok += 1
+    print(f"\noptional suite: {ok} instances decided right, {len(missed)} valid instances outside the (narrower) grammar")
+    assert not failures, "\n".join(map(str, failures[:20]))
+
+
+def test_suite_instances_are_accepted_token_by_token_with_the_llama_vocabulary(suite_dir: Path, llama_tokenizer: Any, llama_vocab: Any) -> None:
+    """The masks agree with advancing: each token of a valid instance is allowed before it is taken."""
+    compiler = GrammarCompiler(llama_vocab, budget_s=20)
+    groups = [(f, g) for f, g in _groups(suite_dir) if f != "format.json"][::6]
+    checked = 0
+    for _, group in groups:
+        compiled = _compile(compiler, group["schema"])
+        if compiled is None:
+            continue
+        for test in group["tests"]:
+            text = _texts(test["data"])[0]
+            if not _accepts(compiled, text):
+                continue  # another member order; covered above
+            matcher = Matcher(compiled)
+            for token in llama_tokenizer.encode(text, add_special_tokens=False):
+                assert matcher.is_allowed(token), (group["description"], text, token)
+                assert matcher.advance(token)
+            assert matcher.is_accepting()
+            assert any(matcher.is_allowed(e) for e in llama_vocab.eos_token_ids)
+            checked += 1
+    assert checked > 30
