@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _sre
 import functools
+import json
 import re
 import threading
 import time
@@ -65,6 +66,60 @@ class ByteDFA:
             if state == DEAD:
                 return False
         return bool(self.accepting[state])
+
+
+_EXCEPT = re.compile(r"\(\?#except:([0-9a-f]*)\)")
+
+
+def except_words(words: list[str]) -> str:
+    """A regex prefix that removes exactly ``words`` from the terminal's language.
+
+    ``(?#except:HEX)`` is a comment to every other regex engine (so other Lark tools read the
+    terminal as the wider language); the engine subtracts the words from the byte DFA, which
+    a regex could only do with a large, slow-to-compile complement construction.
+    """
+    return f"(?#except:{json.dumps(sorted(set(words))).encode('utf-8').hex()})"
+
+
+def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteDFA:
+    """``dfa`` minus a finite set of lexemes: the product with the words' trie."""
+    children: list[dict[int, int]] = [{}]
+    ends = [False]
+    for word in words:
+        node = 0
+        for byte in word:
+            nxt = children[node].get(byte)
+            if nxt is None:
+                nxt = len(children)
+                children[node][byte] = nxt
+                children.append({})
+                ends.append(False)
+            node = nxt
+        ends[node] = True
+    free = -1  # off the trie: no word can be completed any more
+    ids: dict[tuple[int, int], int] = {(0, 0): 0}
+    pairs = [(0, 0)]
+    rows = []
+    i = 0
+    while i < len(pairs):
+        d, node = pairs[i]
+        i += 1
+        base = dfa.table[d]
+        row = np.full(256, DEAD, dtype=np.int32)
+        inside = children[node] if node != free else {}
+        for target in np.unique(base[base >= 0]):
+            bytes_to = np.flatnonzero(base == target)
+            for byte in bytes_to:
+                pair = (int(target), inside.get(int(byte), free))
+                sid = ids.get(pair)
+                if sid is None:
+                    sid = ids[pair] = len(pairs)
+                    pairs.append(pair)
+                row[byte] = sid
+        rows.append(row)
+    table = np.stack(rows)
+    accepting = np.array([bool(dfa.accepting[d]) and not (n != free and ends[n]) for d, n in pairs])
+    return _trim(table, accepting, pattern, name)
 
 
 def _literal(pattern: str) -> bytes | None:
@@ -287,6 +342,15 @@ def regex_to_byte_dfa(
     """
     if _LOOKAROUND.search(pattern):
         raise GrammarError(f"lookaround is not supported in terminal regex {pattern!r}", rule=name or None)
+    excepted = _EXCEPT.match(pattern)
+    if excepted:
+        try:
+            words = [str(w).encode("utf-8") for w in json.loads(bytes.fromhex(excepted.group(1)))]
+        except ValueError as exc:
+            raise GrammarError(f"bad (?#except:...) list in terminal regex: {exc}", rule=name or None) from exc
+        rest = pattern[excepted.end() :]
+        base = regex_to_byte_dfa(rest, name=name, deadline=deadline, max_states=max_states)
+        return _without(base, words, pattern, name)
     literal = _literal(pattern)
     if literal:
         return _literal_dfa(literal)

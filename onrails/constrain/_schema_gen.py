@@ -35,6 +35,7 @@ from urllib.parse import unquote, urljoin
 import jsonschema
 
 from onrails.constrain import _ecma_regex as rx
+from onrails.constrain._bytedfa import except_words
 from onrails.constrain._schema_formats import FORMATS
 from onrails.constrain._schema_numbers import (
     INTEGER,
@@ -880,7 +881,7 @@ class SchemaConverter:
         if not_in is not None:
             if fmt or pattern or lo or hi is not None:
                 self.notes.add(pointer, "not", "a string outside a set, with other string keywords")
-            return self._terminal('"' + _not_in_body(not_in) + '"')
+            return self._terminal(_other_string(not_in))
         if fmt is not None:
             if pattern is not None:
                 self.notes.add(pointer, "pattern", "pattern together with format")
@@ -1144,7 +1145,7 @@ class SchemaConverter:
 
     def _key_terminal(self, names_schema: Any, declared: list[str], pointer: str) -> str | None:
         if _is_true(names_schema):
-            return self._terminal('"' + _not_in_body(declared) + '"')
+            return self._terminal(_other_string(declared))
         if names_schema is False:
             return None
         flat_names = self.flatten(names_schema, f"{pointer}/propertyNames", 1)
@@ -1155,7 +1156,7 @@ class SchemaConverter:
                 self.notes.add(pointer, "propertyNames", "additional keys could repeat a declared name")
             else:
                 self.notes.add(pointer, "propertyNames", "alternatives in propertyNames")
-            return self._terminal('"' + _not_in_body(declared) + '"')
+            return self._terminal(_other_string(declared))
         names_flat = dict(flat_names[0])
         names_flat["type"] = ["string"]
         if "enum" in names_flat:
@@ -1422,56 +1423,11 @@ _PLAIN: rx.Ranges = rx.complement(rx.normalize([(0, 0x1F), (0x22, 0x22), (0x5C, 
 
 
 # Regex compilation cost grows quickly with the depth of the excluded words' trie
-_EXACT_EXCLUSION_NODES = 16
-_SHALLOW_EXCLUSION_WORDS = 16
+def _other_string(words: list[str]) -> str:
+    """A terminal for JSON strings other than ``words``, written without escapes.
 
-
-def _not_in_body(words: list[str]) -> str:
-    """String bodies other than the given words, written without escapes.
-
-    Escapes would give one string several spellings (and make the exclusion inexact); leaving
-    them out also keeps the automaton small. Regex compilation cost grows quickly with the depth
-    of the words' trie, so beyond a few short words the trie is cut at depth 2 (1 for more than
-    ``_SHALLOW_EXCLUSION_WORDS`` words): strings that follow it that far are refused too. The
-    language is then narrower but still sound: an additional key must differ from every
-    declared name within its first two characters (its first character).
+    Without escapes every string has one spelling, so removing the words' spellings removes
+    the words; the engine subtracts them from the automaton exactly (``except_words``).
     """
-    trie: dict[str, Any] = {}
-    nodes = 0
-    for w in words:
-        node = trie
-        for ch in w:
-            if ch not in node:
-                nodes += 1
-            node = node.setdefault(ch, {})
-        node[""] = {}
-    limit = None if nodes <= _EXACT_EXCLUSION_NODES else 2 if len(words) <= _SHALLOW_EXCLUSION_WORDS else 1
-    plain_star = (rx.char_regex(_PLAIN) or "") + "*"
-
-    def build(node: dict[str, Any], depth: int) -> tuple[bool, str | None]:
-        """(the empty rest is allowed, regex of the allowed non-empty rests)."""
-        empty = "" not in node
-        if limit is not None and depth == limit:
-            return empty, None
-        children = [c for c in node if c]
-        others = rx.intersect(_PLAIN, rx.complement(rx.normalize([(ord(c), ord(c)) for c in children])))
-        other = rx.char_regex(others)
-        parts = [other + plain_star] if other else []
-        for c in children:
-            if rx.contains(_PLAIN, ord(c)):
-                sub_empty, sub = build(node[c], depth + 1)
-                head = rx.literal(c)
-                if sub_empty and sub:
-                    parts.append(head + "(?:" + sub + ")?")
-                elif sub_empty:
-                    parts.append(head)
-                elif sub:
-                    parts.append(head + sub)
-        return empty, ("(?:" + "|".join(parts) + ")" if parts else None)
-
-    if not words:
-        return plain_star
-    empty, body = build(trie, 0)
-    if body is None:
-        return ""
-    return body + "?" if empty else body
+    body = '"' + (rx.char_regex(_PLAIN) or "") + '*"'
+    return except_words(['"' + w + '"' for w in words]) + body if words else body

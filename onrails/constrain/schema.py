@@ -15,9 +15,8 @@ admit an invalid one:
   spelling (trailing fraction zeros allowed);
 * strings under ``pattern``, ``format``, ``enum``/``const`` and object keys are written in their
   canonical JSON spelling (as ``json.dumps(..., ensure_ascii=False)`` writes them); additional
-  (undeclared) keys are written without escapes and, beyond a few declared properties, must
-  differ from every declared name within their first two characters (one beyond 16 declared
-  names), which keeps the key automaton small;
+  (undeclared) keys are written without escapes (so that excluding the declared names' one
+  spelling excludes the names);
 * a ``maxLength`` above 128 is enforced as 128 (each counted character costs automaton states);
   ``minLength`` above 1024 raises CompileBudgetError;
 * ``format`` is asserted for date-time, date, time, duration, email, hostname, ipv4, ipv6, uri,

@@ -278,3 +278,11 @@ def test_a_pattern_matching_every_key_applies_to_declared_and_additional_members
 def test_merged_pattern_keys_obey_the_other_branch_additional_properties() -> None:
     schema = {"allOf": [{"patternProperties": {"^x": {"type": "integer"}}}, {"properties": {"a": {}}, "additionalProperties": False}]}
     check(schema, [{"a": 1}, {}], [{"x1": 1}, {"b": 1}])
+
+
+def test_additional_keys_differ_from_declared_names_exactly_however_many() -> None:
+    # Keys one character away from a declared name are additional keys; the declared names
+    # themselves are not, so a declared name cannot come back with the additional schema.
+    names = [f"name{i}" for i in range(40)] + ["name"]
+    schema = {"properties": {n: {"type": "string"} for n in names}, "additionalProperties": {"type": "integer"}}
+    check(schema, [{"name": "x"}, {"name ": 1}, {"nam": 1}, {"name40": 1}, {"names": 2}, {"n": 3}], [{"name": 1}, {"name7": 5}])
