@@ -107,10 +107,9 @@ def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteD
         base = dfa.table[d]
         row = np.full(256, DEAD, dtype=np.int32)
         inside = children[node] if node != free else {}
-        for target in np.unique(base[base >= 0]):
-            bytes_to = np.flatnonzero(base == target)
-            for byte in bytes_to:
-                pair = (int(target), inside.get(int(byte), free))
+        for target in np.unique(base[base >= 0]).tolist():
+            for byte in np.flatnonzero(base == target).tolist():
+                pair = (target, inside.get(byte, free))
                 sid = ids.get(pair)
                 if sid is None:
                     sid = ids[pair] = len(pairs)
