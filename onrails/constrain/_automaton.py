@@ -356,7 +356,13 @@ class Automaton:
                 self.suspended[state] = frozenset(suspended)
                 self.has_suspended[state] = True
             row = np.zeros(256, dtype=np.int32)
-            if sources:
+            if len(sources) == 1:
+                # One way forward (inside a key, a keyword, a number): successors are the
+                # terminal's own DFA states, no grouping needed.
+                stack, terminal, dfa_row = sources[0]
+                for d in np.unique(dfa_row[dfa_row != DFA_DEAD]).tolist():
+                    row[dfa_row == d] = self.intern(frozenset([(stack, terminal, d)]))
+            elif sources:
                 nxt = np.stack([src[2] for src in sources])
                 cols = np.flatnonzero((nxt != DFA_DEAD).any(axis=0))
                 if cols.size:

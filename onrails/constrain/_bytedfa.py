@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import _sre
 import functools
+import hashlib
 import json
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import interegular
@@ -53,6 +54,29 @@ class ByteDFA:
 
     table: np.ndarray  # int32 [n_states, 256]
     accepting: np.ndarray  # bool [n_states]
+    literal: bytes | None = None  # set when the terminal is one fixed string (state i = i bytes read)
+    _signatures: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def signature(self, state: int) -> bytes:
+        """A digest of the automaton as seen from ``state``: equal for states of any DFAs that
+        read the same way from there (up to renumbering), so work keyed by it is shared between
+        terminals (a key string minus some names is, after diverging, any key string)."""
+        cached = self._signatures.get(state)
+        if cached is None:
+            order = {state: 0}
+            queue = [state]
+            for s in queue:
+                for target in dict.fromkeys(self.table[s].tolist()):
+                    if target >= 0 and target not in order:
+                        order[target] = len(order)
+                        queue.append(target)
+            remap = np.full(self.n_states + 1, -1, dtype=np.int32)  # index -1 (DEAD) stays -1
+            remap[queue] = np.arange(len(queue), dtype=np.int32)
+            rows = remap[self.table[queue]]
+            digest = hashlib.blake2b(rows.tobytes(), digest_size=16)
+            digest.update(self.accepting[queue].tobytes())
+            cached = self._signatures[state] = digest.digest()
+        return cached
 
     @property
     def n_states(self) -> int:
@@ -149,7 +173,7 @@ def _literal_dfa(data: bytes) -> ByteDFA:
     table[np.arange(len(data)), np.frombuffer(data, dtype=np.uint8)] = np.arange(1, len(data) + 1)
     accepting = np.zeros(len(data) + 1, dtype=bool)
     accepting[-1] = True
-    return ByteDFA(table, accepting)
+    return ByteDFA(table, accepting, literal=data)
 
 
 def _encode(cp: int) -> bytes:

@@ -92,6 +92,22 @@ class TokenTrie:
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         return self.child_start[nodes][which] + offsets, which
 
+    def path(self, data: bytes) -> np.ndarray:
+        """The nodes spelling ``data`` from the root, as far as the trie goes (root excluded)."""
+        out = []
+        node = 0
+        for byte in data:
+            start = int(self.child_start[node])
+            count = int(self.child_count[node])
+            if not count:
+                break
+            k = start + int(np.searchsorted(self.node_byte[start : start + count], byte))
+            if k >= start + count or self.node_byte[k] != byte:
+                break
+            node = k
+            out.append(node)
+        return np.array(out, dtype=np.int64)
+
     def tokens_at(self, nodes: np.ndarray) -> np.ndarray:
         """Token ids whose bytes end exactly at ``nodes``."""
         counts = self.node_token_count[nodes]

@@ -150,9 +150,9 @@ class _LRU(OrderedDict):  # type: ignore[type-arg]
 
 @dataclass
 class _Shared:
-    """What grammars compiled for one vocabulary share: byte DFAs by regex, pure masks by
-    (regex, DFA state). Most JSON-Schema grammars lex strings and numbers with the same
-    regexes, so a new schema mostly reuses the vocabulary walks of earlier ones."""
+    """What grammars compiled for one vocabulary share: byte DFAs by regex, pure masks by what
+    the DFA reads from a state on (``ByteDFA.signature``). Most JSON-Schema grammars lex strings
+    and numbers alike, so a new schema mostly reuses the vocabulary walks of earlier ones."""
 
     dfas: _LRU = field(default_factory=lambda: _LRU(_SHARED_DFA_ENTRIES))
     pure: _LRU = field(default_factory=lambda: _LRU(_SHARED_PURE_ENTRIES))
@@ -173,7 +173,6 @@ class CompiledGrammar:
     _dfas: list[ByteDFA] = field(repr=False)
     _ignored: list[int] = field(repr=False)
     _trie: TokenTrie = field(repr=False)
-    _regexes: tuple[str, ...] = field(repr=False)
     _shared: _Shared = field(default_factory=_Shared, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -197,8 +196,11 @@ class CompiledGrammar:
         return allowed
 
     def _pure_part(self, terminal: int, dfa_state: int) -> _Pure:
-        key = (self._regexes[terminal], dfa_state)
+        key = self._dfas[terminal].signature(dfa_state)
         pure = self._shared.pure.lookup(key)
+        literal = self._dfas[terminal].literal
+        if pure is None and literal is not None:
+            pure = self._shared.pure.keep(key, self._literal_pure(literal[dfa_state:]))
         if pure is None:
             dfa = self._dfas[terminal]
             trie = self._trie
@@ -225,12 +227,20 @@ class CompiledGrammar:
         assert isinstance(pure, _Pure)
         return pure
 
+    def _literal_pure(self, rest: bytes) -> _Pure:
+        """The pure part inside a fixed string: the tokens that are prefixes of what is left of it."""
+        trie = self._trie
+        nodes = trie.path(rest)
+        complete = 0 < nodes.size == len(rest)
+        exits = nodes[-1:] if complete and trie.child_count[nodes[-1]] > 0 else np.zeros(0, np.int64)
+        return _Pure(stay=_pack(self._bool_of(trie.tokens_at(nodes))), exits=exits)
+
     def memory_bytes(self) -> int:
         """Approximate bytes held by this grammar's tables and caches, with the pure masks it
         shares with other grammars of its compiler (the vocabulary trie excluded)."""
-        mine = set(self._regexes)
+        mine = {sig for dfa in self._dfas for sig in dfa._signatures.values()}
         with self._shared.pure.lock:
-            parts = [p for (regex, _), p in self._shared.pure.items() if regex in mine]
+            parts = [p for sig, p in self._shared.pure.items() if sig in mine]
         total = sum(p.stay.nbytes + p.exits.nbytes for p in parts)
         total += sum(d.table.nbytes for d in self._dfas)
         return total + self._generation.memory_bytes()
@@ -358,7 +368,6 @@ def _compile_spec(spec: GrammarSpec, vocabulary: Vocabulary, deadline: float, sh
         _dfas=dfas,
         _ignored=ignored,
         _trie=_trie_for(vocabulary),
-        _regexes=tuple(t.regex for t in spec.terminals),
         _shared=shared,
     )
 
