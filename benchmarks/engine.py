@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import json
 import os
 import platform
@@ -24,10 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("RAYON_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
+from _peers import LLGuidanceEngine, XGrammarEngine, fmt, percentiles, version  # noqa: E402  (sets one-thread env)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "maskbench" / "dev"
@@ -41,20 +39,6 @@ def load_documents(limit: int) -> list[str]:
             if test["valid"]:
                 docs.append(json.dumps(test["data"], ensure_ascii=False))
     return docs
-
-
-def percentiles(values_s: list[float]) -> dict[str, float]:
-    arr = np.array(values_s) * 1e6
-    if not arr.size:
-        return {}
-    return {
-        "n": int(arr.size),
-        "mean": float(arr.mean()),
-        "p50": float(np.percentile(arr, 50)),
-        "p90": float(np.percentile(arr, 90)),
-        "p99": float(np.percentile(arr, 99)),
-        "max": float(arr.max()),
-    }
 
 
 def rss_mb() -> float:
@@ -125,7 +109,7 @@ def run_onrails(tokenizer, docs_tokens, eos: int, tokenizer_name: str) -> dict[s
         eos,
     )
     result.update(
-        engine=f"onrails {_version('onrails')}",
+        engine=f"onrails {version('onrails')}",
         compile_cold_s=cold,
         compile_new_grammar_s=fresh,
         compile_warm_s=warm,
@@ -134,73 +118,31 @@ def run_onrails(tokenizer, docs_tokens, eos: int, tokenizer_name: str) -> dict[s
     return result
 
 
-def run_xgrammar(tokenizer, docs_tokens, eos: int, vocab_size: int) -> dict[str, object]:
-    import torch
-    import xgrammar as xgr
-
-    torch.set_num_threads(1)
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+def run_peer(engine, docs_tokens, eos: int) -> dict[str, object]:
+    """A peer's any-JSON grammar (xgrammar: its built-in JSON grammar; llguidance: the empty schema)."""
     t = time.perf_counter()
-    compiler = xgr.GrammarCompiler(info, max_threads=1)
-    grammar = compiler.compile_builtin_json_grammar()
-    bitmask = xgr.allocate_token_bitmask(1, vocab_size)
-    xgr.GrammarMatcher(grammar).fill_next_token_bitmask(bitmask)
+    grammar = engine.compile_any_json()
+    engine.fill(engine.matcher(grammar))
     cold = time.perf_counter() - t
-    t = time.perf_counter()
-    grammar = compiler.compile_builtin_json_grammar()
-    xgr.GrammarMatcher(grammar).fill_next_token_bitmask(bitmask)
-    warm = time.perf_counter() - t
-    result = feed(
-        docs_tokens,
-        lambda: xgr.GrammarMatcher(grammar),
-        lambda m: m.fill_next_token_bitmask(bitmask),  # type: ignore[attr-defined]
-        lambda m, tok: m.accept_token(tok),  # type: ignore[attr-defined]
-        eos,
-    )
-    result.update(engine=f"xgrammar {importlib.metadata.version('xgrammar')}", compile_cold_s=cold, compile_warm_s=warm)
+    warm = None
+    if isinstance(engine, XGrammarEngine):  # its compiler caches: the second compile is a lookup
+        t = time.perf_counter()
+        grammar = engine.compile_any_json()
+        engine.fill(engine.matcher(grammar))
+        warm = time.perf_counter() - t
+    result = feed(docs_tokens, lambda: engine.matcher(grammar), engine.fill, engine.advance, eos)
+    result.update(engine=engine.name, compile_cold_s=cold)
+    if warm is not None:
+        result["compile_warm_s"] = warm
     return result
 
 
-def run_llguidance(tokenizer, docs_tokens, eos: int, vocab_size: int) -> dict[str, object]:
-    import llguidance
-    import llguidance.hf
-    import llguidance.numpy as llnp
-
-    lltok = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size, eos_token=eos)
-    schema = json.dumps({"x-guidance": {"whitespace_flexible": True}})
-    t = time.perf_counter()
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(schema)
-    bitmask = llnp.allocate_token_bitmask(1, vocab_size)
-    llnp.fill_next_token_bitmask(llguidance.LLMatcher(lltok, grammar), bitmask, 0)
-    cold = time.perf_counter() - t
-
-    def advance(m: llguidance.LLMatcher, tok: int) -> bool:
-        return bool(m.consume_token(tok)) and not m.is_error()
-
-    result = feed(
-        docs_tokens,
-        lambda: llguidance.LLMatcher(lltok, grammar),
-        lambda m: llnp.fill_next_token_bitmask(m, bitmask, 0),
-        advance,
-        eos,
-    )
-    result.update(engine=f"llguidance {importlib.metadata.version('llguidance')}", compile_cold_s=cold)
-    return result
+def run_xgrammar(tokenizer, vocab, docs_tokens, eos: int) -> dict[str, object]:
+    return run_peer(XGrammarEngine(tokenizer, vocab), docs_tokens, eos)
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "(source)"
-
-
-def fmt(value: object, digits: int = 1) -> str:
-    if value is None or value == "":
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+def run_llguidance(tokenizer, vocab, docs_tokens, eos: int) -> dict[str, object]:
+    return run_peer(LLGuidanceEngine(tokenizer, vocab), docs_tokens, eos)
 
 
 def main() -> None:
@@ -232,7 +174,7 @@ def main() -> None:
             if runner is run_onrails:
                 res = runner(tokenizer, docs_tokens, eos, args.tokenizer)
             else:
-                res = runner(tokenizer, docs_tokens, eos, vocab.size)
+                res = runner(tokenizer, vocab, docs_tokens, eos)
         except ImportError as exc:
             print(f"skipping {runner.__name__}: {exc}")
             continue

@@ -42,6 +42,8 @@ _LAZY = {
     "generate": ("onrails.runtime.api", "generate"),
     "Client": ("onrails.runtime.client", "Client"),
     "AsyncClient": ("onrails.runtime.client", "AsyncClient"),
+    "create_app": ("onrails.runtime.server", "create_app"),
+    "ServerLimits": ("onrails.runtime.server", "ServerLimits"),
 }
 
 __all__ = [
@@ -61,12 +63,14 @@ __all__ = [
     "SchemaError",
     "SchemaGrammar",
     "SamplingParams",
+    "ServerLimits",
     "TokenizerError",
     "Unenforced",
     "Vocabulary",
     "allocate_token_bitmask",
     "apply_token_bitmask_inplace",
     "builtin_grammar_text",
+    "create_app",
     "generate",
     "load_model",
     "pydantic_schema",

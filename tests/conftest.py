@@ -69,3 +69,22 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_model() -> Any:
+    """The default model (SmolLM2-135M-Instruct) loaded once on CPU in float32, for runtime tests.
+
+    Runs torch on one intra-op thread: the test machines have two shared cores, where OpenMP's
+    spinning worker threads make each forward pass several times slower than one thread.
+    """
+    import torch
+
+    from onrails.runtime.models import load_model
+    from onrails.runtime.tokenizers import ModelNotFoundError
+
+    torch.set_num_threads(1)
+    try:
+        return load_model("smollm2-135m-instruct", device="cpu", dtype="float32")
+    except ModelNotFoundError as exc:
+        pytest.skip(f"model unavailable: {exc}")
