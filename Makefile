@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/onrails demo
+	$(BIN)/onrails generate "Describe a cat as a JSON object with a name, an age and a colour." --grammar-root object --max-tokens 80 --seed 1
 
 test: setup
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
