@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from onrails.constrain import BUILTIN_ROOTS, WHITESPACE_MODES
-from onrails.errors import BadRequestError, OnRailsError
+from onrails.errors import BadRequestError, ContextLengthError, OnRailsError
 from onrails.runtime.generation import SequenceRequest, generate_sequences
 from onrails.runtime.models import Model, load_model
 from onrails.runtime.sampling import SamplingParams
@@ -171,7 +171,7 @@ def encode_prompt(model: Model, prompt: Any, param: str = "prompt") -> list[int]
     if not ids:
         raise BadRequestError("is empty", param=param)
     if len(ids) >= model.context_length:
-        raise BadRequestError(
+        raise ContextLengthError(
             f"is {len(ids)} tokens; the model's context is {model.context_length} tokens", param=param
         )
     return ids
@@ -180,7 +180,7 @@ def encode_prompt(model: Model, prompt: Any, param: str = "prompt") -> list[int]
 def check_budget(model: Model, prompt_ids: list[int], params: SamplingParams) -> None:
     """``BadRequestError`` when prompt plus ``max_tokens`` exceeds the model's context."""
     if params.max_tokens is not None and len(prompt_ids) + params.max_tokens > model.context_length:
-        raise BadRequestError(
+        raise ContextLengthError(
             f"{params.max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the model's "
             f"context of {model.context_length} tokens",
             param="max_tokens",

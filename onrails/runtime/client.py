@@ -19,7 +19,7 @@ import codecs
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -408,7 +408,9 @@ def _completion(plan: _Plan, results: list[SequenceResult]) -> Completion:
     )
 
 
-def _stream_completion(plan: _Plan) -> Iterator[Completion]:
+def _stream_completion(plan: _Plan, steps: Iterable[list[SequenceResult]] | None = None) -> Iterator[Completion]:
+    """Chunks of a streamed completion. ``steps``: the cumulative results after each decoding
+    step (default: decode here); the server passes its scheduler's."""
     sent_text = [0] * len(plan.requests)
     sent_tokens = [0] * len(plan.requests)
     done = [False] * len(plan.requests)
@@ -427,7 +429,7 @@ def _stream_completion(plan: _Plan) -> Iterator[Completion]:
 
     if plan.echo and not plan.raw_tokens:
         yield chunk([CompletionChoice(index=i, text=plan.prompt_texts[i // plan.n]) for i in range(len(plan.requests))])
-    for results in stream_sequences(plan.model, plan.requests, plan.timing):
+    for results in steps if steps is not None else stream_sequences(plan.model, plan.requests, plan.timing):
         choices = []
         for i, r in enumerate(results):
             if done[i]:
@@ -702,7 +704,8 @@ def _chat_completion(plan: _Plan, results: list[SequenceResult]) -> ChatCompleti
     )
 
 
-def _stream_chat(plan: _Plan) -> Iterator[ChatCompletionChunk]:
+def _stream_chat(plan: _Plan, steps: Iterable[list[SequenceResult]] | None = None) -> Iterator[ChatCompletionChunk]:
+    """Chunks of a streamed chat completion; ``steps`` as in ``_stream_completion``."""
     count = len(plan.requests)
     sent_text = [0] * count
     sent_tokens = [0] * count
@@ -721,7 +724,7 @@ def _stream_chat(plan: _Plan) -> Iterator[ChatCompletionChunk]:
         )
 
     yield chunk([ChatCompletionChunkChoice(index=i, delta=ChoiceDelta(role="assistant", content="")) for i in range(count)])
-    for results in stream_sequences(plan.model, plan.requests, plan.timing):
+    for results in steps if steps is not None else stream_sequences(plan.model, plan.requests, plan.timing):
         choices = []
         for i, r in enumerate(results):
             if done[i]:
