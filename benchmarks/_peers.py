@@ -38,10 +38,6 @@ class CompileError(Exception):
     """The engine refused the grammar cleanly (an unsupported or invalid schema)."""
 
 
-class EngineUnavailable(Exception):
-    """The engine cannot run here (package missing, or the feature not written yet)."""
-
-
 def version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
@@ -122,34 +118,23 @@ class Engine:
 
 
 class OnrailsEngine(Engine):
-    """onrails: ``compile_json_schema(schema, whitespace="flexible", strict=True)``.
-
-    ``stand_in=True`` compiles the built-in ``value`` rule instead (any JSON value), to exercise
-    a harness before the converter exists; its correctness counts mean nothing.
-    """
+    """onrails: ``compile_json_schema(schema, whitespace="flexible", strict=True)``."""
 
     key = "onrails"
     package = "onrails"
 
-    def __init__(self, tokenizer: Any, vocab: Any, *, stand_in: bool = False) -> None:
+    def __init__(self, tokenizer: Any, vocab: Any) -> None:
         super().__init__(tokenizer, vocab)
         import onrails
 
         self._onrails = onrails
         self.compiler = onrails.GrammarCompiler(vocab)
-        self.stand_in = stand_in
-        self.root: str | None = "value" if stand_in else None
-        if stand_in:
-            self.label = "stand-in: built-in value rule"
-        elif not hasattr(self.compiler, "compile_json_schema"):
-            raise EngineUnavailable("converter not available (GrammarCompiler.compile_json_schema is missing)")
+        self.root: str | None = None
         bitmask = onrails.allocate_token_bitmask(1, vocab.size)
         self._set_bitmask(bitmask, bitmask)
 
     def compile_json_schema(self, schema: Any) -> Any:
         try:
-            if self.stand_in:
-                return self.compiler.compile_builtin("flexible")
             return self.compiler.compile_json_schema(schema, whitespace="flexible", strict=True)
         except self._onrails.GrammarError as exc:  # SchemaError, CompileBudgetError
             raise CompileError(f"{type(exc).__name__}: {exc}") from exc

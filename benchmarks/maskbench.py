@@ -67,7 +67,6 @@ from _peers import (  # noqa: E402  (sets the one-thread environment before nump
     ADAPTERS,
     THREAD_ENV,
     CompileError,
-    EngineUnavailable,
     fmt,
     make_engine,
     percentiles,
@@ -159,7 +158,7 @@ def run_case(engine: Any, tokenizer: Any, case: dict[str, Any]) -> dict[str, Any
     return res
 
 
-def worker_main(key: str, tokenizer_name: str, stand_in: bool, mem_limit_gb: float) -> None:
+def worker_main(key: str, tokenizer_name: str, mem_limit_gb: float) -> None:
     """Serve schemas read as JSON lines on stdin; answer JSON lines on the original stdout."""
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever the engines print goes to the log, not into the protocol
@@ -179,16 +178,13 @@ def worker_main(key: str, tokenizer_name: str, stand_in: bool, mem_limit_gb: flo
 
     tokenizer = load_tokenizer(tokenizer_name)
     vocab = onrails.Vocabulary.from_tokenizer(tokenizer)
-    options = {"stand_in": True} if stand_in and key == "onrails" else {}
+    options: dict[str, Any] = {}
     if key.startswith("xgrammar"):
         options["cache"] = False  # every schema is new; keep its compile cache out of the timings
     try:
         engine = make_engine(key, tokenizer, vocab, **options)
     except ImportError as exc:
         send({"unavailable": f"not installed ({exc})"})
-        return
-    except EngineUnavailable as exc:
-        send({"unavailable": str(exc)})
         return
     send({"ready": True, "name": engine.name, "label": engine.label})
     for line in sys.stdin:
@@ -208,8 +204,6 @@ class Worker:
     def __init__(self, key: str, args: argparse.Namespace, log: Path) -> None:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", key, "--tokenizer", args.tokenizer,
                "--mem-limit", str(args.mem_limit)]
-        if args.onrails_stand_in:
-            cmd.append("--onrails-stand-in")
         env = {**os.environ, **THREAD_ENV}
         self.log = open(log, "a")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env)
@@ -451,11 +445,10 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: beside --json)")
     parser.add_argument("--progress", type=int, default=100, help="report every N schemas")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--onrails-stand-in", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
-        worker_main(args.worker, args.tokenizer, args.onrails_stand_in, args.mem_limit)
+        worker_main(args.worker, args.tokenizer, args.mem_limit)
         return
     if not args.data.is_dir():
         sys.exit(f"MaskBench files not found at {args.data}")

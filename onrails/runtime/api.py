@@ -119,12 +119,8 @@ def _response_format(model: Model, response_format: Any, whitespace: str) -> Con
     if isinstance(response_format, type):
         if not hasattr(response_format, "model_json_schema"):
             raise BadRequestError("a class given as response_format must be a pydantic model", param="response_format")
-        compile_pydantic = getattr(model.compiler, "compile_pydantic", None)
         try:
-            if compile_pydantic is not None:
-                compiled = compile_pydantic(response_format, whitespace=whitespace)
-            else:
-                compiled = _compile_schema(model, response_format.model_json_schema(), whitespace, True)
+            compiled = model.compiler.compile_pydantic(response_format, whitespace=whitespace)
         except OnRailsError as exc:
             raise BadRequestError(str(exc), param="response_format") from exc
         return Constraint(compiled, None, json_output=True, pydantic_model=response_format)
@@ -143,18 +139,11 @@ def _response_format(model: Model, response_format: Any, whitespace: str) -> Con
         if not isinstance(strict, bool):
             raise BadRequestError("must be a bool", param="response_format.json_schema.strict")
         try:
-            compiled = _compile_schema(model, dict(spec["schema"]), whitespace, strict)
+            compiled = model.compiler.compile_json_schema(dict(spec["schema"]), whitespace=whitespace, strict=strict)
         except OnRailsError as exc:
             raise BadRequestError(str(exc), param="response_format.json_schema.schema") from exc
         return Constraint(compiled, None, json_output=True)
     raise BadRequestError(f"type must be 'text', 'json_object' or 'json_schema', got {kind!r}", param="response_format.type")
-
-
-def _compile_schema(model: Model, schema: dict[str, Any], whitespace: str, strict: bool) -> "CompiledGrammar":
-    compile_json_schema = getattr(model.compiler, "compile_json_schema", None)
-    if compile_json_schema is None:
-        raise OnRailsError("JSON Schema constraints are not available in this version of onrails")
-    return compile_json_schema(schema, whitespace=whitespace, strict=strict)  # type: ignore[no-any-return]
 
 
 def encode_prompt(model: Model, prompt: Any, param: str = "prompt") -> list[int]:

@@ -147,40 +147,27 @@ def _prompt_list(prompt: Any) -> list[Any]:
     raise BadRequestError("must be a string, a list of strings, a list of token ids or a list of those", param="prompt")
 
 
-def _sampling(
-    *,
-    temperature: Any,
-    top_p: Any,
-    top_k: Any,
-    repetition_penalty: Any,
-    frequency_penalty: Any,
-    presence_penalty: Any,
-    logit_bias: Any,
-    seed: Any,
-    min_tokens: Any,
-    max_tokens: Any,
-    stop: Any,
-    logprobs: int | None,
-    logprobs_mode: Any,
-    ensure_parsable: Any,
-) -> SamplingParams:
-    given = {
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
-        "repetition_penalty": repetition_penalty,
-        "frequency_penalty": frequency_penalty,
-        "presence_penalty": presence_penalty,
-        "logit_bias": logit_bias,
-        "seed": seed,
-        "min_tokens": min_tokens,
-        "max_tokens": max_tokens,
-        "stop": stop,
-        "logprobs": logprobs,
-        "logprobs_mode": logprobs_mode,
-        "ensure_parsable": ensure_parsable,
-    }
-    return SamplingParams(**{k: v for k, v in given.items() if v is not None})
+_SAMPLING_KEYS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "seed",
+    "min_tokens",
+    "stop",
+    "logprobs_mode",
+    "ensure_parsable",
+)
+
+
+def _pop_sampling(k: dict[str, Any], *, logprobs: int | None, max_tokens: Any) -> SamplingParams:
+    """SamplingParams from the request's sampling keys (popped from ``k``); unset ones default."""
+    given = {key: k.pop(key, None) for key in _SAMPLING_KEYS}
+    given.update(logprobs=logprobs, max_tokens=max_tokens)
+    return SamplingParams(**{key: v for key, v in given.items() if v is not None})
 
 
 def _choice_seed(seed: int | None, index: int) -> int | None:
@@ -308,22 +295,7 @@ def _plan_completion(client_model: Model, kwargs: dict[str, Any]) -> tuple[_Plan
         whitespace=k.pop("whitespace", "bounded"),
     )
     jump_forward = k.pop("jump_forward", None)
-    params = _sampling(
-        temperature=k.pop("temperature", None),
-        top_p=k.pop("top_p", None),
-        top_k=k.pop("top_k", None),
-        repetition_penalty=k.pop("repetition_penalty", None),
-        frequency_penalty=k.pop("frequency_penalty", None),
-        presence_penalty=k.pop("presence_penalty", None),
-        logit_bias=k.pop("logit_bias", None),
-        seed=k.pop("seed", None),
-        min_tokens=k.pop("min_tokens", None),
-        max_tokens=k.pop("max_tokens", None),
-        stop=k.pop("stop", None),
-        logprobs=logprobs,
-        logprobs_mode=k.pop("logprobs_mode", None),
-        ensure_parsable=k.pop("ensure_parsable", None),
-    )
+    params = _pop_sampling(k, logprobs=logprobs, max_tokens=k.pop("max_tokens", None))
     _reject_unknown(k)
     prompts = [encode_prompt(model, p, f"prompt[{i}]" if len(raw_prompts) > 1 else "prompt") for i, p in enumerate(raw_prompts)]
     texts = [p if isinstance(p, str) else str(model.tokenizer.decode(ids)) for p, ids in zip(raw_prompts, prompts)]
@@ -560,14 +532,11 @@ def _plan_chat(client_model: Model, kwargs: dict[str, Any]) -> tuple[_Plan, bool
         raise BadRequestError("needs tools", param="tool_choice")
     if parallel is not None:
         _bool(parallel, "parallel_tool_calls")
-    if use_tools:
+    if tools and use_tools:
         if response_format is not None or grammar_root is not None or grammar is not None:
             raise BadRequestError("cannot be combined with tools (unless tool_choice='none')", param="response_format" if response_format is not None else "grammar")
-        compile_tools = getattr(model.compiler, "compile_tools", None)
-        if compile_tools is None:
-            raise OnRailsError("tool calling is not available in this version of onrails")
         try:
-            compiled = compile_tools(
+            compiled = model.compiler.compile_tools(
                 tools,
                 tool_choice="auto" if tool_choice is None else tool_choice,
                 parallel_tool_calls=True if parallel is None else parallel,
@@ -588,22 +557,7 @@ def _plan_chat(client_model: Model, kwargs: dict[str, Any]) -> tuple[_Plan, bool
         )
     jump_forward = k.pop("jump_forward", None)
     raw_tokens = _bool(k.pop("return_raw_tokens", None), "return_raw_tokens")
-    params = _sampling(
-        temperature=k.pop("temperature", None),
-        top_p=k.pop("top_p", None),
-        top_k=k.pop("top_k", None),
-        repetition_penalty=k.pop("repetition_penalty", None),
-        frequency_penalty=k.pop("frequency_penalty", None),
-        presence_penalty=k.pop("presence_penalty", None),
-        logit_bias=k.pop("logit_bias", None),
-        seed=k.pop("seed", None),
-        min_tokens=k.pop("min_tokens", None),
-        max_tokens=max_tokens,
-        stop=k.pop("stop", None),
-        logprobs=logprobs,
-        logprobs_mode=k.pop("logprobs_mode", None),
-        ensure_parsable=k.pop("ensure_parsable", None),
-    )
+    params = _pop_sampling(k, logprobs=logprobs, max_tokens=max_tokens)
     _reject_unknown(k)
     shaped = _template_messages(messages, template_has_tools)
     if use_tools and not template_has_tools:

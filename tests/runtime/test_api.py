@@ -54,11 +54,6 @@ def client(smollm2_model: Any) -> Client:
     return Client(smollm2_model)
 
 
-def _needs(smollm2_model: Any, method: str) -> None:
-    if not hasattr(smollm2_model.compiler, method):
-        pytest.skip(f"GrammarCompiler.{method} is not available yet")
-
-
 def test_generate_returns_text_of_the_default_object_rule(smollm2_model: Any) -> None:
     text = onrails.generate("Describe a cat.", model=smollm2_model, max_tokens=24, seed=1)
     assert isinstance(json.loads(text), dict)
@@ -84,7 +79,6 @@ def test_generate_chat_flag_picks_the_template(smollm2_model: Any, client: Clien
 
 
 def test_json_schema_samples_validate(smollm2_model: Any, client: Client) -> None:
-    _needs(smollm2_model, "compile_json_schema")
     result = client.chat.completions.create(
         messages=[{"role": "user", "content": "Invent a person."}],
         response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}},
@@ -98,7 +92,6 @@ def test_json_schema_samples_validate(smollm2_model: Any, client: Client) -> Non
 
 
 def test_pydantic_response_format_parses(smollm2_model: Any, client: Client) -> None:
-    _needs(smollm2_model, "compile_json_schema")
     pet = onrails.generate("Invent a pet.", model=smollm2_model, response_format=Pet, max_tokens=24, seed=1, parse=True)
     assert isinstance(pet, Pet)
     result = client.chat.completions.create(
@@ -185,7 +178,6 @@ def test_chat_streaming_matches_and_logprobs_cover_the_text(client: Client) -> N
 
 @pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_time"}}, "auto", "none"])
 def test_tool_calls_validate_for_every_tool_choice(smollm2_model: Any, client: Client, tool_choice: Any) -> None:
-    _needs(smollm2_model, "compile_tools")
     result = client.chat.completions.create(
         messages=[{"role": "user", "content": "What is the weather in Paris, in celsius?"}],
         tools=[WEATHER, TIME],
@@ -213,7 +205,6 @@ def test_tool_calls_validate_for_every_tool_choice(smollm2_model: Any, client: C
 
 
 def test_parallel_tool_calls_false_gives_one_call(smollm2_model: Any, client: Client) -> None:
-    _needs(smollm2_model, "compile_tools")
     result = client.chat.completions.create(
         messages=[{"role": "user", "content": "Weather in Paris and in Rome?"}],
         tools=[WEATHER],
@@ -300,11 +291,7 @@ def test_invalid_completion_parameters_are_bad_requests(client: Client, kwargs: 
         ({"max_tokens": 5, "max_completion_tokens": 5}, "max_tokens"),
     ],
 )
-def test_invalid_chat_parameters_are_bad_requests(smollm2_model: Any, client: Client, kwargs: dict[str, Any], param: str) -> None:
-    if "tools" in kwargs:
-        _needs(smollm2_model, "compile_tools")
-    if "response_format" in kwargs:
-        _needs(smollm2_model, "compile_json_schema")
+def test_invalid_chat_parameters_are_bad_requests(client: Client, kwargs: dict[str, Any], param: str) -> None:
     params = {"messages": [{"role": "user", "content": "Hi"}], **kwargs}
     with pytest.raises(BadRequestError) as info:
         client.chat.completions.create(**params)
