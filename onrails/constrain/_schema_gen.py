@@ -44,6 +44,7 @@ from onrails.constrain._schema_numbers import (
     decimal_regex,
     int_regex,
     multiple_regex,
+    split_decimal,
 )
 from onrails.errors import CompileBudgetError, SchemaError
 
@@ -1368,22 +1369,11 @@ def _fraction_literal(value: Fraction) -> str:
         body = rx.literal(str(n)) + ZERO_FRACTION
         return "-?0" + ZERO_FRACTION if n == 0 else body
     sign = "-" if value < 0 else ""
-    whole, digits = _split_fraction(abs(value))
+    try:
+        whole, digits = split_decimal(abs(value), max_digits=60)
+    except ValueError as exc:
+        raise SchemaError(str(exc)) from exc
     return rx.literal(f"{sign}{whole}.{digits}") + "0*"
-
-
-def _split_fraction(x: Fraction) -> tuple[int, str]:
-    whole = x.numerator // x.denominator
-    rest = x - whole
-    digits = []
-    while rest:
-        rest *= 10
-        d = rest.numerator // rest.denominator
-        digits.append(str(d))
-        rest -= d
-        if len(digits) > 60:
-            raise SchemaError(f"{float(x)} has no short decimal spelling")
-    return whole, "".join(digits)
 
 
 def _length_body(lo: int, hi: int | None) -> str | None:

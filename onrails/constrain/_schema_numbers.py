@@ -158,8 +158,11 @@ def _fraction_suffix(frac: _Frac) -> str | None:
     return "(?:" + dotted + ")?" if empty else dotted
 
 
-def _split(x: Fraction) -> tuple[int, str]:
-    """Integer part and fraction digits (no trailing zeros) of a non-negative terminating decimal."""
+def split_decimal(x: Fraction, max_digits: int = 40) -> tuple[int, str]:
+    """Integer part and fraction digits (no trailing zeros) of a non-negative terminating decimal.
+
+    ValueError past ``max_digits`` fraction digits (1/3 has none, 1e-50 too many).
+    """
     whole = x.numerator // x.denominator
     rest = x - whole
     digits = []
@@ -168,16 +171,16 @@ def _split(x: Fraction) -> tuple[int, str]:
         d = rest.numerator // rest.denominator
         digits.append(str(d))
         rest -= d
-        if len(digits) > 40:
-            raise ValueError("bound is not a short decimal")
+        if len(digits) > max_digits:
+            raise ValueError(f"{float(x)} has no short decimal spelling")
     return whole, "".join(digits)
 
 
 def _magnitude(lo: Fraction, lo_incl: bool, hi: Fraction | None, hi_incl: bool) -> str | None:
     """Spellings without sign or exponent of the values v with lo <(=) v <(=) hi, 0 <= lo."""
-    li, lf = _split(lo)
+    li, lf = split_decimal(lo)
     if hi is not None:
-        hi_i, hf = _split(hi)
+        hi_i, hf = split_decimal(hi)
         if hi < lo or (hi == lo and not (lo_incl and hi_incl)):
             return None
     parts = []
