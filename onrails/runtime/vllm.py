@@ -201,6 +201,13 @@ class OnRailsLogitsProcessor(LogitsProcessor):
         self._sequences: dict[int, _Sequence] = {}
         self._bitmask: np.ndarray | None = None
         self._not_ends: np.ndarray | None = None
+        self._grammar_compiler: GrammarCompiler | None = None
+
+    def _compiler(self) -> GrammarCompiler:
+        # Looked up once per processor: apply() runs every decoding step.
+        if self._grammar_compiler is None:
+            self._grammar_compiler = _Worker.compiler(self._tokenizer_path, self._vocab_size, self._trust_remote_code)
+        return self._grammar_compiler
 
     def _not_vocab_ends(self, vocab: Vocabulary) -> np.ndarray:
         if self._not_ends is None:
@@ -234,7 +241,7 @@ class OnRailsLogitsProcessor(LogitsProcessor):
         request = _parse_request(params)
         if request is None:
             return None
-        compiler = _Worker.compiler(self._tokenizer_path, self._vocab_size, self._trust_remote_code)
+        compiler = self._compiler()
         try:
             grammar, root = request.compile(compiler)
             matcher: Matcher | None = Matcher(grammar, root)
@@ -251,7 +258,7 @@ class OnRailsLogitsProcessor(LogitsProcessor):
         if not self._sequences:
             return logits
         batch = logits.shape[0]
-        compiler = _Worker.compiler(self._tokenizer_path, self._vocab_size, self._trust_remote_code)
+        compiler = self._compiler()
         vocab = compiler.vocabulary
         if self._bitmask is None or self._bitmask.shape[0] < batch:
             self._bitmask = allocate_token_bitmask(max(batch, 8), vocab.size)
