@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -18,12 +20,23 @@ def _shifts(device: torch.device) -> torch.Tensor:
 
 def unpack_bitmask(bitmask: "torch.Tensor | np.ndarray", vocab_size: int, device: "torch.device | str | None" = None) -> torch.Tensor:
     """Bool tensor ``[batch, vocab_size]`` (or ``[vocab_size]``) of the allowed tokens."""
-    if isinstance(bitmask, np.ndarray):
-        bitmask = torch.from_numpy(bitmask)
-    if device is not None:
-        bitmask = bitmask.to(device, non_blocking=True)
-    squeeze = bitmask.dim() == 1
-    words = bitmask.view(1, -1) if squeeze else bitmask
+    target = torch.device(device) if device is not None else None
+    on_cpu = (target is None or target.type == "cpu") and (isinstance(bitmask, np.ndarray) or bitmask.device.type == "cpu")
+    if on_cpu and sys.byteorder == "little":
+        # numpy unpacks bytes ~50x faster than the shift-and-mask below on CPU; on a
+        # little-endian machine bit i % 8 of byte i // 8 is exactly token i.
+        packed = bitmask if isinstance(bitmask, np.ndarray) else bitmask.numpy()
+        unpacked = np.unpackbits(np.ascontiguousarray(packed).view(np.uint8), axis=-1, bitorder="little")
+        return torch.from_numpy(unpacked[..., :vocab_size].view(np.bool_))
+    tensor = torch.from_numpy(bitmask) if isinstance(bitmask, np.ndarray) else bitmask
+    if target is not None:
+        tensor = tensor.to(target, non_blocking=True)
+    return _unpack_on_device(tensor, vocab_size)
+
+
+def _unpack_on_device(tensor: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    squeeze = tensor.dim() == 1
+    words = tensor.view(1, -1) if squeeze else tensor
     bits = (words.unsqueeze(-1) >> _shifts(words.device)) & 1
     allowed = bits.view(words.shape[0], -1)[:, :vocab_size].bool()
     return allowed[0] if squeeze else allowed

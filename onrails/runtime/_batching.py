@@ -32,14 +32,10 @@ from onrails.runtime.generation import (
     SequenceResult,
     Timing,
     _eos_row,
-    _fill_masks,
-    _forward,
-    _mask_pool,
     _max_tokens,
     _open_row,
-    _sample_step,
-    _score_fed,
     _Sequence,
+    _decode_step,
 )
 
 if TYPE_CHECKING:
@@ -336,22 +332,9 @@ class _Batch:
     def _pass(
         self, rows: list[_Sequence], attention: torch.Tensor | None, cache: Any, *, first: bool
     ) -> tuple[torch.Tensor, Any]:
-        """One forward pass over ``rows`` (their prompts when ``first``), then each live row's
-        next token: the step of ``generation._decode``."""
-        wants_all = any(s.request.prompt_logprobs if first else bool(s.scored and s.unscored) for s in rows)
-        keep = max(len(s.feed) for s in rows) if wants_all else 1
-        masks = _mask_pool.submit(_fill_masks, rows, self.bitmask, self.open_words)
-        try:
-            logits, attention, cache = _forward(self.model, [s.feed for s in rows], attention, cache, keep)
-        finally:
-            masks.result()
-        _score_fed(self.model, rows, logits, first)
-        live = [i for i, s in enumerate(rows) if s.finish is None]
-        if live:
-            last = logits[:, -1, :]
-            bitmask = self.bitmask[: len(rows)]
-            _sample_step(self.model, [rows[i] for i in live], last[live], bitmask[live], self.eos_tensor, self.eos_words)
-        return attention, cache
+        return _decode_step(
+            self.model, rows, self.bitmask, self.open_words, self.eos_tensor, self.eos_words, attention, cache, first=first
+        )
 
     def _retire(self) -> None:
         """Close finished, cancelled and late rows; drop them and the columns nobody needs."""

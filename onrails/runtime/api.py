@@ -146,8 +146,32 @@ def _response_format(model: Model, response_format: Any, whitespace: str) -> Con
     raise BadRequestError(f"type must be 'text', 'json_object' or 'json_schema', got {kind!r}", param="response_format.type")
 
 
-def encode_prompt(model: Model, prompt: Any, param: str = "prompt") -> list[int]:
-    """Token ids of one prompt: text (encoded without special tokens) or a list of token ids."""
+# Fill-in-the-middle tokens (prefix, suffix, middle) as the model families spell them.
+_FIM_SPELLINGS = (
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),  # StarCoder, SantaCoder, Granite code
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),  # Qwen2.5-Coder
+    ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),  # DeepSeek-Coder
+    ("▁<PRE>", "▁<SUF>", "▁<MID>"),  # Code Llama
+)
+
+
+def fim_token_ids(tokenizer: Any) -> tuple[int, int, int] | None:
+    """The tokenizer's fill-in-the-middle token ids (prefix, suffix, middle), or None."""
+    for spelling in _FIM_SPELLINGS:
+        ids = tokenizer.convert_tokens_to_ids(list(spelling))
+        if all(isinstance(i, int) and i != tokenizer.unk_token_id for i in ids):
+            if tokenizer.convert_ids_to_tokens(ids) == list(spelling):
+                return ids[0], ids[1], ids[2]
+    return None
+
+
+def encode_prompt(model: Model, prompt: Any, param: str = "prompt", suffix: str | None = None) -> list[int]:
+    """Token ids of one prompt: text (encoded without special tokens) or a list of token ids.
+
+    With ``suffix``, a fill-in-the-middle prompt in prefix-suffix-middle order: the model
+    writes what goes between ``prompt`` and ``suffix``. ``BadRequestError`` when the tokenizer
+    has no FIM tokens.
+    """
     if isinstance(prompt, str):
         ids = model.encode(prompt)
     elif isinstance(prompt, Sequence) and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
@@ -157,6 +181,15 @@ def encode_prompt(model: Model, prompt: Any, param: str = "prompt") -> list[int]
             raise BadRequestError(f"token id {bad[0]} is outside the vocabulary (size {model.vocabulary.size})", param=param)
     else:
         raise BadRequestError("must be a string or a list of token ids", param=param)
+    if suffix is not None:
+        if not isinstance(suffix, str):
+            raise BadRequestError("must be a string", param="suffix")
+        fim = fim_token_ids(model.tokenizer)
+        if fim is None:
+            raise BadRequestError(
+                f"fill-in-the-middle needs FIM tokens, which the tokenizer of {model.name!r} does not have", param="suffix"
+            )
+        ids = [fim[0], *ids, fim[1], *model.encode(suffix), fim[2]]
     if not ids:
         raise BadRequestError("is empty", param=param)
     if len(ids) >= model.context_length:

@@ -73,6 +73,7 @@ TOOLS_SYSTEM_PROMPT = (
 )
 _MAX_SEQUENCES = 128
 _ROLES = ("system", "user", "assistant", "tool", "developer")
+_BLANKS = " \t\r\n"
 
 
 # -- planning: every parameter checked, before any work -------------------------------------------
@@ -279,11 +280,8 @@ def _plan_completion(client_model: Model, kwargs: dict[str, Any]) -> tuple[_Plan
     if stream and best_of > n:
         raise BadRequestError("cannot be used with stream=True", param="best_of")
     suffix = k.pop("suffix", None)
-    if suffix is not None:
-        raise BadRequestError(
-            f"fill-in-the-middle needs FIM tokens, which the tokenizer of {model.name!r} does not have",
-            param="suffix",
-        )
+    if suffix is not None and echo:
+        raise BadRequestError("cannot be combined with echo", param="suffix")
     k.pop("user", None)  # accepted for compatibility; it identifies the caller, nothing more
     logprobs = k.pop("logprobs", None)
     constraint = resolve_constraint(
@@ -297,7 +295,10 @@ def _plan_completion(client_model: Model, kwargs: dict[str, Any]) -> tuple[_Plan
     jump_forward = k.pop("jump_forward", None)
     params = _pop_sampling(k, logprobs=logprobs, max_tokens=k.pop("max_tokens", None))
     _reject_unknown(k)
-    prompts = [encode_prompt(model, p, f"prompt[{i}]" if len(raw_prompts) > 1 else "prompt") for i, p in enumerate(raw_prompts)]
+    prompts = [
+        encode_prompt(model, p, f"prompt[{i}]" if len(raw_prompts) > 1 else "prompt", suffix=suffix)
+        for i, p in enumerate(raw_prompts)
+    ]
     texts = [p if isinstance(p, str) else str(model.tokenizer.decode(ids)) for p, ids in zip(raw_prompts, prompts)]
     requests = _plan(
         model,
@@ -583,22 +584,90 @@ def _plan_chat(client_model: Model, kwargs: dict[str, Any]) -> tuple[_Plan, bool
     return plan, stream
 
 
-def _tool_calls(text: str) -> list[ChatCompletionMessageToolCall] | None:
-    """The calls of a tool-call turn (a JSON array of {"name", "arguments"}), else None."""
-    if not text.lstrip(" \t\r\n").startswith("["):
-        return None
-    try:
-        calls = json.loads(text)
-    except ValueError:
-        return None
-    return [
-        ChatCompletionMessageToolCall(
-            id="call_" + secrets.token_hex(12),
-            function=Function(name=c["name"], arguments=json.dumps(c["arguments"], ensure_ascii=False)),
-            index=i,
-        )
-        for i, c in enumerate(calls)
-    ]
+@dataclass
+class _Call:
+    """One call of a tool-call turn as far as it is written; ``arguments`` is the raw text of its
+    arguments object, whole or cut where the text ends."""
+
+    name: str
+    id: str = field(default_factory=lambda: "call_" + secrets.token_hex(12))
+    arguments: str = ""
+    sent: int | None = None  # how much of ``arguments`` a stream has sent; None: not announced yet
+
+
+class _Turn:
+    """A tool-call turn ``[{"name": ..., "arguments": {...}}, ...]`` read as its text grows.
+
+    The tools grammar only lets the model write a prefix of such a turn, so following strings and
+    bracket depth finds each call's name and the slice of text holding its arguments. Whole and
+    streamed responses both take ``arguments`` from that raw slice (not a re-serialisation), so a
+    stream's fragments concatenate to exactly the non-streamed string.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[_Call] = []
+        self.closed = False  # the turn's final "]" has been read
+        self._read = 0
+        self._depth = 0  # 1: in the array, 2: in a call, 3 and more: in its arguments
+        self._string: int | None = None  # where the string being read starts
+        self._escaped = False
+        self._strings = 0  # strings closed at the current call's level: "name", the name, "arguments"
+        self._arguments: int | None = None  # where the open arguments object starts
+
+    def feed(self, text: str) -> None:
+        """Read ``text``, the turn so far: it extends the text of the previous call."""
+        for pos in range(self._read, len(text)):
+            ch = text[pos]
+            if self._string is not None:
+                if self._escaped:
+                    self._escaped = False
+                elif ch == "\\":
+                    self._escaped = True
+                elif ch == '"':
+                    if self._depth == 2:
+                        self._strings += 1
+                        if self._strings == 2:
+                            self.calls.append(_Call(json.loads(text[self._string : pos + 1])))
+                    self._string = None
+            elif ch == '"':
+                self._string = pos
+            elif ch in "[{":
+                self._depth += 1
+                if self._depth == 2:
+                    self._strings = 0
+                elif self._depth == 3:  # the only value a call holds that opens a bracket
+                    self._arguments = pos
+            elif ch in "]}":
+                self._depth -= 1
+                if self._depth == 2:
+                    self.calls[-1].arguments = text[self._arguments : pos + 1]
+                    self._arguments = None
+                self.closed = self._depth == 0
+        self._read = len(text)
+        if self._arguments is not None:
+            self.calls[-1].arguments = text[self._arguments :]
+
+    def finish_reason(self, r: SequenceResult) -> str:
+        return "tool_calls" if self.closed else r.finish_reason
+
+    def fragments(self) -> list[ChoiceDeltaToolCall]:
+        """What the calls gained since the last fragments: a call's first fragment carries its id
+        and name (OpenAI's stream helper concatenates repeats), later ones arguments pieces only."""
+        out = []
+        for j, call in enumerate(self.calls):
+            if call.sent is None:
+                function = ChoiceDeltaToolCallFunction(name=call.name, arguments=call.arguments)
+                out.append(ChoiceDeltaToolCall(index=j, id=call.id, type="function", function=function))
+            elif len(call.arguments) > call.sent:
+                function = ChoiceDeltaToolCallFunction(arguments=call.arguments[call.sent :])
+                out.append(ChoiceDeltaToolCall(index=j, type="function", function=function))
+            call.sent = len(call.arguments)
+        return out
+
+
+def _calling(plan: _Plan, text: str) -> bool:
+    """Whether ``text`` begins a tool-call turn (the tools grammar's other branch is plain text)."""
+    return plan.tools and text.lstrip(_BLANKS).startswith("[")
 
 
 def _chat_logprobs(plan: _Plan, r: SequenceResult, start: int = 0, upto: int | None = None) -> ChoiceLogprobs:
@@ -626,9 +695,15 @@ def _chat_logprobs(plan: _Plan, r: SequenceResult, start: int = 0, upto: int | N
 
 
 def _message(plan: _Plan, r: SequenceResult) -> tuple[ChatCompletionMessage, str]:
-    calls = _tool_calls(r.text) if plan.tools else None
-    if calls:
-        return ChatCompletionMessage(content=None, tool_calls=calls), "tool_calls"
+    turn = _Turn()
+    if _calling(plan, r.text):
+        turn.feed(r.text)
+    if turn.calls:  # a turn cut before its first name is left as text, as a stream sends it
+        calls = [
+            ChatCompletionMessageToolCall(id=c.id, function=Function(name=c.name, arguments=c.arguments), index=j)
+            for j, c in enumerate(turn.calls)
+        ]
+        return ChatCompletionMessage(content=None, tool_calls=calls), turn.finish_reason(r)
     parsed = None
     if plan.constraint.pydantic_model is not None and r.finish_reason == "stop":
         parsed = plan.constraint.parse(r.text)
@@ -664,6 +739,7 @@ def _stream_chat(plan: _Plan, steps: Iterable[list[SequenceResult]] | None = Non
     sent_text = [0] * count
     sent_tokens = [0] * count
     done = [False] * count
+    turns = [_Turn() for _ in range(count)]
     results: list[SequenceResult] = []
 
     def chunk(choices: list[ChatCompletionChunkChoice], usage: CompletionUsage | None = None) -> ChatCompletionChunk:
@@ -683,44 +759,39 @@ def _stream_chat(plan: _Plan, steps: Iterable[list[SequenceResult]] | None = Non
         for i, r in enumerate(results):
             if done[i]:
                 continue
-            # With tools, a reply that starts with "[" is a call: sent whole once it is complete.
-            holding_call = plan.tools and r.text.lstrip(" \t\r\n").startswith("[")
-            if holding_call and not r.finished:
-                continue
-            if holding_call:
-                message, finish = _message(plan, r)
-                calls = [
-                    ChoiceDeltaToolCall(
-                        index=j,
-                        id=c.id,
-                        type="function",
-                        function=ChoiceDeltaToolCallFunction(name=c.function.name, arguments=c.function.arguments),
-                    )
-                    for j, c in enumerate(message.tool_calls or [])
-                ]
-                delta = ChoiceDelta(tool_calls=calls) if calls else ChoiceDelta(content=r.text)
-                choices.append(ChatCompletionChunkChoice(index=i, delta=delta, finish_reason=finish))  # type: ignore[arg-type]
-                done[i] = True
-                continue
             stable = len(r.text) - held_back_chars(r)
-            if plan.tools and not r.finished and not r.text.strip(" \t\r\n"):
-                stable = 0  # only whitespace so far: it may still become a call
             ready = len(r.token_ids) if r.finished else r.ready_tokens
-            text = r.text[sent_text[i] : stable]
-            new_tokens = r.token_ids[sent_tokens[i] : ready]
-            if not text and not new_tokens and not r.finished:
-                continue
+            finish = r.finish_reason if r.finished else None
+            calling = _calling(plan, r.text[:stable])
+            if calling:
+                turns[i].feed(r.text[:stable])
+                # A turn that ends before naming a call goes out as text, as _message answers it.
+                calling = bool(turns[i].calls) or not r.finished
+            if calling:
+                calls = turns[i].fragments()
+                if not calls and not r.finished:
+                    continue  # tokens and logprobs go with the next fragment
+                delta = ChoiceDelta(tool_calls=calls or None)
+                if r.finished:
+                    finish = turns[i].finish_reason(r)
+            else:
+                if plan.tools and not r.finished and not r.text[:stable].strip(_BLANKS):
+                    stable = 0  # only whitespace so far: it may still become a call
+                text = r.text[sent_text[i] : stable]
+                if not text and ready == sent_tokens[i] and not r.finished:
+                    continue
+                delta = ChoiceDelta(content="" if plan.raw_tokens else text)
+                sent_text[i] = max(sent_text[i], stable)
+            if plan.raw_tokens:
+                delta.tokens = r.token_ids[sent_tokens[i] : ready]
             choices.append(
                 ChatCompletionChunkChoice(
                     index=i,
-                    delta=ChoiceDelta(
-                        content="" if plan.raw_tokens else text, tokens=new_tokens if plan.raw_tokens else None
-                    ),
-                    finish_reason=r.finish_reason if r.finished else None,  # type: ignore[arg-type]
+                    delta=delta,
+                    finish_reason=finish,  # type: ignore[arg-type]
                     logprobs=_chat_logprobs(plan, r, sent_tokens[i], ready) if plan.logprobs is not None else None,
                 )
             )
-            sent_text[i] = max(sent_text[i], stable)
             sent_tokens[i] = ready
             done[i] = r.finished
         if choices:

@@ -6,14 +6,19 @@ sequence, from its ``Matcher``; unconstrained rows allow content and end tokens)
 the logits on the model's device. Filling the masks runs in a helper thread while the forward
 pass computes, so a grammar state seen for the first time costs little extra.
 
+Prompts: identical prompts of a call are computed once, and a prompt that starts like a recent
+one (the model keeps the KV of recent prompts) feeds only the tokens after the shared part.
+
 Jump-forward: when the grammar leaves a single way forward, the forced bytes are tokenized
-canonically and appended without sampling; they join the next forward pass, whose logits also
-score them. The last forced token is left to the model, so it can merge with what follows.
+canonically and appended without sampling; they join the next forward passes, whose logits also
+score them. The last forced token is left to the model, so it can merge with what follows. In a
+big batch a row feeds its forced tokens a few per step (it samples again once they are in),
+so one row's jump does not pad every row of the pass.
 
 Parsable at the limit: with a grammar, every step near the token limit (``max_tokens``, or the
 end of the context) checks that the shortest way to finish the grammar still fits; a token that
 would break that is replaced by that completion, so the output parses and ``finish_reason`` is
-"stop". The shortest completion is a bounded search over the grammar's byte automaton.
+"stop". The shortest completion is exact (``Matcher.shortest_completion``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import torch
 
 from onrails.constrain import Matcher, allocate_token_bitmask
 from onrails.constrain.torch_ops import apply_token_bitmask_inplace
-from onrails.runtime._completion import shortest_completion
 from onrails.runtime.sampling import BAN_BIAS, SamplingParams, apply_bias, apply_penalties, sample
 
 if TYPE_CHECKING:
@@ -285,16 +289,8 @@ def _decode(model: "Model", seqs: list[_Sequence]) -> Iterator[None]:
     attention = None
     first = True
     while active:
-        keep = max(len(s.feed) for s in active) if any(_wants_all_logits(s, first) for s in active) else 1
-        masks = _mask_pool.submit(_fill_masks, active, bitmask, open_words)
-        logits, attention, cache = _forward(model, [s.feed for s in active], attention, cache, keep)
-        masks.result()
-        _score_fed(model, active, logits, first)
+        attention, cache = _decode_step(model, active, bitmask, open_words, eos_tensor, eos_words, attention, cache, first=first)
         first = False
-        last = logits[:, -1, :]
-        live = [i for i, s in enumerate(active) if s.finish is None]
-        if live:
-            _sample_step(model, [active[i] for i in live], last[live], bitmask[live], eos_tensor, eos_words)
         yield None
         keep_rows = [i for i, s in enumerate(active) if s.finish is None or (s.unscored and s.scored)]
         for s in active:
@@ -311,10 +307,54 @@ def _decode(model: "Model", seqs: list[_Sequence]) -> Iterator[None]:
     yield None
 
 
-def _wants_all_logits(s: _Sequence, first: bool) -> bool:
-    if first:
-        return s.request.prompt_logprobs
-    return bool(s.scored and s.unscored)
+def _decode_step(
+    model: "Model",
+    rows: list[_Sequence],
+    bitmask: torch.Tensor,
+    open_words: np.ndarray,
+    eos_tensor: torch.Tensor,
+    eos_words: np.ndarray,
+    attention: torch.Tensor | None,
+    cache: Any,
+    *,
+    first: bool,
+) -> tuple[torch.Tensor, Any]:
+    """One decoding step of ``rows``: fill their masks while one forward pass feeds them (their
+    prompts when ``first``), score what was fed, then pick each ready row's next token.
+
+    A row whose feed holds more than this step's width (forced tokens from jump-forward) feeds
+    the first part now and the rest at the next steps, without sampling in between: padding
+    every row to the longest feed would make the whole batch pay for one row's jump.
+    Returns the new attention mask and cache.
+    """
+    width = max(len(s.feed) for s in rows)
+    if not first:
+        width = min(width, max(1, _step_positions(model) // len(rows)))
+    wants_all = any(s.request.prompt_logprobs if first else bool(s.scored and s.unscored) for s in rows)
+    chunks = [s.feed[:width] for s in rows]
+    masks = _mask_pool.submit(_fill_masks, rows, bitmask, open_words)
+    try:
+        if first and not wants_all:
+            logits, attention, cache = _prefill(model, chunks)
+        else:
+            logits, attention, cache = _forward(model, chunks, attention, cache, width if wants_all else 1)
+    finally:
+        masks.result()
+    _score_fed(model, rows, logits, first, chunks)
+    ready: list[int] = []
+    for i, s in enumerate(rows):
+        s.feed = s.feed[len(chunks[i]) :]
+        if s.finish is None and not s.feed:
+            ready.append(i)
+    if ready:
+        _sample_step(model, [rows[i] for i in ready], logits[ready, -1, :], bitmask[ready], eos_tensor, eos_words)
+    return attention, cache
+
+
+def _step_positions(model: "Model") -> int:
+    # Token positions a step can feed before its cost grows with them: on a CPU the weights'
+    # reading dominates up to a few positions; an accelerator takes hundreds for the same time.
+    return 16 if model.device.type == "cpu" else 512
 
 
 def _forward(
@@ -351,6 +391,54 @@ def _forward(
     return out.logits.float(), attention, out.past_key_values
 
 
+def _prefill(model: "Model", prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """The prompts' pass (last logits only): identical prompts are computed once (``n``,
+    ``best_of``), and a prompt that starts like a recent one feeds only what follows the
+    shared part, on top of that part's stored KV. Same result as ``_forward`` from scratch."""
+    store = model._prefix_cache
+    unique: dict[tuple[int, ...], int] = {}
+    index = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+    distinct = [list(p) for p in unique]
+    reused = [store.lookup(p) for p in distinct]
+    attention, cache = _past(reused, model.device)
+    logits, attention, cache = _forward(model, [p[n:] for p, (n, _) in zip(distinct, reused)], attention, cache, 1)
+    if all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
+        # Only plain per-token layers hold position j at column j (sliding windows drop some).
+        for row, p in enumerate(distinct):
+            columns = torch.nonzero(attention[row]).flatten()
+            store.store(p, [(layer.keys[row : row + 1, :, columns], layer.values[row : row + 1, :, columns]) for layer in cache.layers])
+    if len(distinct) < len(prompts):
+        select = torch.tensor(index, dtype=torch.long, device=model.device)
+        cache.batch_select_indices(select)
+        attention = attention.index_select(0, select)
+        logits = logits.index_select(0, select)
+    return logits, attention, cache
+
+
+def _past(reused: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]], device: torch.device) -> tuple[torch.Tensor | None, Any]:
+    """A cache holding each row's reused prefix, left-padded to the longest (None if none)."""
+    width = max(n for n, _ in reused)
+    if width == 0:
+        return None, None
+    from transformers import DynamicCache
+
+    template = next(layers for n, layers in reused if n)
+    cache = DynamicCache()
+    for i, (k0, v0) in enumerate(template):
+        keys, values = [], []
+        for n, layers in reused:
+            k, v = layers[i] if n else (k0[:, :, :0], v0[:, :, :0])
+            pad = (0, 0, width - n, 0)  # left-pad the sequence dimension
+            keys.append(torch.nn.functional.pad(k, pad))
+            values.append(torch.nn.functional.pad(v, pad))
+        cache.update(torch.cat(keys), torch.cat(values), i)
+    attention = torch.zeros((len(reused), width), dtype=torch.long, device=device)
+    for row, (n, _) in enumerate(reused):
+        if n:
+            attention[row, width - n :] = 1
+    return attention, cache
+
+
 def _fill_masks(active: list[_Sequence], bitmask: torch.Tensor, open_words: np.ndarray) -> None:
     rows = bitmask.numpy()
     for i, s in enumerate(active):
@@ -370,8 +458,9 @@ def _top(logprobs: torch.Tensor, n: int) -> list[tuple[int, float]]:
     return [(int(t), float(v)) for t, v in zip(ids.tolist(), values.tolist()) if v != float("-inf")]
 
 
-def _score_fed(model: "Model", active: list[_Sequence], logits: torch.Tensor, first: bool) -> None:
-    """Log-probabilities of the tokens fed in this pass: prompt tokens or forced tokens."""
+def _score_fed(model: "Model", active: list[_Sequence], logits: torch.Tensor, first: bool, chunks: list[list[int]]) -> None:
+    """Log-probabilities of the tokens fed in this pass (``chunks[row]``, the head of each
+    row's feed): prompt tokens, or the forced tokens that the fed positions predict."""
     keep = logits.shape[1]
     for row, s in enumerate(active):
         n_top = s.params.logprobs or 0
@@ -388,9 +477,9 @@ def _score_fed(model: "Model", active: list[_Sequence], logits: torch.Tensor, fi
             continue
         if not (s.scored and s.unscored):
             continue
-        fed = s.feed
-        for k, (index, mask) in enumerate(s.unscored):
-            # fed[k + 1] is this forced token; the logits before it sit one position earlier.
+        fed = chunks[row]
+        # unscored[k] is the feed's token k + 1, predicted by the logits at feed position k.
+        for k, (index, mask) in enumerate(s.unscored[: len(fed)]):
             pos = keep - len(fed) + k
             row_logits = logits[row, pos].clone()
             if mask is not None:
@@ -398,7 +487,7 @@ def _score_fed(model: "Model", active: list[_Sequence], logits: torch.Tensor, fi
             lsm = torch.log_softmax(row_logits, dim=-1)
             s.logprobs[index] = float(lsm[s.tokens[index]])
             s.tops[index] = _top(lsm, n_top)
-        s.unscored = []
+        s.unscored = s.unscored[len(fed) :]
 
 
 def _sample_step(
@@ -531,7 +620,7 @@ def _jump_forward(model: "Model", s: _Sequence) -> None:
             if not matcher.advance(t):
                 break
             advanced += 1
-        rest = shortest_completion(matcher)
+        rest = matcher.shortest_completion()
         matcher.rollback(advanced)
         budget = s.max_tokens - len(s.tokens)
         if rest is None or advanced + len(_tokens_for(model, rest)) > budget:
@@ -565,7 +654,7 @@ def _steering(s: _Sequence, token: int) -> list[int] | None:
         return None
     s._steps_since_check = 0
     left = s.max_tokens - len(s.tokens) - 1  # budget after ``token``
-    after = shortest_completion(matcher)
+    after = matcher.shortest_completion()
     if after is not None:
         after_tokens = _tokens_for(s.model, after)
         if len(after_tokens) <= left:
@@ -574,7 +663,7 @@ def _steering(s: _Sequence, token: int) -> list[int] | None:
     if after is None:
         return None  # no completion found within the search's bounds: nothing to steer to
     matcher.rollback(1)
-    before = shortest_completion(matcher)
+    before = matcher.shortest_completion()
     tokens = [] if before is None else _tokens_for(s.model, before)
     if not tokens or len(tokens) > left + 1:
         matcher.advance(token)  # it no longer fits either way: "length" is unavoidable

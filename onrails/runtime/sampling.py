@@ -185,4 +185,19 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         # Keep the smallest prefix whose mass reaches top_p (the first token is always kept).
         sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return _draw(probs, generator)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """One index drawn with weights ``probs`` (non-negative, not all zero).
+
+    An exponential race among the possible tokens: each gets a draw E ~ Exp(1) and the largest
+    ``p / E`` wins, which picks token i with probability p_i. A token's win depends on its own
+    weight and draw, so the tiny differences in logits between batch shapes rarely change the
+    choice (an inverse-CDF draw moves whenever the cumulative sum does). Drawing only for
+    tokens the mask allows costs far less than ``torch.multinomial`` (~2 ms per row on a 49k
+    vocabulary on CPU) when the grammar leaves few choices.
+    """
+    possible = torch.nonzero(probs).flatten()
+    race = torch.rand(possible.shape[0], generator=generator, device=probs.device).log_().neg_()
+    return int(possible[torch.argmax(probs[possible] / race)])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 __all__ = [
     "ChatCompletion",
@@ -161,12 +161,23 @@ class ChatCompletion(BaseModel):
     usage: CompletionUsage | None = None
 
 
-class ChoiceDeltaToolCallFunction(BaseModel):
+class _Fragment(BaseModel):
+    """A streamed tool-call fragment serialises only the fields it carries: OpenAI's stream helper
+    concatenates every value it receives, and OpenAI's own fragments leave the others out."""
+
+    @model_serializer(mode="wrap")
+    def _carried(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChoiceDeltaToolCallFunction(_Fragment):
     name: str | None = None
     arguments: str | None = None
 
 
-class ChoiceDeltaToolCall(BaseModel):
+class ChoiceDeltaToolCall(_Fragment):
+    """A call's first fragment has ``id`` and ``function.name``; later ones ``arguments`` pieces."""
+
     index: int
     id: str | None = None
     type: Literal["function"] | None = None

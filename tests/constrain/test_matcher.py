@@ -187,3 +187,19 @@ def test_matchers_on_one_grammar_agree_across_threads() -> None:
     for t in threads:
         t.join()
     assert not failures
+
+
+def test_bitmask_unpacking_on_cpu_and_on_accelerators_agree() -> None:
+    from onrails.constrain.torch_ops import _unpack_on_device, unpack_bitmask
+
+    rng = np.random.default_rng(0)
+    words = rng.integers(-(2**31), 2**31 - 1, size=(3, 40), dtype=np.int64).astype(np.int32)
+    for vocab in (1280, 1250):
+        on_cpu = unpack_bitmask(words, vocab)
+        elsewhere = _unpack_on_device(torch.from_numpy(words), vocab)
+        assert on_cpu.shape == (3, vocab) and torch.equal(on_cpu, elsewhere)
+        assert torch.equal(unpack_bitmask(words[1], vocab), elsewhere[1])
+    token = 37
+    single = np.zeros(40, dtype=np.int32)
+    single[token >> 5] = 1 << (token & 31)
+    assert torch.nonzero(unpack_bitmask(single, 1280)).flatten().tolist() == [token]

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 import onrails
 from onrails import BadRequestError
-from onrails.runtime.client import AsyncClient, Client
+from onrails.runtime.client import AsyncClient, Client, _Turn
 
 WEATHER = {
     "type": "function",
@@ -218,6 +218,67 @@ def test_parallel_tool_calls_false_gives_one_call(smollm2_model: Any, client: Cl
         assert choice.message.tool_calls is not None and len(choice.message.tool_calls) == 1
 
 
+def test_streamed_tool_calls_arrive_in_fragments_that_add_up_to_the_whole_calls(client: Client) -> None:
+    # seed 1 makes both choices call two tools in parallel
+    common: dict[str, Any] = dict(
+        messages=[{"role": "user", "content": "What is the weather in Paris and in Rome, in celsius?"}],
+        tools=[WEATHER, TIME],
+        tool_choice="required",
+        n=2,
+        seed=1,
+        max_tokens=60,
+    )
+    whole = client.chat.completions.create(**common)
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **common))
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in (WEATHER, TIME)}
+    assert any(len(choice.message.tool_calls or []) >= 2 for choice in whole.choices)
+    for choice in whole.choices:
+        mine = [c for chunk in chunks for c in chunk.choices if c.index == choice.index]
+        assert all(c.delta.content is None for c in mine if c.delta.tool_calls)
+        assert [c.finish_reason for c in mine if c.finish_reason] == ["tool_calls"] == [choice.finish_reason]
+        fragments: dict[int, list[Any]] = {}
+        for c in mine:
+            for fragment in c.delta.tool_calls or []:
+                fragments.setdefault(fragment.index, []).append(fragment)
+        calls = choice.message.tool_calls
+        assert calls is not None and sorted(fragments) == list(range(len(calls)))
+        for call, (first, *rest) in zip(calls, (fragments[j] for j in range(len(calls)))):
+            assert first.id.startswith("call_") and first.type == "function" and first.function.name == call.function.name
+            assert all(f.id is None and f.type == "function" and f.function.name is None for f in rest)
+            arguments = "".join(f.function.arguments for f in (first, *rest))
+            assert arguments == call.function.arguments
+            jsonschema.validate(json.loads(arguments), schemas[call.function.name])
+        # the arguments grow a piece at a time, not in one fragment at the end
+        assert max(len(parts) for parts in fragments.values()) > 2
+
+
+def test_a_tool_call_turn_read_a_character_at_a_time_gives_each_calls_raw_arguments() -> None:
+    arguments = ['{"a": "}\\"{[", "b": [1, {"c": {}}]}', "{}"]
+    text = f' [{{"name": "f\\u00e9", "arguments": {arguments[0]}}},\n {{"name": "g", "arguments": {arguments[1]} }}]'
+    turn = _Turn()
+    pieces: dict[int, str] = {}
+    for end in range(len(text) + 1):
+        turn.feed(text[:end])
+        for fragment in turn.fragments():
+            assert fragment.function is not None
+            pieces[fragment.index] = pieces.get(fragment.index, "") + (fragment.function.arguments or "")
+        assert turn.closed == (end == len(text))
+    assert [(c.name, c.arguments) for c in turn.calls] == [("f\u00e9", arguments[0]), ("g", arguments[1])]
+    assert pieces == {0: arguments[0], 1: arguments[1]}
+    assert [json.loads(a) for a in arguments] == [c["arguments"] for c in json.loads(text)]
+
+
+def test_a_text_answer_with_tool_choice_auto_streams_as_content(client: Client) -> None:
+    common: dict[str, Any] = dict(messages=[{"role": "user", "content": "Say hello."}], tools=[WEATHER], tool_choice="auto", max_tokens=8, temperature=0)
+    whole = client.chat.completions.create(**common)
+    chunks = list(client.chat.completions.create(stream=True, **common))
+    assert whole.choices[0].message.content and whole.choices[0].message.tool_calls is None
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
+    assert all(c.choices[0].delta.tool_calls is None for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+
+
 def test_async_client_creates_and_streams(smollm2_model: Any) -> None:
     client = AsyncClient(smollm2_model)
 
@@ -262,6 +323,7 @@ def test_async_client_creates_and_streams(smollm2_model: Any) -> None:
         ({"stream": True, "best_of": 2}, "best_of"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"suffix": "end"}, "suffix"),
+        ({"suffix": "end", "echo": True}, "suffix"),
         ({"whitespace": "lots"}, "whitespace"),
         ({"prompt": "x " * 9000}, "prompt"),
         ({"prompt": [10**7]}, "prompt"),

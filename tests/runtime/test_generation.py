@@ -257,6 +257,39 @@ def test_output_cut_by_max_tokens_still_parses(smollm2_model: Any) -> None:
     assert any(r.finish_reason == "length" for r in unsteered)
 
 
+def test_a_schema_with_required_keys_cut_by_max_tokens_still_validates(smollm2_model: Any) -> None:
+    """Required keys still to spell beside optional ones: the exact shortest completion finds them
+    (the old bounded search found no ending here, leaving "length" and unparsable text)."""
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "user": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "nick": {"type": "string"},
+                    "roles": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                },
+                "required": ["id", "roles"],
+            },
+            "meta": {"type": "object"},
+            "version": {"type": "string"},
+        },
+        "required": ["user", "version"],
+    }
+    grammar = smollm2_model.compiler.compile_json_schema(schema, whitespace="bounded")
+    ids = _prompt(smollm2_model, "Describe a user account with lots of metadata as JSON.")
+    params = [SamplingParams(temperature=1.0, seed=s, max_tokens=n) for s in range(2) for n in (24, 32)]
+    results = generate_sequences(smollm2_model, [SequenceRequest(ids, p, grammar) for p in params])
+    for r, p in zip(results, params):
+        assert len(r.token_ids) <= p.max_tokens
+        jsonschema.validate(json.loads(r.text), schema)
+        assert r.finish_reason == "stop", r.text
+    assert any(r.steered for r in results)
+
+
 def test_jump_forward_appends_forced_text_without_sampling(smollm2_model: Any) -> None:
     grammar = smollm2_model.compiler.compile_lark(
         'start: "My favourite colour, after much thought, is " COLOR "."\nCOLOR: "red" | "green" | "blue"\n'
@@ -297,3 +330,67 @@ def test_the_end_of_the_context_is_steered_like_max_tokens(smollm2_model: Any) -
     )
     for r in results:
         assert len(r.token_ids) <= 10 and isinstance(json.loads(r.text), dict), r.text
+
+
+def _spy_forward(monkeypatch: pytest.MonkeyPatch) -> list[list[list[int]]]:
+    """Record the feeds of every forward pass (rows × fed token ids)."""
+    import onrails.runtime.generation as generation
+
+    calls: list[list[list[int]]] = []
+    real = generation._forward
+
+    def spy(model: Any, feeds: list[list[int]], *args: Any) -> Any:
+        calls.append([list(f) for f in feeds])
+        return real(model, feeds, *args)
+
+    monkeypatch.setattr(generation, "_forward", spy)
+    return calls
+
+
+def test_one_rows_jump_forward_does_not_pad_the_whole_batch(smollm2_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced tokens are fed a few per step in a big batch (each row's output and scores are
+    those it gets alone, where it may feed them all at once)."""
+    grammar = smollm2_model.compiler.compile_lark(
+        'start: "The answer, after a long and careful deliberation by the committee, is " WORD "."\n'
+        "WORD: /[a-z]{1,8}/\n"
+    )
+    prompts = [_prompt(smollm2_model, f"Question number {i}: what is the answer?") for i in range(8)]
+    params = SamplingParams(temperature=0, max_tokens=30, logprobs=1)
+    alone = [generate_sequences(smollm2_model, [SequenceRequest(p, params, grammar)])[0] for p in prompts[:2]]
+    calls = _spy_forward(monkeypatch)
+    together = generate_sequences(smollm2_model, [SequenceRequest(p, params, grammar) for p in prompts])
+    assert all(r.forced_tokens >= 10 for r in together)
+    # 8 rows share a step: 16 positions allow 2 tokens per row (the prompts' pass aside).
+    assert max(len(f) for call in calls[1:] for f in call) <= 2
+    for a, b in zip(alone, together):
+        assert a.text == b.text and a.token_ids == b.token_ids
+        assert a.token_logprobs is not None and b.token_logprobs is not None
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-3)
+
+
+def test_prompts_sharing_a_prefix_prefill_only_what_differs(smollm2_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = smollm2_model._prefix_cache
+    first, second = (_prompt(smollm2_model, f"Name a {animal} as JSON.") for animal in ("cat", "horse"))
+    shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    request = SequenceRequest(second, SamplingParams(temperature=0, max_tokens=12, logprobs=2), smollm2_model.builtin_grammar(), "object")
+    cache.clear()
+    fresh = generate_sequences(smollm2_model, [request])[0]
+    cache.clear()
+    generate_sequences(smollm2_model, [SequenceRequest(first, SamplingParams(max_tokens=1))])
+    calls = _spy_forward(monkeypatch)
+    reused = generate_sequences(smollm2_model, [request])[0]
+    assert calls[0] == [second[shared:]]  # the prompt pass fed only the tokens after the shared part
+    assert reused.text == fresh.text and reused.token_ids == fresh.token_ids
+    assert reused.token_logprobs == pytest.approx(fresh.token_logprobs, abs=1e-3)
+
+
+def test_identical_prompts_of_a_batch_are_prefilled_once(smollm2_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    smollm2_model._prefix_cache.clear()
+    ids = _prompt(smollm2_model, "Invent a city as JSON.")
+    calls = _spy_forward(monkeypatch)
+    results = generate_sequences(
+        smollm2_model, [SequenceRequest(ids, SamplingParams(temperature=1.0, seed=s, max_tokens=8)) for s in range(4)]
+    )
+    assert calls[0] == [ids]
+    assert all(len(f) <= 4 for f in calls[1]) and len(calls[1]) == 4
+    assert len({r.text for r in results}) > 1

@@ -403,10 +403,9 @@ def test_sixteen_concurrent_streamed_and_plain_requests_with_different_grammars_
     def chat_text(stream: bool, **params: Any) -> Any:
         if not stream:
             return oai.chat.completions.create(model=MODEL, **params).choices[0].message
-        chunks = [c for c in oai.chat.completions.create(model=MODEL, stream=True, **params) if c.choices]
-        content = "".join(c.choices[0].delta.content or "" for c in chunks)
-        calls = [call for c in chunks for call in c.choices[0].delta.tool_calls or []]
-        return type("Message", (), {"content": content, "tool_calls": calls})
+        # OpenAI's stream helper assembles the content and the tool calls' argument fragments
+        with oai.chat.completions.stream(model=MODEL, **params) as events:
+            return events.get_final_completion().choices[0].message
 
     def one(i: int) -> None:
         kind, stream = i % 4, i % 8 >= 4
@@ -490,7 +489,7 @@ def test_streamed_completion_raw_tokens_are_per_chunk_token_deltas(cb: Any, http
     assert len(chunks) > 1 and streamed == whole.choices[0].tokens
 
 
-def test_streamed_tool_calls_name_each_call_once_in_its_first_fragment(http: Any, oai: Any) -> None:
+def test_streamed_tool_calls_arrive_in_fragments_that_every_sdk_assembles(http: Any, oai: Any, cb: Any) -> None:
     body = {"messages": ASK, "tools": [WEATHER, TIME], "tool_choice": "required", "max_tokens": 32, "temperature": 0}
     chunks = _frames(http, "/v1/chat/completions", body)
     fragments: dict[int, list[dict[str, Any]]] = {}
@@ -499,17 +498,31 @@ def test_streamed_tool_calls_name_each_call_once_in_its_first_fragment(http: Any
             for call in choice["delta"].get("tool_calls") or []:
                 fragments.setdefault(call["index"], []).append(call)
     assert fragments
-    for calls in fragments.values():
-        assert calls[0]["id"] and calls[0]["function"]["name"] and calls[0]["type"] == "function"
-        assert all(c.get("id") is None and c["function"].get("name") is None and c["type"] == "function" for c in calls[1:])
+    streamed = {}
+    for index, calls in fragments.items():
+        assert calls[0]["id"].startswith("call_") and calls[0]["function"]["name"] and calls[0]["type"] == "function"
+        # later fragments carry the index, the type and an arguments piece, nothing else
+        assert all(set(c) == {"index", "type", "function"} and set(c["function"]) == {"arguments"} for c in calls[1:])
+        assert all(c["type"] == "function" for c in calls[1:])
         name = calls[0]["function"]["name"]
-        arguments = json.loads("".join(c["function"].get("arguments") or "" for c in calls))
-        jsonschema.validate(arguments, {"get_weather": WEATHER, "get_time": TIME}[name]["function"]["parameters"])
+        arguments = "".join(c["function"]["arguments"] for c in calls)
+        jsonschema.validate(json.loads(arguments), {"get_weather": WEATHER, "get_time": TIME}[name]["function"]["parameters"])
+        streamed[index] = (name, arguments)
+    assert max(len(calls) for calls in fragments.values()) > 2  # arguments grow while they are written
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     # OpenAI's stream helper assembles the same calls.
     with oai.chat.completions.stream(model=MODEL, **body) as stream:
         final = stream.get_final_completion()
-    assert final.choices[0].message.tool_calls
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert {i: (c.function.name, c.function.arguments) for i, c in enumerate(final.choices[0].message.tool_calls or [])} == streamed
+    # So does concatenating the Cerebras SDK's typed chunks.
+    pieces: dict[int, tuple[str, str]] = {}
+    for chunk in cb.chat.completions.create(model=MODEL, stream=True, **body):
+        for choice in chunk.choices:
+            for call in choice.delta.tool_calls or []:
+                name, arguments = pieces.get(call.index, ("", ""))
+                pieces[call.index] = (name + (call.function.name or ""), arguments + (call.function.arguments or ""))
+    assert pieces == streamed
 
 
 def test_a_stream_whose_client_leaves_is_cancelled(server: _Running, http: Any) -> None:

@@ -1,0 +1,362 @@
+"""Exact shortest completions: the fewest bytes that take an automaton state to acceptance.
+
+Lexing is scannerless: a terminal may end wherever its DFA accepts and any terminal the parser
+allows may follow, so the language from a configuration ``(stack, terminal, dfa_state)`` is "the
+rest of the current terminal, then whole terminals the parser shifts one after another until it
+can end". Which string a terminal takes never constrains what follows, so the shortest completion
+is a shortest path over parser stacks, an edge per terminal costing its shortest string (at
+least one byte: a terminal enters the automaton by reading a byte).
+
+The search is A* over stacks. Its heuristic is the exact cost of finishing a stack in the
+context-free grammar, read off the LR(0) items: the top state's kernel items say what is left of
+the rules in progress (the cheapest yield of the symbols after the dot), and a reduction hands
+over to the state below, whose items say what is left there. This never overestimates (the
+parser's reduce look-aheads only remove impossible derivations) and is consistent, so A* stays
+exact; being exact in practice, it walks straight down one optimal path.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import weakref
+
+import numpy as np
+
+from onrails.constrain._automaton import AmbiguityError, Automaton
+from onrails.constrain._bytedfa import DEAD as DFA_DEAD
+from onrails.constrain._bytedfa import ByteDFA
+
+_INF = 1 << 60
+# Stacks expanded per search before giving up. The heuristic is exact for the grammars the
+# engine builds, so a search expands about one stack per terminal of its answer; the budget
+# only guards against something pathological.
+_MAX_EXPANDED = 20000
+
+
+def _byte_rank() -> np.ndarray:
+    # Among equally short strings, prefer ones that read (and tokenize) well.
+    order = list(b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    order += [b for b in range(0x21, 0x7F) if b not in order]
+    order += [b for b in range(256) if b not in order]
+    rank = np.empty(256, dtype=np.int64)
+    rank[np.array(order)] = np.arange(256)
+    return rank
+
+
+_RANK = _byte_rank()
+
+
+class _TerminalPaths:
+    """Shortest strings inside one terminal's DFA."""
+
+    def __init__(self, dfa: ByteDFA) -> None:
+        self.dfa = dfa
+        self.min_length = self._min_length()
+        self._dist: np.ndarray | None = None
+        self._whole: bytes | None = None
+        self._finish: dict[int, bytes] = {}
+
+    def _min_length(self) -> int:
+        """Length of the shortest non-empty lexeme (``_INF`` if there is none)."""
+        if self.dfa.literal is not None:
+            return len(self.dfa.literal) if self.dfa.literal else _INF
+        # Breadth-first from the initial state, stopping at the first accepting level.
+        table, accepting = self.dfa.table, self.dfa.accepting
+        seen = np.zeros(self.dfa.n_states, dtype=bool)
+        frontier = np.array([0])
+        for length in range(1, self.dfa.n_states + 1):
+            nxt = np.unique(table[frontier])
+            nxt = nxt[nxt != DFA_DEAD]
+            if accepting[nxt].any():
+                return length
+            nxt = nxt[~seen[nxt]]
+            if not nxt.size:
+                break
+            seen[nxt] = True
+            frontier = nxt
+        return _INF
+
+    def distances(self) -> np.ndarray:
+        """Per DFA state, the fewest bytes to an accepting state (a backward BFS, done once)."""
+        if self._dist is None and self.dfa.literal is not None:
+            # State i of a literal has read i bytes (schema keys: most terminals of big grammars).
+            self._dist = np.arange(len(self.dfa.literal), -1, -1, dtype=np.int64)
+        if self._dist is None:
+            table = self.dfa.table
+            n = self.dfa.n_states
+            dist = np.full(n, -1, dtype=np.int64)
+            src, _ = np.nonzero(table != DFA_DEAD)
+            dst = table[table != DFA_DEAD]
+            order = np.argsort(dst, kind="stable")
+            preds, bounds = src[order], np.searchsorted(dst[order], np.arange(n + 1))
+            frontier = np.flatnonzero(self.dfa.accepting)
+            dist[frontier] = 0
+            level = 0
+            while frontier.size:
+                level += 1
+                found = np.unique(np.concatenate([preds[bounds[s] : bounds[s + 1]] for s in frontier.tolist()]))
+                frontier = found[dist[found] < 0]
+                dist[frontier] = level
+            self._dist = dist
+        return self._dist
+
+    def finish(self, state: int) -> bytes:
+        """The shortest bytes from ``state`` to an accepting state (preferred bytes on ties)."""
+        cached = self._finish.get(state)
+        if cached is None:
+            dist = self.distances()
+            out = bytearray()
+            at = state
+            while dist[at] > 0:
+                at = self._step(at, dist[at] - 1, out)
+            cached = self._finish[state] = bytes(out)
+        return cached
+
+    def whole(self) -> bytes:
+        """The shortest non-empty lexeme."""
+        if self._whole is None:
+            if self.dfa.literal is not None:
+                self._whole = self.dfa.literal
+            else:
+                out = bytearray()
+                state = self._step(0, self.min_length - 1, out)
+                self._whole = bytes(out) + self.finish(state)
+        return self._whole
+
+    def _step(self, state: int, want: int, out: bytearray) -> int:
+        row = self.dfa.table[state]
+        dist = self.distances()
+        ok = np.flatnonzero((row != DFA_DEAD) & (dist[row] == want))
+        byte = int(ok[np.argmin(_RANK[ok])])
+        out.append(byte)
+        return int(row[byte])
+
+
+class _Solver:
+    """Per automaton: the grammar's static costs and memoised stack costs."""
+
+    def __init__(self, automaton: Automaton) -> None:
+        self.automaton = automaton
+        table = automaton.table
+        self.paths = [_TerminalPaths(d) for d in automaton.dfas]
+        self.term_cost = [p.min_length for p in self.paths]
+        end = table.end
+        n_nts = len(table.nonterminal_names)
+        n_rules = len(table.rule_lhs)
+        # The symbol each LR state is entered by gives every right-hand side back (item (r, i)
+        # with i >= 1 lies in the kernel of a state entered by symbol i - 1 of rule r).
+        entered_by = [-1] * len(table.items)
+        for moves in table.shift:
+            for t, target in moves.items():
+                entered_by[target] = t
+        for gotos in table.goto:
+            for nt, target in gotos.items():
+                entered_by[target] = end + 1 + nt
+        rhs: list[list[int]] = [[-1] * n for n in table.rule_len]
+        for state, kernel in enumerate(table.items):
+            for rule, dot in kernel:
+                if dot:
+                    rhs[rule][dot - 1] = entered_by[state]
+        self.aug_rules = {rule for state in table.initial.values() for rule, _ in table.items[state]}
+        # Rules of unreachable nonterminals never appear in a kernel; they stay unusable.
+        complete = {r for r in range(n_rules) if -1 not in rhs[r]}
+        nt_cost = [_INF] * n_nts
+
+        def cost(sym: int) -> int:
+            return self.term_cost[sym] if sym < end else nt_cost[sym - end - 1]
+
+        changed = True
+        while changed:
+            changed = False
+            for r in complete:
+                c = min(_INF, sum(cost(s) for s in rhs[r]))
+                if c < nt_cost[table.rule_lhs[r]]:
+                    nt_cost[table.rule_lhs[r]] = c
+                    changed = True
+        # rest[r][dot]: the cheapest yield of rule r's symbols from the dot on.
+        self.rest: list[list[int]] = []
+        for r in range(n_rules):
+            suffix = [0] * (len(rhs[r]) + 1)
+            for i in range(len(rhs[r]) - 1, -1, -1):
+                suffix[i] = min(_INF, suffix[i + 1] + (cost(rhs[r][i]) if r in complete else _INF))
+            self.rest.append(suffix)
+        # Left-corner edges X -> Y (a rule X: Y ...), weighted by what the rule needs after Y.
+        self.left_corner: list[list[tuple[int, int]]] = [[] for _ in range(n_nts)]
+        for r in complete:
+            if rhs[r] and rhs[r][0] > end:
+                self.left_corner[table.rule_lhs[r]].append((rhs[r][0] - end - 1, self.rest[r][1]))
+        # Per LR state, its kernel items whose next symbol is a nonterminal: (rule, dot, nt).
+        self.kernel_next = [
+            [(r, dot, rhs[r][dot] - end - 1) for r, dot in kernel if dot < len(rhs[r]) and rhs[r][dot] > end]
+            for kernel in table.items
+        ]
+        self._lc: dict[int, dict[int, int]] = {}
+        self._h: dict[tuple[int, int], int] = {}
+        self._f: dict[int, int] = {}
+        # Per stack, a proven shortest way to the end: (its cost, first terminal, stack after it).
+        self._next: dict[int, tuple[int, int, int]] = {}
+        self.results: dict[int, bytes | None] = {}
+
+    def lc_from(self, nt: int) -> dict[int, int]:
+        """Cheapest left-corner chain from ``nt`` to each nonterminal (Dijkstra, memoised)."""
+        dist = self._lc.get(nt)
+        if dist is None:
+            dist = {}
+            heap = [(0, nt)]
+            while heap:
+                d, x = heapq.heappop(heap)
+                if x in dist:
+                    continue
+                dist[x] = d
+                for y, w in self.left_corner[x]:
+                    if y not in dist and d + w < _INF:
+                        heapq.heappush(heap, (d + w, y))
+            self._lc[nt] = dist
+        return dist
+
+    def after_reduce(self, stack: int, nt: int) -> int:
+        """Cheapest cost to finish once ``nt`` is reduced onto ``stack`` (memoised)."""
+        automaton = self.automaton
+        memo = self._h
+        todo = [(stack, nt)]
+        # Each value needs values on stacks strictly below, so an explicit stack terminates
+        # (and deep nesting cannot overflow Python's recursion).
+        while todo:
+            key = todo[-1]
+            if key in memo:
+                todo.pop()
+                continue
+            node, target = key
+            best = _INF
+            missing = []
+            for rule, dot, nxt in self.kernel_next[automaton.stack_state[node]]:
+                chain = self.lc_from(nxt).get(target)
+                if chain is None:
+                    continue
+                here = chain + self.rest[rule][dot + 1]
+                if rule in self.aug_rules:
+                    best = min(best, here)
+                    continue
+                below = (automaton.below(node, dot), automaton.table.rule_lhs[rule])
+                sub = memo.get(below)
+                if sub is None:
+                    missing.append(below)
+                else:
+                    best = min(best, here + sub)
+            if missing:
+                todo.extend(missing)
+                continue
+            memo[key] = min(best, _INF)
+            todo.pop()
+        return memo[(stack, nt)]
+
+    def to_end(self, stack: int) -> int:
+        """Cheapest cost (in bytes of whole terminals) to finish from a boundary at ``stack``."""
+        cached = self._f.get(stack)
+        if cached is None:
+            automaton = self.automaton
+            table = automaton.table
+            cached = _INF
+            for rule, dot in table.items[automaton.stack_state[stack]]:
+                rest = self.rest[rule][dot]
+                if rule not in self.aug_rules:
+                    rest += self.after_reduce(automaton.below(stack, dot), table.rule_lhs[rule])
+                cached = min(cached, rest)
+            self._f[stack] = cached
+        return cached
+
+    def search(self, state: int) -> bytes | None:
+        """The shortest completion from an automaton state (None past the expansion budget)."""
+        automaton = self.automaton
+        heap: list[tuple[int, int, int, int, int, int, int, int]] = []
+        best_g: dict[int, int] = {}
+        tick = 0
+
+        def push(stack: int, g: int, parent: int, terminal: int, dfa_state: int) -> None:
+            nonlocal tick
+            if g >= best_g.get(stack, _INF):
+                return
+            h = self.to_end(stack)
+            if h >= _INF:
+                return
+            best_g[stack] = g
+            tick += 1
+            # Ties go to the deeper path: with an exact heuristic it heads straight to an end.
+            heapq.heappush(heap, (g + h, -g, tick, stack, g, parent, terminal, dfa_state))
+
+        for stack, terminal, dfa_state in automaton.configs[state]:
+            if terminal < 0:
+                push(stack, 0, -1, -1, 0)
+            else:
+                finish = int(self.paths[terminal].distances()[dfa_state])
+                for after in automaton.after_terminal(stack, terminal):
+                    push(after, finish, -1, terminal, dfa_state)
+        # back[stack] = (previous stack or -1, terminal read to get here, its DFA state or -1 if whole)
+        back: dict[int, tuple[int, int, int]] = {}
+        while heap:
+            f, _, _, stack, g, parent, terminal, dfa_state = heapq.heappop(heap)
+            if stack in back:
+                continue
+            back[stack] = (parent, terminal, dfa_state)
+            if automaton.can_end(stack):
+                self._next[stack] = (0, -1, -1)
+            known = self._next.get(stack)
+            # A known way on that costs the lower bound is optimal, so the search is over.
+            if known is not None and known[0] == f - g:
+                return self._spell(back, stack)
+            if len(back) > _MAX_EXPANDED:
+                return None
+            for t in automaton.allowed_terminals(stack):
+                w = self.term_cost[t]
+                if w >= _INF:
+                    continue
+                for after in automaton.after_terminal(stack, t):
+                    if after not in back:
+                        push(after, g + w, stack, t, -1)
+        return None
+
+    def _spell(self, back: dict[int, tuple[int, int, int]], stack: int) -> bytes:
+        """The bytes of the path found to ``stack`` and its known way on from there.
+
+        Every stack on the path learns its way on: a part of a shortest path is shortest, so
+        later searches (the next bytes of the same output) stop as soon as they meet it.
+        """
+        tail = []
+        at = stack
+        while True:
+            _, terminal, after = self._next[at]
+            if terminal < 0:
+                break
+            tail.append(self.paths[terminal].whole())
+            at = after
+        head = []
+        while stack >= 0:
+            parent, terminal, dfa_state = back[stack]
+            if terminal >= 0:
+                paths = self.paths[terminal]
+                head.append(paths.whole() if dfa_state < 0 else paths.finish(dfa_state))
+            if parent >= 0 and parent not in self._next:
+                self._next[parent] = (self._next[stack][0] + self.term_cost[terminal], terminal, stack)
+            stack = parent
+        return b"".join(reversed(head)) + b"".join(tail)
+
+
+_solvers: "weakref.WeakKeyDictionary[Automaton, _Solver]" = weakref.WeakKeyDictionary()
+_solvers_lock = threading.Lock()
+
+
+def shortest_completion(automaton: Automaton, state: int) -> bytes | None:
+    """The shortest bytes from ``state`` (untruncated) to acceptance; None if the search gives up."""
+    with _solvers_lock:
+        solver = _solvers.get(automaton)
+        if solver is None:
+            solver = _solvers[automaton] = _Solver(automaton)
+    # The search interns stacks and fills the automaton's caches, which its lock guards.
+    with automaton._lock:
+        if state not in solver.results:
+            try:
+                solver.results[state] = solver.search(state)
+            except AmbiguityError:
+                solver.results[state] = None
+        return solver.results[state]
