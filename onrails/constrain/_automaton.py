@@ -15,6 +15,7 @@ So "state != DEAD" is exactly "the bytes so far are a viable prefix".
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -26,6 +27,8 @@ from onrails.errors import OnRailsError
 DEAD = 0
 UNKNOWN = -1
 _MAX_GLR_STACKS = 20000
+_SOURCE_CACHE_ENTRIES = 1024
+_FEW_COLUMNS = 8
 
 Config = tuple[int, int, int]
 
@@ -62,6 +65,7 @@ class Automaton:
         self.stack_parent: list[int] = [-1, OPAQUE]
         self.stack_depth: list[int] = [0, 0]
         self._stack_ids: dict[tuple[int, int], int] = {}
+        self._truncated: dict[tuple[int, int], int] = {}
         self._shift_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         self._accept_cache: dict[int, bool] = {}
         self._allowed_cache: dict[int, tuple[int, ...]] = {}
@@ -77,6 +81,12 @@ class Automaton:
         self.has_suspended = np.zeros(64, dtype=bool)
         self._row_done = np.zeros(64, dtype=bool)
         self._row_done[DEAD] = True
+        # Whether a state's suspended configurations are known (its sources were computed once).
+        self.sources_known = np.zeros(64, dtype=bool)
+        self.sources_known[DEAD] = True
+        # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
+        # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
+        self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], np.ndarray]] = OrderedDict()
         self._dfa_tables = [d.table for d in dfas]
         self._dfa_accepting = [d.accepting for d in dfas]
         # Terminals an LR state has any action on: the only ones that can be allowed there.
@@ -160,6 +170,10 @@ class Automaton:
         Anything computed from it that does not raise NeedsDeeper holds for every stack with the
         same top entries, which is what lets masks be shared across nesting contexts.
         """
+        key = (stack, depth)
+        cached = self._truncated.get(key)
+        if cached is not None:
+            return cached
         states = []
         node = stack
         for _ in range(depth):
@@ -168,6 +182,7 @@ class Automaton:
         node = OPAQUE
         for lr_state in reversed(states):
             node = self._push(node, lr_state)
+        self._truncated[key] = node
         return node
 
     def rebase(self, stack: int, base: int) -> int:
@@ -260,6 +275,9 @@ class Automaton:
                         done = np.zeros(grown.shape[0], dtype=bool)
                         done[: self._row_done.size] = self._row_done
                         self._row_done = done
+                        known = np.zeros(grown.shape[0], dtype=bool)
+                        known[: self.sources_known.size] = self.sources_known
+                        self.sources_known = known
                     self.configs.append(configs)
                     self._accepting.append(None)
                     self._state_ids[configs] = sid
@@ -308,6 +326,8 @@ class Automaton:
         with self._lock:
             nxt = int(self.trans[state, byte])
             if nxt == UNKNOWN:
+                # Advancing only meets real stacks, which never suspend; one byte is cheaper to
+                # follow through each configuration than to gather the state's sources.
                 out = set()
                 for config in self.configs[state]:
                     for stack, t, row in self._sources(config):
@@ -318,11 +338,10 @@ class Automaton:
                 self.trans[state, byte] = nxt
             return nxt
 
-    def _group_columns(
-        self, columns: np.ndarray, sources: list[tuple[int, int, np.ndarray]]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct columns of ``columns`` and, per column, which one it is."""
-        widths = [self._dfa_bits[t] + 1 for _, t, _ in sources]
+    def _group_columns(self, columns: np.ndarray, terminals: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct columns of ``columns`` (a row per source, of those ``terminals``) and, per
+        column, which one it is."""
+        widths = [self._dfa_bits[t] + 1 for t in terminals]
         if sum(widths) <= 62:
             # Pack each column into one exact int64 key: far cheaper than a 2-D unique.
             key = np.zeros(columns.shape[1], dtype=np.int64)
@@ -332,19 +351,18 @@ class Automaton:
             return columns[:, first].T, inverse
         return np.unique(columns.T, axis=0, return_inverse=True)
 
-    def row_done(self, state: int) -> bool:
-        return bool(self._row_done[state])
+    def state_sources(self, state: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+        """Every way ``state`` can take one more byte: (stack, terminal) per source and their DFA
+        rows stacked ``[source, byte]``.
 
-    def fill_row(self, state: int) -> np.ndarray:
-        """Compute and memoise every transition of ``state`` (the path used by mask walks).
-
-        Bytes are grouped by the configurations they lead to, so a row costs one interning per
-        distinct successor rather than per byte. Configurations of truncated stacks that need
-        the stack below the cut are recorded in ``suspended`` and left out of the row.
+        Configurations of truncated stacks that need the stack below the cut are recorded in
+        ``suspended`` and left out: the mask code resumes them on the real stack.
         """
         with self._lock:
-            if self._row_done[state]:
-                return self.trans[state]
+            cached = self._source_cache.get(state)
+            if cached is not None:
+                self._source_cache.move_to_end(state)
+                return cached
             sources = []
             suspended = []
             for config in self.configs[state]:
@@ -355,29 +373,66 @@ class Automaton:
             if suspended:
                 self.suspended[state] = frozenset(suspended)
                 self.has_suspended[state] = True
-            row = np.zeros(256, dtype=np.int32)
-            if len(sources) == 1:
+            self.sources_known[state] = True
+            rows = np.stack([src[2] for src in sources]) if sources else np.full((0, 256), DFA_DEAD, np.int32)
+            cached = ([(stack, t) for stack, t, _ in sources], rows)
+            self._source_cache[state] = cached
+            if len(self._source_cache) > _SOURCE_CACHE_ENTRIES:
+                self._source_cache.popitem(last=False)
+            return cached
+
+    def source_bytes(self) -> int:
+        """Bytes held by the cache of recently used states' sources."""
+        return sum(rows.nbytes for _, rows in list(self._source_cache.values()))
+
+    def fill_bytes(self, state: int, byts: np.ndarray) -> None:
+        """Compute and memoise the transitions of ``state`` on ``byts`` (mask walks need only the
+        bytes the vocabulary trie has below their nodes, rarely a whole row).
+
+        Bytes are grouped by the configurations they lead to, so this costs one interning per
+        distinct successor rather than per byte.
+        """
+        with self._lock:
+            keys, rows = self.state_sources(state)
+            cols = np.unique(byts)
+            cols = cols[self.trans[state, cols] == UNKNOWN]
+            if not cols.size:
+                return
+            if cols.size <= _FEW_COLUMNS:
+                # Grouping costs more than interning a few columns directly (equal ones intern
+                # to the same state anyway, no live source to DEAD).
+                self.trans[state, cols] = [self._intern_column(keys, rows[:, c]) for c in cols.tolist()]
+                return
+            out = np.full(cols.size, DEAD, dtype=np.int32)
+            if len(keys) == 1:
                 # One way forward (inside a key, a keyword, a number): successors are the
                 # terminal's own DFA states, no grouping needed.
-                stack, terminal, dfa_row = sources[0]
-                for d in np.unique(dfa_row[dfa_row != DFA_DEAD]).tolist():
-                    row[dfa_row == d] = self.intern(frozenset([(stack, terminal, d)]))
-            elif sources:
-                nxt = np.stack([src[2] for src in sources])
-                cols = np.flatnonzero((nxt != DFA_DEAD).any(axis=0))
-                if cols.size:
-                    signatures, inverse = self._group_columns(nxt[:, cols], sources)
-                    ids = np.empty(len(signatures), dtype=np.int32)
-                    for k, sig in enumerate(signatures):
-                        ids[k] = self.intern(
-                            frozenset(
-                                (sources[i][0], sources[i][1], int(sig[i]))
-                                for i in np.flatnonzero(sig != DFA_DEAD)
-                            )
-                        )
-                    row[cols] = ids[inverse.reshape(-1)]
-            self.trans[state] = row
-            self._row_done[state] = True
+                stack, terminal = keys[0]
+                targets = rows[0, cols]
+                for d in np.unique(targets[targets != DFA_DEAD]).tolist():
+                    out[targets == d] = self.intern(frozenset([(stack, terminal, d)]))
+            elif keys:
+                nxt = rows[:, cols]
+                live = np.flatnonzero((nxt != DFA_DEAD).any(axis=0))
+                if live.size:
+                    signatures, inverse = self._group_columns(nxt[:, live], [t for _, t in keys])
+                    out[live] = np.array([self._intern_column(keys, sig) for sig in signatures], dtype=np.int32)[
+                        inverse.reshape(-1)
+                    ]
+            self.trans[state, cols] = out
+
+    def _intern_column(self, keys: list[tuple[int, int]], column: np.ndarray) -> int:
+        """The state of the sources' configurations at the DFA states ``column`` (one per source)."""
+        return self.intern(
+            frozenset((keys[i][0], keys[i][1], d) for i, d in enumerate(column.tolist()) if d != DFA_DEAD)
+        )
+
+    def fill_row(self, state: int) -> np.ndarray:
+        """Compute and memoise every transition of ``state`` (for searches over whole rows)."""
+        with self._lock:
+            if not self._row_done[state]:
+                self.fill_bytes(state, np.arange(256))
+                self._row_done[state] = True
             return self.trans[state]
 
     def step(self, state: int, byte: int) -> int:

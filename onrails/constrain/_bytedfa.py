@@ -56,6 +56,16 @@ class ByteDFA:
     accepting: np.ndarray  # bool [n_states]
     literal: bytes | None = None  # set when the terminal is one fixed string (state i = i bytes read)
     _signatures: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
+    _flat: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
+
+    def flat_table(self) -> np.ndarray:
+        """``table`` flattened to ``[state * 256 + byte]`` (int32), with one extra all-dead
+        state ``n_states`` that DEAD maps to, so whole trie levels step without masking."""
+        if not self._flat:
+            n = self.n_states
+            table = np.where(self.table >= 0, self.table, n).astype(np.int32)
+            self._flat.append(np.concatenate([table, np.full((1, 256), n, dtype=np.int32)]).ravel())
+        return self._flat[0]
 
     def signature(self, state: int) -> bytes:
         """A digest of the automaton as seen from ``state``: equal for states of any DFAs that
@@ -63,13 +73,23 @@ class ByteDFA:
         terminals (a key string minus some names is, after diverging, any key string)."""
         cached = self._signatures.get(state)
         if cached is None:
-            order = {state: 0}
-            queue = [state]
-            for s in queue:
-                for target in dict.fromkeys(self.table[s].tolist()):
-                    if target >= 0 and target not in order:
-                        order[target] = len(order)
-                        queue.append(target)
+            # Breadth-first numbering, a level at a time: each new state in the order it first
+            # appears in its level's rows read one after the other (byte order within a row).
+            seen = np.zeros(self.n_states, dtype=bool)
+            seen[state] = True
+            frontier = np.array([state], dtype=np.int64)
+            levels = [frontier]
+            while True:
+                targets = self.table[frontier].ravel()
+                targets = targets[targets >= 0]
+                targets = targets[~seen[targets]]
+                if not targets.size:
+                    break
+                found, first = np.unique(targets, return_index=True)
+                frontier = found[np.argsort(first)]
+                seen[frontier] = True
+                levels.append(frontier)
+            queue = np.concatenate(levels)
             remap = np.full(self.n_states + 1, -1, dtype=np.int32)  # index -1 (DEAD) stays -1
             remap[queue] = np.arange(len(queue), dtype=np.int32)
             rows = remap[self.table[queue]]

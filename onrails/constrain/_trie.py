@@ -80,6 +80,11 @@ class TokenTrie:
         self.token_node = np.full(len(token_bytes), -1, dtype=np.int64)
         self.token_node[ids_sorted] = token_node
         self.max_len = max_len
+        # For walks that step every node of a level at once (see ``level_pass``).
+        self._parent32 = np.maximum(self.node_parent, 0).astype(np.int32)
+        self._byte32 = self.node_byte.astype(np.int32)
+        self.content_ids = ids_sorted
+        self.content_nodes = token_node.astype(np.int32)
 
     def children(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All children of ``nodes`` and, for each child, the index of its parent in ``nodes``."""
@@ -118,3 +123,23 @@ class TokenTrie:
             return np.zeros(0, dtype=np.int64)
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         return self.token_ids_by_node[np.repeat(self.node_token_start[nodes], counts) + offsets]
+
+    def level_pass(self, flat_table: np.ndarray, dead: int, start: int) -> np.ndarray:
+        """The automaton state at every node after reading its bytes from ``start`` (``dead``
+        where it died), for a ``flat_table[state * 256 + byte]`` that maps ``dead`` to itself.
+
+        Each level is one gather over a contiguous slice. Where most of the trie stays alive (a
+        string's content) this is far cheaper than expanding children level by level; it stops
+        at the first level where nothing is alive.
+        """
+        states = np.full(self.n_nodes, dead, dtype=np.int32)
+        states[0] = start
+        bounds = self.level_start
+        parent, byte = self._parent32, self._byte32
+        for depth in range(1, bounds.size - 1):
+            a, b = int(bounds[depth]), int(bounds[depth + 1])
+            level = flat_table[states[parent[a:b]] * 256 + byte[a:b]]
+            states[a:b] = level
+            if not (level != dead).any():
+                break
+        return states

@@ -204,25 +204,13 @@ class CompiledGrammar:
         if pure is None:
             dfa = self._dfas[terminal]
             trie = self._trie
-            parents = np.zeros(1, dtype=np.int64)
-            states = np.array([dfa_state], dtype=np.int64)
-            found = []
-            exits = []
-            while parents.size:
-                child, which = trie.children(parents)
-                if not child.size:
-                    break
-                nxt = dfa.table[states[which], trie.node_byte[child]]
-                live = nxt >= 0
-                child, nxt = child[live], nxt[live].astype(np.int64)
-                found.append(child)
-                exits.append(child[dfa.accepting[nxt] & (trie.child_count[child] > 0)])
-                parents, states = child, nxt
-            nodes = np.concatenate(found) if found else np.zeros(0, np.int64)
-            pure = _Pure(
-                stay=_pack(self._bool_of(trie.tokens_at(nodes))),
-                exits=np.concatenate(exits) if exits else np.zeros(0, np.int64),
-            )
+            states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
+            alive = np.append(np.ones(dfa.n_states, dtype=bool), False)[states]
+            allowed = np.zeros(self._words * 32, dtype=bool)
+            allowed[trie.content_ids] = alive[trie.content_nodes]
+            ends = np.append(dfa.accepting, False)[states] & (trie.child_count > 0)
+            ends[0] = False  # ending before any byte is the caller's case (the boundary's mask)
+            pure = _Pure(stay=_pack(allowed), exits=np.flatnonzero(ends))
             pure = self._shared.pure.keep(key, pure)
         assert isinstance(pure, _Pure)
         return pure
@@ -242,7 +230,7 @@ class CompiledGrammar:
         with self._shared.pure.lock:
             parts = [p for sig, p in self._shared.pure.items() if sig in mine]
         total = sum(p.stay.nbytes + p.exits.nbytes for p in parts)
-        total += sum(d.table.nbytes for d in self._dfas)
+        total += sum(d.table.nbytes + sum(f.nbytes for f in d._flat) for d in self._dfas)
         return total + self._generation.memory_bytes()
 
 
@@ -389,7 +377,7 @@ class _Generation:
         self._too_shallow: set[Config] = set()
 
     def memory_bytes(self) -> int:
-        total = self.automaton.trans.nbytes
+        total = self.automaton.trans.nbytes + self.automaton.source_bytes()
         total += sum(m[0].nbytes for m in self._config_masks.values())
         total += sum(m.nbytes for m in self._state_masks.values())
         return total
@@ -405,15 +393,30 @@ class _Generation:
         found = []
         suspensions: list[_Suspension] = []
         while parents.size:
-            # Rows are filled before suspensions are read: filling is what discovers them.
-            for state in np.unique(states):
-                if not automaton.row_done(int(state)):
-                    automaton.fill_row(int(state))
+            # Leaves are already counted; only nodes with bytes below need their state's sources
+            # (a state left unexpanded costs nothing), and only they can have a walk to resume.
+            inner = trie.child_count[parents] > 0
+            if not inner.all():
+                parents, states = parents[inner], states[inner]
+                if not parents.size:
+                    break
+            # Sources are computed before suspensions are read: computing them is what finds them.
+            unknown = ~automaton.sources_known[states]
+            if unknown.any():
+                for state in np.unique(states[unknown]).tolist():
+                    automaton.state_sources(state)
             suspensions += self._suspensions(parents, states)
             child, which = trie.children(parents)
-            if not child.size:
-                break
-            nxt = automaton.trans[states[which], trie.node_byte[child]]
+            origin = states[which]
+            byts = trie.node_byte[child]
+            nxt = automaton.trans[origin, byts]
+            todo = nxt == UNKNOWN
+            if todo.any():
+                # Only the bytes present below these nodes: most states of a walk need a few.
+                origin_todo, byts_todo = origin[todo], byts[todo]
+                for state in np.unique(origin_todo).tolist():
+                    automaton.fill_bytes(state, byts_todo[origin_todo == state])
+                nxt = automaton.trans[origin, byts]
             live = nxt != DEAD
             parents, states = child[live], nxt[live].astype(np.int64)
             found.append(parents)

@@ -1,0 +1,147 @@
+"""Masks inside counted terminals (string lengths, counted patterns, formats) and words excluded
+from a terminal: every DFA position is its own state, so these exercise the per-state vocabulary
+pass and the crossing walks that fill automaton rows a few bytes at a time."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from onrails import GrammarCompiler, Matcher, Vocabulary
+from onrails.constrain._bytedfa import ByteDFA, except_words, regex_to_byte_dfa
+from onrails.constrain.compiled import _trie_for
+from onrails.constrain.schema import schema_to_grammar
+
+from ..reference import ReferenceGrammar
+from .small_vocab import TRICKY
+from .test_oracle import assert_mask_matches_reference
+
+# Tokens that end a counted string at various lengths and continue past it, or cross a date.
+COUNTED = [
+    b'ab', b'abc', b'abcd', b'abcde', b'"ab', b'ab"', b'abc",', b'a", "', b'"}', b'x"}', b'2024',
+    b'-01', b'-12-', b'T1', b'12:', b':00', b'Z"', b'+01:00"', b'\xc3\xa9', b'\xc3\xa9"', b'\\u00',
+    b'e9"', b'\\n"', b'name', b'"n', b'ame"', b'": ', b'": "', b'"x"', b'xy', b'1234', b'5678"',
+]
+
+
+def _vocabulary() -> Vocabulary:
+    tokens: list[bytes | None] = [bytes([b]) for b in range(256)]
+    tokens += list(dict.fromkeys(t for t in TRICKY + COUNTED if len(t) > 1))
+    tokens.append(None)
+    return Vocabulary(tokens, [len(tokens) - 1], size=len(tokens) + 3, name="counted")
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 2, "maxLength": 5},
+        "code": {"type": "string", "pattern": "^[0-9]{4}$"},
+        "when": {"type": "string", "format": "date-time"},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 3},
+    },
+    "required": ["name"],
+    "additionalProperties": False,
+}
+
+EXAMPLES = [
+    b'{"name": "abcd", "code": "1234", "when": "2024-01-12T10:00:00Z", "tags": ["ab", "\\u00e9"]}',
+    b'{"name": "\xc3\xa9\\n", "tags": []}',
+    b'{"name": "ab", "when": "2024-12-31T23:59:59+01:00"}',
+    b'{"name": "abcdef"}',
+    b'{"name": "a", "code": "12345"}',
+]
+
+
+def test_counted_schema_masks_equal_the_reference() -> None:
+    converted = schema_to_grammar(SCHEMA, whitespace="flexible")
+    assert "(?#" not in converted.lark  # the reference reads regex comments as nothing
+    vocab = _vocabulary()
+    grammar = GrammarCompiler(vocab).compile_lark(converted.lark, converted.start)
+    reference = ReferenceGrammar(converted.lark, converted.start)
+    for data in EXAMPLES:
+        matcher = Matcher(grammar)
+        for i in range(len(data) + 1):
+            assert_mask_matches_reference(matcher, reference, data[:i])
+            if i == len(data) or not matcher.advance_bytes(data[i : i + 1]):
+                break
+    rng = np.random.default_rng(7)
+    for _ in range(12):
+        matcher = Matcher(grammar)
+        prefix = b""
+        for _step in range(30):
+            assert_mask_matches_reference(matcher, reference, prefix)
+            token = int(rng.choice(matcher.allowed_token_ids()))
+            assert matcher.advance(token)
+            if token in vocab.eos_token_ids:
+                break
+            prefix += vocab.token_bytes[token]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u[0-9a-fA-F]{4}){2,5}"',
+        r'"[0-9]{4}-[0-9]{2}-[0-9]{2}"',
+        except_words(['"name"', '"nam"', '"x"']) + r'"[^"\\\x00-\x1f]*"',
+    ],
+)
+def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
+    """For every DFA state: the tokens that stay inside the terminal, and the trie nodes where it
+    may end with more bytes below, against running each token's bytes through the DFA."""
+    vocab = _vocabulary()
+    dfa = regex_to_byte_dfa(pattern)
+    grammar = GrammarCompiler(vocab).compile_lark(f"start: T\nT: /{pattern}/\n")
+    trie = _trie_for(vocab)
+    for state in range(dfa.n_states):
+        pure = grammar._pure_part(0, state)
+        allowed = np.unpackbits(pure.stay.view(np.uint8), bitorder="little")[: vocab.size]
+        exits = set()
+        for token, data in enumerate(vocab.token_bytes):
+            if not data:
+                assert not allowed[token]
+                continue
+            d = state
+            node = 0
+            alive = True
+            for byte in data:
+                d = int(dfa.table[d, byte])
+                node = next(
+                    c for c in range(trie.child_start[node], trie.child_start[node] + trie.child_count[node])
+                    if trie.node_byte[c] == byte
+                )
+                if d < 0:
+                    alive = False
+                    break
+                if dfa.accepting[d] and trie.child_count[node] > 0:
+                    exits.add(node)
+            assert bool(allowed[token]) == alive, (state, data)
+        assert set(pure.exits.tolist()) == exits, state
+
+
+def _signature_by_plain_bfs(dfa: ByteDFA, state: int) -> bytes:
+    order = {state: 0}
+    queue = [state]
+    for s in queue:
+        for target in dict.fromkeys(dfa.table[s].tolist()):
+            if target >= 0 and target not in order:
+                order[target] = len(order)
+                queue.append(target)
+    remap = np.full(dfa.n_states + 1, -1, dtype=np.int32)
+    remap[queue] = np.arange(len(queue), dtype=np.int32)
+    digest = hashlib.blake2b(remap[dfa.table[queue]].tobytes(), digest_size=16)
+    digest.update(dfa.accepting[queue].tobytes())
+    return digest.digest()
+
+
+def test_signatures_number_states_as_a_plain_breadth_first_search() -> None:
+    """Pure masks are shared by signature: the level-at-a-time numbering must be the plain one."""
+    for pattern in [
+        r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u[0-9a-fA-F]{4}){2,5}"',
+        r'"[0-9]{4}-[0-9]{2}-[0-9]{2}"',
+        r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?",
+    ]:
+        dfa = regex_to_byte_dfa(pattern)
+        for state in range(dfa.n_states):
+            assert dfa.signature(state) == _signature_by_plain_bfs(dfa, state), (pattern, state)
