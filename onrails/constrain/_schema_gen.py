@@ -1,9 +1,11 @@
 """JSON Schema → Lark grammar text.
 
 Every schema location becomes a rule (or a terminal) deriving exactly the JSON texts valid under
-it, or a documented subset of them: objects write their declared properties in ``properties``
-order before any additional ones, numbers with bounds are written without exponent, strings
-with a ``pattern``, ``format`` or fixed value are written in their canonical JSON spelling.
+it, or a documented subset of them (``schema.py`` lists the narrowings): objects take their
+members in any order, but more than 6 required properties keep ``properties`` order among
+themselves; numbers with bounds take an exponent only where sign and exponent decide the bound;
+strings with a ``pattern``, ``format`` or fixed value, and keys, are written in their canonical
+JSON spelling.
 
 How the keywords are enforced:
 
@@ -42,6 +44,7 @@ from onrails.constrain._schema_numbers import (
     NUMBER,
     ZERO_FRACTION,
     decimal_regex,
+    exponent_regex,
     int_regex,
     multiple_regex,
     split_decimal,
@@ -57,7 +60,8 @@ _MAX_LENGTH = 1024
 _MAX_COUNTED_LENGTH = 128
 _MAX_REF_DEPTH = 64
 _MAX_NEGATION_DEPTH = 12
-_ANY_ORDER_MEMBERS = 5  # objects with at most this many declared properties take them in any order
+_ANY_ORDER_MEMBERS = 5  # up to this many declared properties: any order, none repeated (2^n states)
+_ANY_ORDER_REQUIRED = 6  # more required properties than this come in declared order among themselves
 
 # Keywords that only annotate: ignoring them changes nothing.
 _ANNOTATIONS = {
@@ -939,11 +943,14 @@ class SchemaConverter:
                 if hi is None or v < hi or (v == hi and key == "exclusiveMaximum"):
                     hi, hi_incl = v, key == "maximum"
         step = _fraction(flat["multipleOf"]) if "multipleOf" in flat else None
+        tail = self.integer_tail
+        if step == 1 and not integer:
+            # the multiples of 1 are the integral numbers, "1.0" included in every dialect
+            integer, tail = True, ZERO_FRACTION
         if integer:
-            tail = self.integer_tail
             ilo = None if lo is None else (math.ceil(lo) if lo_incl or lo.denominator != 1 else int(lo) + 1)
             ihi = None if hi is None else (math.floor(hi) if hi_incl or hi.denominator != 1 else int(hi) - 1)
-            if step is not None and step.denominator != 1 and (1 / step).denominator == 1:
+            if step is not None and (1 / step).denominator == 1:
                 step = None  # every integer is a multiple of 1/n
             if step is not None:
                 if ilo is not None and ihi is not None:
@@ -982,7 +989,8 @@ class SchemaConverter:
         except ValueError:
             self.notes.add(pointer, "minimum" if lo is not None else "maximum", "bound is not a short decimal")
             return self._terminal(NUMBER)
-        return None if body is None else self._terminal(body)
+        exponent = exponent_regex(lo, lo_incl, hi, hi_incl)
+        return self._alternatives_terminal([b for b in (body, exponent) if b is not None])
 
     def _alternatives_terminal(self, bodies: list[str]) -> str | None:
         if not bodies:
@@ -1003,7 +1011,7 @@ class SchemaConverter:
             if name not in props:
                 props[name] = self._property_schema(flat, name)
         names_check = None if _is_true(names_schema) else self._validator.evolve(schema=names_schema)
-        members: list[tuple[str, str, bool]] = []  # (name, value symbol, required)
+        members: list[tuple[str, bool]] = []  # (rule for "key": value, required)
         for name, sub in props.items():
             here = f"{pointer}/properties/{_escape_pointer(name)}"
             matched = [s for p, s in patterns.items() if self._search(p, name)]
@@ -1017,79 +1025,134 @@ class SchemaConverter:
                 if name in required:
                     return None
                 continue
-            members.append((name, sym, name in required))
-        if max_p is not None and sum(1 for m in members if m[2]) > max_p:
+            member = self._rule()
+            self._define(member, [self._seq(self._key(name), '":"', sym)])
+            members.append((member, name in required))
+        n_required = sum(1 for m in members if m[1])
+        if max_p is not None and n_required > max_p:
             return None
         extras = self._extras(flat, list(props), pointer)
-        # states (member index, members written so far, capped)
         cap = max(min_p, max_p if max_p is not None else 1, 1)
-        if (len(members) + 1) * (cap + 1) > _MAX_COUNT_STATES:
-            raise CompileBudgetError(f"object at #{pointer} needs too many counting states")
-        names: dict[tuple[int, int], str] = {}
-
-        def state(i: int, c: int) -> str:
-            c = min(c, cap)
-            if (i, c) not in names:
-                names[(i, c)] = self._rule()
-                pending.append((i, c))
-            return names[(i, c)]
-
-        pending: list[tuple[int, int]] = []
-        empty_ok = not any(m[2] for m in members) and min_p == 0
-        if 1 < len(members) <= _ANY_ORDER_MEMBERS:
-            start = self._any_order(members, max_p, lambda c: state(len(members), c))
+        tracked = 2**n_required if n_required <= _ANY_ORDER_REQUIRED else n_required + 1
+        if len(members) <= _ANY_ORDER_MEMBERS and 2 ** len(members) * (cap + 1) <= _MAX_COUNT_STATES:
+            start = self._members_any_order(members, extras, min_p, max_p, cap)
+        elif min_p <= n_required and tracked * (cap + 1) <= _MAX_COUNT_STATES:
+            start = self._members_required_tracked(members, extras, min_p, max_p, cap)
         else:
-            start = state(0, 0)
-        while pending:
-            i, c = pending.pop()
-            alts: list[list[str]] = []
-            sep = self._sep(c > 0)
-            if i < len(members):
-                name, sym, req = members[i]
-                if max_p is None or c < max_p:
-                    alts.append(sep + self._seq(self._key(name), '":"', sym) + [state(i + 1, c + 1)])
-                if not req:
-                    alts.append([state(i + 1, c)])
-            else:
-                if c and c >= min_p:
-                    alts.append([])
-                if extras and (max_p is None or c < max_p):
-                    alts.append(sep + [extras, state(i, c + 1)])
-            self._define(names[(i, c)], alts)
+            if (len(members) + 1) * (cap + 1) > _MAX_COUNT_STATES:
+                raise CompileBudgetError(f"object at #{pointer} needs too many counting states")
+            start = self._members_in_order(members, extras, min_p, max_p, cap)
         obj = self._rule()
         alts = [self._seq('"{"', start, '"}"')]
-        if empty_ok:
+        if n_required == 0 and min_p == 0:
             alts.append(self._seq('"{"', '"}"'))
         self._define(obj, alts)
         return obj
 
-    def _any_order(
-        self, members: list[tuple[str, str, bool]], max_p: int | None, extras_from: Callable[[int], str]
+    def _members(
+        self,
+        start: Any,
+        moves: Callable[[Any], list[tuple[str | None, Any]]],
+        final: Callable[[Any], bool],
+        min_p: int,
+        max_p: int | None,
+        cap: int,
     ) -> str:
-        """Rules writing the declared members in any order (one state per subset written)."""
-        required = frozenset(k for k, m in enumerate(members) if m[2])
-        names: dict[frozenset[int], str] = {}
-        todo: list[frozenset[int]] = []
+        """Rules for a non-empty member list, one per (state, members written so far capped at
+        ``cap``). ``moves(state)`` gives (member symbol, next state), or (None, next state) to
+        move without writing; ``final(state)`` says whether the list may end there.
 
-        def subset(done: frozenset[int]) -> str:
-            if done not in names:
-                names[done] = self._rule()
-                todo.append(done)
-            return names[done]
+        A member after the first is a rule holding its separator, shared by every state: the
+        parser states inside the separator are then shared too."""
+        names: dict[tuple[Any, int], str] = {}
+        pending: list[tuple[Any, int]] = []
+        separated: dict[str, str] = {}
 
-        start = subset(frozenset())
-        while todo:
-            done = todo.pop()
-            alts = []
-            if max_p is None or len(done) < max_p:
-                for k, (name, sym, _) in enumerate(members):
-                    if k not in done:
-                        member = self._seq(self._key(name), '":"', sym)
-                        alts.append(self._sep(bool(done)) + member + [subset(done | {k})])
-            if required <= done:
-                alts.append([extras_from(len(done))])
-            self._define(names[done], alts)
-        return start
+        def after_sep(sym: str) -> str:
+            if sym not in separated:
+                separated[sym] = self._rule()
+                self._define(separated[sym], [self._sep(True) + [sym]])
+            return separated[sym]
+
+        def rule(key: Any, c: int) -> str:
+            c = min(c, cap)
+            if (key, c) not in names:
+                names[(key, c)] = self._rule()
+                pending.append((key, c))
+            return names[(key, c)]
+
+        first = rule(start, 0)
+        while pending:
+            key, c = pending.pop()
+            alts: list[list[str]] = []
+            if c and c >= min_p and final(key):
+                alts.append([])
+            for sym, nxt in moves(key):
+                if sym is None:
+                    alts.append([rule(nxt, c)])
+                elif max_p is None or c < max_p:
+                    alts.append([after_sep(sym) if c else sym, rule(nxt, c + 1)])
+            self._define(names[(key, c)], alts)
+        return first
+
+    def _members_any_order(
+        self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
+    ) -> str:
+        """Declared members in any order, each at most once (one state per subset written),
+        additional members among them once the required ones are written (in every mode: a run
+        of arbitrary keys and values first might never reach the required members)."""
+        required = frozenset(k for k, m in enumerate(members) if m[1])
+
+        def moves(done: frozenset[int]) -> list[tuple[str | None, Any]]:
+            out: list[tuple[str | None, Any]] = [(m[0], done | {k}) for k, m in enumerate(members) if k not in done]
+            if extras and required <= done:
+                out.append((extras, done))
+            return out
+
+        return self._members(frozenset(), moves, lambda done: required <= done, min_p, max_p, cap)
+
+    def _members_required_tracked(
+        self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
+    ) -> str:
+        """Members in any order where only the required ones are tracked: each required member
+        exactly once (any order when there are at most ``_ANY_ORDER_REQUIRED``, else in declared
+        order among themselves), optional members anywhere, additional members once the
+        required ones are written; optional and additional ones possibly repeated. Only for
+        ``min_p`` at most the number of required members: a repeat counts as a member, so a
+        higher minimum could pass with too few distinct keys."""
+        required = [m[0] for m in members if m[1]]
+        optional = [[m[0]] for m in members if not m[1]]
+        free = len(required) <= _ANY_ORDER_REQUIRED
+
+        def final(state: "frozenset[int] | int") -> bool:
+            return len(state) == len(required) if isinstance(state, frozenset) else state == len(required)
+
+        before = self._extras_rule(optional)
+        after = self._extras_rule(optional + [[extras]]) if extras else before
+
+        def moves(state: "frozenset[int] | int") -> list[tuple[str | None, Any]]:
+            other = after if final(state) else before
+            out: list[tuple[str | None, Any]] = [(other, state)] if other else []
+            if isinstance(state, frozenset):
+                out += [(m, state | {k}) for k, m in enumerate(required) if k not in state]
+            elif state < len(required):
+                out.append((required[state], state + 1))
+            return out
+
+        return self._members(frozenset() if free else 0, moves, final, min_p, max_p, cap)
+
+    def _members_in_order(
+        self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
+    ) -> str:
+        """Declared members in ``properties`` order, then additional members."""
+
+        def moves(i: int) -> list[tuple[str | None, Any]]:
+            if i == len(members):
+                return [(extras, i)] if extras else []
+            sym, req = members[i]
+            return [(sym, i + 1)] + ([] if req else [(None, i + 1)])
+
+        return self._members(0, moves, lambda i: i == len(members), min_p, max_p, cap)
 
     def _extras(self, flat: Flat, declared: list[str], pointer: str) -> str | None:
         """A rule for one additional member ("key": value), or None when none may appear."""
@@ -1409,15 +1472,12 @@ def _fit_length(node: Any, lo: int, hi: int | None) -> Any:
     return rx.Seq(tuple(items))
 
 
-_PLAIN: rx.Ranges = rx.complement(rx.normalize([(0, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]))
-
-
 # Regex compilation cost grows quickly with the depth of the excluded words' trie
 def _other_string(words: list[str]) -> str:
-    """A terminal for JSON strings other than ``words``, written without escapes.
+    """A terminal for JSON strings other than ``words``, in their canonical spelling.
 
-    Without escapes every string has one spelling, so removing the words' spellings removes
-    the words; the engine subtracts them from the automaton exactly (``except_words``).
+    With one spelling per string, removing the words' spellings removes the words; the engine
+    subtracts them from the automaton exactly (``except_words``).
     """
-    body = '"' + (rx.char_regex(_PLAIN) or "") + '*"'
-    return except_words(['"' + w + '"' for w in words]) + body if words else body
+    body = '"(?:' + rx.ANY_CHAR + ')*"'
+    return except_words(['"' + rx.canonical(w) + '"' for w in words]) + body if words else body

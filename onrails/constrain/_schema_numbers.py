@@ -3,8 +3,10 @@
 Integers are exact: ``int_regex(lo, hi)`` matches the canonical decimal spellings (no leading
 zeros, ``-0`` for zero) of exactly the integers in range. Decimals with bounds are exact over
 spellings without an exponent: the integer part is ranged like an integer and the fraction is
-compared digit by digit as a decimal expansion; exponents are simply not offered when a number
-is bounded (a narrower but sound language).
+compared digit by digit as a decimal expansion. Bounded numbers with an exponent are offered
+where the sign and the exponent alone decide the bound (``exponent_regex``: ``1e-06`` under
+``minimum: 0``, ``2.5e+20`` under ``minimum: 1``); other exponent spellings are not (a narrower
+but sound language).
 """
 
 from __future__ import annotations
@@ -275,3 +277,72 @@ def multiple_regex(step: Fraction, integer: bool, integer_tail: str = ZERO_FRACT
 
 
 _MAX_ENUMERATED = 200
+
+
+# Exponents and nonzero mantissas stay where a double does not round the value to 0 or infinity
+# (validators parse JSON numbers as doubles: 1e-400 would fail exclusiveMinimum 0 there).
+_MAX_EXPONENT = 300
+_ANY_MANTISSA = "(?:0|[1-9][0-9]*)(?:\\.[0-9]+)?"
+_NONZERO_MANTISSA = "[1-9][0-9]*(?:\\.[0-9]+)?"  # at least 1
+_DIGIT_MANTISSA = "[0-9](?:\\.[0-9]+)?"  # below 10
+_LEADING_MANTISSA = "[1-9](?:\\.[0-9]+)?"  # in [1, 10)
+
+
+def _exponents(lo: int | None, hi: int | None) -> str | None:
+    """An exponent (``e``, sign, leading zeros allowed) with a value in [lo, hi] (None: open),
+    at most ``_MAX_EXPONENT`` in size; None if there is none."""
+    lo = -_MAX_EXPONENT if lo is None else max(lo, -_MAX_EXPONENT)
+    hi = _MAX_EXPONENT if hi is None else min(hi, _MAX_EXPONENT)
+    parts = []
+    pos = nonneg_int_regex(max(lo, 0), hi) if hi >= 0 else None
+    if pos is not None:
+        parts.append("\\+?0*" + _wrap(pos))
+    neg = nonneg_int_regex(max(-hi, 0), -lo) if lo < 0 else None
+    if neg is not None:
+        parts.append("-0*" + _wrap(neg))
+    return "[eE]" + _alts(parts) if parts else None
+
+
+def _exponent_magnitude(lo: Fraction, lo_incl: bool, hi: Fraction | None) -> str | None:
+    """Spellings with exponent of some magnitudes above lo (0 <= lo) and below hi, or None."""
+    ten = Fraction(10)
+    if hi is None and lo == 0:
+        mantissa, exponents = (_ANY_MANTISSA if lo_incl else _NONZERO_MANTISSA), _exponents(None, None)
+    elif hi is None:
+        # d.ddd * 10**e >= 10**e, which must pass the bound
+        e = 0
+        while ten**e < lo:
+            e += 1
+        while ten ** (e - 1) >= lo:
+            e -= 1
+        if not lo_incl and ten**e == lo:
+            e += 1
+        mantissa, exponents = _LEADING_MANTISSA, _exponents(e, None)
+    elif lo == 0 and hi > 0:
+        # d.ddd * 10**e < 10**(e + 1), which must not pass the bound
+        e = 0
+        while ten ** (e + 1) > hi:
+            e -= 1
+        while ten ** (e + 2) <= hi:
+            e += 1
+        mantissa, exponents = (_DIGIT_MANTISSA if lo_incl else _LEADING_MANTISSA), _exponents(None, e)
+    else:
+        return None
+    return None if exponents is None else mantissa + exponents
+
+
+def exponent_regex(lo: Fraction | None, lo_incl: bool, hi: Fraction | None, hi_incl: bool) -> str | None:
+    """Spellings with an exponent of numbers between the bounds: those whose sign and exponent
+    decide the bounds (a sound subset); None if there are none."""
+    parts = []
+    if hi is None or hi > 0:
+        below_zero = lo is None or lo < 0
+        pos = _exponent_magnitude(Fraction(0) if below_zero else lo, below_zero or lo_incl, hi)  # type: ignore[arg-type]
+        if pos is not None:
+            parts.append(pos)
+    if lo is None or lo < 0:
+        zero_in = hi is None or hi > 0 or (hi == 0 and hi_incl)
+        neg = _exponent_magnitude(Fraction(0) if hi is None or hi >= 0 else -hi, zero_in if hi is None or hi >= 0 else hi_incl, None if lo is None else -lo)
+        if neg is not None:
+            parts.append("-" + _wrap(neg))
+    return _alts(parts) if parts else None

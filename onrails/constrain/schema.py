@@ -8,20 +8,36 @@ between its tokens the ``whitespace`` mode applies (as in the built-in grammar).
 The accepted language is exactly the valid instances, narrowed in documented ways that never
 admit an invalid one:
 
-* declared object members come in ``properties`` order (in any order when an object declares
-  at most 5 properties), additional members after the declared ones;
-* numbers under ``minimum``/``maximum``/``multipleOf`` are written without exponent, integers
-  (also ``1.0``) without exponent, and literal values (``enum``/``const``) in their shortest
-  spelling (trailing fraction zeros allowed);
-* strings under ``pattern``, ``format``, ``enum``/``const`` and object keys are written in their
-  canonical JSON spelling (as ``json.dumps(..., ensure_ascii=False)`` writes them); additional
-  (undeclared) keys are written without escapes (so that excluding the declared names' one
-  spelling excludes the names);
+* declared object members come in any order, additional (undeclared) members among them once
+  every required member is written (a run of arbitrary members first might never reach the
+  required ones), with two exceptions: more than 6 required properties come in ``properties``
+  order among themselves, and an object with more than 5 declared properties and a
+  ``minProperties`` above its number of required ones takes its declared members in
+  ``properties`` order, additional members after them;
+* numbers under ``minimum``/``maximum`` take an exponent only where its sign and the exponent
+  alone decide the bounds (``1e-06`` under ``minimum: 0``, ``2.5e+20`` under ``minimum: 1``;
+  one mantissa digit before the point when the range is bounded above, exponents up to 300 in
+  size, and a mantissa of at least 1 where the bound excludes zero, so that a validator
+  parsing doubles never sees the value rounded past a bound); numbers under ``multipleOf`` and
+  integers (also ``1.0``) are written without exponent, and literal values (``enum``/``const``)
+  in their shortest spelling (trailing fraction zeros allowed);
+* strings under ``pattern``, ``format``, ``enum``/``const`` and object keys (declared and
+  additional) are written in their canonical JSON spelling (as ``json.dumps(...,
+  ensure_ascii=False)`` writes them: so that excluding the declared names' one spelling
+  excludes the names from the additional keys);
 * a ``maxLength`` above 128 is enforced as 128 (each counted character costs automaton states);
   ``minLength`` above 1024 raises CompileBudgetError;
 * ``format`` is asserted for date-time, date, time, duration, email, hostname, ipv4, ipv6, uri,
   uri-reference and uuid (each a sound regex, see ``_schema_formats``); other formats are
   annotations (as in draft 2020-12) and listed in ``ignored_formats``.
+
+A text that repeats a key in an object is outside JSON Schema's data model (the specification
+leaves its behaviour undefined). The grammar keeps repeats out for required keys and for the
+declared keys of objects with at most 5 declared properties or in ``properties`` order; other
+optional keys and additional keys may repeat, each occurrence valid on its own and counted as
+a member by ``minProperties``/``maxProperties`` (tracking which were written would cost a state
+per subset; objects with more than 5 declared properties keep ``properties`` order when a
+``minProperties`` above the required count would depend on distinct keys).
 
 What cannot be enforced exactly raises ``SchemaError`` (with the JSON pointer and keyword) in
 strict mode; in lenient mode it is left out and listed in ``unenforced``:
@@ -32,7 +48,8 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
   is anchored and one repeated character class decides the length; lengths a format does not
   decide;
 * ``multipleOf`` other than p/10^k with p dividing a power of ten (7 and 0.3 are refused), or
-  with bounds unless the range holds at most 256 multiples;
+  with bounds unless the range holds at most 256 multiples or the step is 1 (the integral
+  numbers);
 * ``not``, ``if`` and overlapping ``oneOf`` branches whose negation has no grammar (patterns,
   formats, multiples, sets of numbers, non-integer numbers, deep recursion);
 * ``patternProperties`` with several patterns of different schemas, with a pattern that matches

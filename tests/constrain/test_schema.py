@@ -47,13 +47,41 @@ def test_required_properties_must_appear_and_optional_ones_may_be_omitted() -> N
     check(schema, [{"b": "x"}, {"a": 1, "b": "x"}, {"a": 1, "b": "x", "extra": [1]}], [{"a": 1}, {"a": "1", "b": "x"}])
 
 
-def test_few_properties_come_in_any_order_many_in_declared_order() -> None:
+def test_few_properties_come_in_any_order_each_at_most_once() -> None:
     few = {"properties": {"a": {}, "b": {}, "c": {}}, "required": ["a", "c"], "additionalProperties": False}
     check(few, [{"c": 1, "a": 2}, {"b": 0, "c": 1, "a": 2}], [{"a": 1, "a ": 2}, {"c": 1, "b": 2}])
     assert not accepts(few, '{"a":1,"c":2,"a":3}', raw=True)  # no member twice
-    many = {"properties": {k: {} for k in "abcdef"}, "additionalProperties": False}
-    assert accepts(many, {"a": 1, "c": 2, "f": 3})
-    assert not accepts(many, {"c": 2, "a": 1})  # declared order only
+    # additional members may come between and after the declared ones, once the required are in
+    open_few = {"properties": {"a": {"type": "integer"}, "b": {}}, "required": ["a"], "additionalProperties": {"type": "string"}}
+    check(open_few, [{"a": 2, "y": "3", "b": 4}, {"b": 1, "a": 2, "x": "y"}], [{"a": 2, "x": 1}, {"x": "1"}, {"x": "1", "a": 2}])
+
+
+def test_many_properties_come_in_any_order_with_required_ones_exactly_once() -> None:
+    many = {"properties": {k: {"type": "integer"} for k in "abcdefg"}, "required": ["f", "b"], "additionalProperties": False}
+    check(
+        many,
+        [{"f": 1, "b": 2}, {"g": 1, "f": 2, "a": 3, "b": 4}, {"b": 1, "e": 2, "d": 3, "c": 4, "f": 5}],
+        [{"a": 1}, {"g": 1, "b": 2}, {"b": 1, "f": 2, "z": 3}, {"b": 1, "f": 2, "c": "3"}],
+    )
+    assert not accepts(many, '{"b":1,"f":2,"b":3}', raw=True)  # a required member once only
+    assert accepts(many, '{"a":1,"b":2,"a":3,"f":4}', raw=True)  # documented: optional ones may repeat
+    open_many = {"properties": {k: {"type": "integer"} for k in "abcdefg"}, "required": ["a"], "additionalProperties": {"type": "string"}}
+    check(open_many, [{"g": 1, "a": 2, "y": "t", "c": 3}], [{"a": 2, "z": 1}, {"z": "s"}, {"a": 1, "g": "s"}, {"z": "s", "a": 2}])
+
+
+def test_more_than_six_required_properties_keep_their_declared_order_among_themselves() -> None:
+    schema = {"properties": {k: {} for k in "abcdefghij"}, "required": list("abcdefg")}
+    check(
+        schema,
+        [{k: 1 for k in "abcdefg"}, {k: 1 for k in "jabhcdiefg"}, {k: 1 for k in "abcdefgz"}],
+        [{k: 1 for k in "abcdef"}, {k: 1 for k in "bacdefg"}],
+    )
+
+
+def test_min_properties_above_the_required_count_keeps_many_properties_in_declared_order() -> None:
+    schema = {"properties": {k: {} for k in "abcdef"}, "minProperties": 2, "additionalProperties": False}
+    check(schema, [{"a": 1, "c": 2}, {"b": 1, "e": 2, "f": 3}], [{"c": 1, "a": 2}, {"a": 1}])
+    assert not accepts(schema, '{"a":1,"a":2}', raw=True)
 
 
 def test_additional_properties_false_true_and_schema() -> None:
@@ -62,6 +90,28 @@ def test_additional_properties_false_true_and_schema() -> None:
     check({"properties": props, "additionalProperties": {"type": "string"}}, [{"a": 1, "z": "s"}], [{"a": 1, "z": 2}])
     # an additional key may not repeat a declared name, even when its declared value is omitted
     check({"properties": props, "additionalProperties": {"type": "string"}}, [{"aa": "s"}], [{"a": "s"}])
+
+
+def test_additional_keys_are_written_in_their_canonical_spelling_escapes_included() -> None:
+    schema = {"properties": {'a"b': {"type": "string"}}, "additionalProperties": {"type": "integer"}}
+    check(schema, [{"x\\y": 1, "a\nb": 2, 'a"b': "s"}, {"\u0001": 1}], [{'a"b': 1}, {"x\\y": "s"}])
+    assert not accepts(schema, '{"\\u0061":1}', raw=True)  # "a", but not as json.dumps writes it
+
+
+def test_bounded_numbers_take_an_exponent_where_sign_and_exponent_decide_the_bound() -> None:
+    def spellings(schema: Any, good: list[str], bad: list[str]) -> None:
+        for text in good:
+            assert accepts(schema, text, raw=True), f"{text} should be accepted by {schema}"
+        for text in bad:
+            assert not accepts(schema, text, raw=True), f"{text} should be rejected by {schema}"
+
+    spellings({"type": "number", "minimum": 0}, ["1e-06", "2.5e+20", "0E3", "0.5"], ["-1e-06", "-3e0"])
+    spellings({"type": "number", "exclusiveMinimum": 0, "maximum": 1}, ["1e-06", "9.9e-1", "1"], ["0e5", "2e0", "-1e-06"])
+    # a double would round 1e-400 to 0, which fails the bound in validators that parse to doubles
+    spellings({"type": "number", "exclusiveMinimum": 0}, ["1e-300", "12e+300"], ["1e-400", "0.01e-2"])
+    spellings({"type": "number", "minimum": 1}, ["2.5e+20", "1e0", "1.5"], ["1e-06", "9e-1", "-2.5e+20"])
+    spellings({"type": "number", "maximum": -1}, ["-2.5e+20", "-1.5"], ["-1e-06", "2.5e+20"])
+    spellings({"type": "number", "minimum": -0.5, "maximum": 100}, ["1e-06", "-1e-06", "9.5e1"], ["-6e-1", "1e3"])
 
 
 def test_pattern_properties_and_property_names() -> None:
@@ -145,6 +195,10 @@ def test_multiple_of() -> None:
     check({"type": "integer", "multipleOf": 5}, [0, 5, -10, 1005], [3, 12])
     check({"type": "number", "multipleOf": 0.25}, [0.5, 1.75, 3], [0.3, 1.1])
     check({"type": "integer", "multipleOf": 3, "minimum": 0, "maximum": 10}, [0, 3, 9], [1, 12, -3])
+    # multiples of 1 are the integral numbers, so one-sided bounds stay exact
+    check({"type": "number", "multipleOf": 1.0, "minimum": 0}, [0, 3, 3.0, 10**20], [2.5, -1, -1.0])
+    check({"$schema": "http://json-schema.org/draft-04/schema#", "type": "number", "multipleOf": 1, "maximum": 5}, [5.0, -7], [6, 4.5])
+    check({"type": "integer", "multipleOf": 1, "exclusiveMinimum": 2}, [3, 40], [2, 1])
     with pytest.raises(SchemaError) as info:
         schema_to_grammar({"type": "integer", "multipleOf": 7})
     assert info.value.keyword == "multipleOf"
