@@ -18,6 +18,7 @@ from onrails import GrammarCompiler, Matcher
 from onrails.constrain._automaton import DEAD
 from tests.constrain.small_vocab import small_vocabulary
 from tests.constrain.walks import random_walk
+from tests.schemas import REQUIRED_BESIDE_OPTIONAL
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
 _COMPILER = GrammarCompiler(small_vocabulary(), budget_s=20)
@@ -138,23 +139,7 @@ def test_user_grammars_are_exact(name: str) -> None:
 
 def test_required_keys_beside_optional_ones_are_spelled_out() -> None:
     """The case the old bounded beam search missed (it found nothing from the start or '{')."""
-    schema = {
-        "type": "object",
-        "properties": {
-            "user": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "integer"},
-                    "nick": {"type": "string"},
-                    "roles": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                },
-                "required": ["id", "roles"],
-            },
-            "meta": {"type": "object"},
-            "version": {"type": "string"},
-        },
-        "required": ["user", "version"],
-    }
+    schema = REQUIRED_BESIDE_OPTIONAL
     grammar = _COMPILER.compile_json_schema(schema, whitespace="bounded")
     # The two required keys with their shortest values, nothing optional, no whitespace.
     rest = b'"version":"","user":{"roles":[""],"id":0}}'

@@ -16,6 +16,7 @@ import torch
 from onrails.runtime.api import chat_prompt
 from onrails.runtime.generation import SequenceRequest, SequenceResult, generate_sequences, stream_sequences
 from onrails.runtime.sampling import SamplingParams
+from tests.schemas import REQUIRED_BESIDE_OPTIONAL
 
 
 def _prompt(model: Any, text: str) -> list[int]:
@@ -262,23 +263,7 @@ def test_a_schema_with_required_keys_cut_by_max_tokens_still_validates(smollm2_m
     (the old bounded search found no ending here, leaving "length" and unparsable text)."""
     import jsonschema
 
-    schema = {
-        "type": "object",
-        "properties": {
-            "user": {
-                "type": "object",
-                "properties": {
-                    "id": {"type": "integer"},
-                    "nick": {"type": "string"},
-                    "roles": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                },
-                "required": ["id", "roles"],
-            },
-            "meta": {"type": "object"},
-            "version": {"type": "string"},
-        },
-        "required": ["user", "version"],
-    }
+    schema = REQUIRED_BESIDE_OPTIONAL
     grammar = smollm2_model.compiler.compile_json_schema(schema, whitespace="bounded")
     ids = _prompt(smollm2_model, "Describe a user account with lots of metadata as JSON.")
     params = [SamplingParams(temperature=1.0, seed=s, max_tokens=n) for s in range(2) for n in (24, 32)]
