@@ -32,8 +32,10 @@ from onrails.runtime.generation import (
     SequenceResult,
     Timing,
     _eos_row,
+    _left_padded,
     _max_tokens,
     _open_row,
+    _per_token_layers,
     _Sequence,
     _decode_step,
 )
@@ -275,7 +277,7 @@ class _Batch:
 
     def _join(self) -> None:
         """Admit waiting requests: prefill their prompts together, then merge their rows."""
-        if self.rows and not self._mergeable(self.cache):
+        if self.rows and not _per_token_layers(self.cache):
             return  # e.g. sliding-window caches: new requests wait for the batch to drain
         jobs: list[Job] = []
         new_rows: list[_Sequence] = []
@@ -319,13 +321,6 @@ class _Batch:
         self.rows.extend(new_rows)
         self.owners.extend(owners)
 
-    @staticmethod
-    def _mergeable(cache: Any) -> bool:
-        from transformers.cache_utils import DynamicLayer
-
-        # Only plain per-token layers can be padded, stacked and cut on the left exactly.
-        return cache is None or all(type(layer) is DynamicLayer for layer in cache.layers)
-
     def _step(self) -> None:
         self.attention, self.cache = self._pass(self.rows, self.attention, self.cache, first=False)
 
@@ -362,7 +357,7 @@ class _Batch:
         self.attention = self.attention.index_select(0, index)
         used = torch.nonzero(self.attention.any(dim=0))
         start = int(used[0]) if used.numel() else self.attention.shape[1]
-        if start > 0 and self._mergeable(self.cache):
+        if start > 0 and _per_token_layers(self.cache):
             for layer in self.cache.layers:
                 layer.keys = layer.keys[:, :, start:, :]
                 layer.values = layer.values[:, :, start:, :]
@@ -390,16 +385,7 @@ def _merge(cache: Any, attention: torch.Tensor, other: Any, other_attention: tor
     """Append ``other``'s rows to ``cache`` (in place), left-padding the shorter to a common
     length; returns the merged attention mask."""
     width = max(attention.shape[1], other_attention.shape[1])
-
-    def padded(t: torch.Tensor, dim: int) -> torch.Tensor:
-        missing = width - t.shape[dim]
-        if missing == 0:
-            return t
-        shape = list(t.shape)
-        shape[dim] = missing
-        return torch.cat([t.new_zeros(shape), t], dim=dim)
-
     for layer, extra in zip(cache.layers, other.layers):
-        layer.keys = torch.cat([padded(layer.keys, 2), padded(extra.keys, 2)])
-        layer.values = torch.cat([padded(layer.values, 2), padded(extra.values, 2)])
-    return torch.cat([padded(attention, 1), padded(other_attention, 1)])
+        layer.keys = torch.cat([_left_padded(layer.keys, width, 2), _left_padded(extra.keys, width, 2)])
+        layer.values = torch.cat([_left_padded(layer.values, width, 2), _left_padded(extra.values, width, 2)])
+    return torch.cat([_left_padded(attention, width, 1), _left_padded(other_attention, width, 1)])

@@ -12,7 +12,7 @@ from onrails.constrain import BUILTIN_ROOTS, WHITESPACE_MODES
 from onrails.errors import BadRequestError, ContextLengthError, OnRailsError
 from onrails.runtime.generation import SequenceRequest, generate_sequences
 from onrails.runtime.models import Model, load_model
-from onrails.runtime.sampling import SamplingParams
+from onrails.runtime.sampling import REQUEST_FIELDS, SamplingParams
 
 if TYPE_CHECKING:
     from onrails.constrain import CompiledGrammar
@@ -20,20 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Constraint", "generate", "resolve_constraint", "resolve_model"]
 
 #: ``generate`` keyword arguments that become ``SamplingParams`` fields.
-_SAMPLING_FIELDS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "seed",
-    "min_tokens",
-    "max_tokens",
-    "stop",
-    "ensure_parsable",
-)
+_SAMPLING_FIELDS = (*REQUEST_FIELDS, "max_tokens")
 
 
 @dataclass(frozen=True)

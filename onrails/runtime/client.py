@@ -41,7 +41,7 @@ from onrails.runtime.generation import (
     stream_sequences,
 )
 from onrails.runtime.models import Model
-from onrails.runtime.sampling import SamplingParams
+from onrails.runtime.sampling import REQUEST_FIELDS, SamplingParams
 from onrails.runtime.types import (
     ChatCompletion,
     ChatCompletionChoice,
@@ -148,20 +148,7 @@ def _prompt_list(prompt: Any) -> list[Any]:
     raise BadRequestError("must be a string, a list of strings, a list of token ids or a list of those", param="prompt")
 
 
-_SAMPLING_KEYS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "seed",
-    "min_tokens",
-    "stop",
-    "logprobs_mode",
-    "ensure_parsable",
-)
+_SAMPLING_KEYS = (*REQUEST_FIELDS, "logprobs_mode")
 
 
 def _pop_sampling(k: dict[str, Any], *, logprobs: int | None, max_tokens: Any) -> SamplingParams:

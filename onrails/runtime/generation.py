@@ -402,8 +402,7 @@ def _prefill(model: "Model", prompts: list[list[int]]) -> tuple[torch.Tensor, to
     reused = [store.lookup(p) for p in distinct]
     attention, cache = _past(reused, model.device)
     logits, attention, cache = _forward(model, [p[n:] for p, (n, _) in zip(distinct, reused)], attention, cache, 1)
-    if all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
-        # Only plain per-token layers hold position j at column j (sliding windows drop some).
+    if _per_token_layers(cache):
         for row, p in enumerate(distinct):
             columns = torch.nonzero(attention[row]).flatten()
             store.store(p, [(layer.keys[row : row + 1, :, columns], layer.values[row : row + 1, :, columns]) for layer in cache.layers])
@@ -413,6 +412,14 @@ def _prefill(model: "Model", prompts: list[list[int]]) -> tuple[torch.Tensor, to
         attention = attention.index_select(0, select)
         logits = logits.index_select(0, select)
     return logits, attention, cache
+
+
+def _per_token_layers(cache: Any) -> bool:
+    """Whether every layer of ``cache`` keeps one column per token (no sliding window), so rows
+    can be padded, stacked, cut on the left and read by position exactly (True when None)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return cache is None or all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def _past(reused: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]], device: torch.device) -> tuple[torch.Tensor | None, Any]:
@@ -428,15 +435,24 @@ def _past(reused: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]], dev
         keys, values = [], []
         for n, layers in reused:
             k, v = layers[i] if n else (k0[:, :, :0], v0[:, :, :0])
-            pad = (0, 0, width - n, 0)  # left-pad the sequence dimension
-            keys.append(torch.nn.functional.pad(k, pad))
-            values.append(torch.nn.functional.pad(v, pad))
+            keys.append(_left_padded(k, width, 2))
+            values.append(_left_padded(v, width, 2))
         cache.update(torch.cat(keys), torch.cat(values), i)
     attention = torch.zeros((len(reused), width), dtype=torch.long, device=device)
     for row, (n, _) in enumerate(reused):
         if n:
             attention[row, width - n :] = 1
     return attention, cache
+
+
+def _left_padded(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``t`` with zeros prepended along ``dim`` up to ``width`` (``t`` itself when already there)."""
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
 def _fill_masks(active: list[_Sequence], bitmask: torch.Tensor, open_words: np.ndarray) -> None:

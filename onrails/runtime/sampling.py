@@ -18,6 +18,21 @@ MAX_TOP_LOGPROBS = 20
 LOGPROBS_MODES = ("raw", "masked")
 #: A logit_bias of this value (or below) bans the token outright, as OpenAI documents.
 BAN_BIAS = -100.0
+#: ``SamplingParams`` fields that a request names as they are; ``max_tokens`` and the logprobs
+#: fields are spelled differently by each endpoint, so each adds its own.
+REQUEST_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "seed",
+    "min_tokens",
+    "stop",
+    "ensure_parsable",
+)
 
 
 def _number(value: Any, param: str, low: float, high: float, *, low_open: bool = False) -> float:
