@@ -394,7 +394,7 @@ class Automaton:
         """
         with self._lock:
             keys, rows = self.state_sources(state)
-            cols = np.unique(byts)
+            cols = np.flatnonzero(np.bincount(byts, minlength=256))
             cols = cols[self.trans[state, cols] == UNKNOWN]
             if not cols.size:
                 return
@@ -409,7 +409,7 @@ class Automaton:
                 # terminal's own DFA states, no grouping needed.
                 stack, terminal = keys[0]
                 targets = rows[0, cols]
-                for d in np.unique(targets[targets != DFA_DEAD]).tolist():
+                for d in set(targets[targets != DFA_DEAD].tolist()):
                     out[targets == d] = self.intern(frozenset([(stack, terminal, d)]))
             elif keys:
                 nxt = rows[:, cols]

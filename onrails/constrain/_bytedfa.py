@@ -11,10 +11,12 @@ from __future__ import annotations
 import _sre
 import functools
 import hashlib
+import itertools
 import json
 import re
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -42,6 +44,9 @@ _SURROGATES = (0xD800, 0xDFFF)
 _LENGTH_LIMITS = (0x7F, 0x7FF, 0xFFFF, _MAX_CODE_POINT)
 
 DEAD = -1
+# Deeper automata key their states by identity (ByteDFA.signature); keys never repeat in a process.
+_SIGNATURE_LEVELS = 32
+_SERIALS = itertools.count()
 _LOOKAROUND = re.compile(r"(?<!\\)\(\?<?[=!]")
 
 
@@ -55,48 +60,67 @@ class ByteDFA:
     table: np.ndarray  # int32 [n_states, 256]
     accepting: np.ndarray  # bool [n_states]
     literal: bytes | None = None  # set when the terminal is one fixed string (state i = i bytes read)
-    _signatures: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
+    _signatures: dict[int, Hashable] = field(default_factory=dict, compare=False, repr=False)
+    _serial: int = field(default_factory=lambda: next(_SERIALS), compare=False, repr=False)
     _flat: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
 
     def flat_table(self) -> np.ndarray:
-        """``table`` flattened to ``[state * 256 + byte]`` (int32), with one extra all-dead
-        state ``n_states`` that DEAD maps to, so whole trie levels step without masking."""
+        """``table`` flattened for ``TokenTrie.level_pass``: entry ``state * 256 + byte`` is the
+        next state times 256 (int32), with one extra all-dead state ``n_states`` that DEAD maps
+        to, so whole trie levels step without masking or multiplying."""
         if not self._flat:
             n = self.n_states
-            table = np.where(self.table >= 0, self.table, n).astype(np.int32)
-            self._flat.append(np.concatenate([table, np.full((1, 256), n, dtype=np.int32)]).ravel())
+            table = np.where(self.table >= 0, self.table, n).astype(np.int32) * 256
+            self._flat.append(np.concatenate([table, np.full((1, 256), n * 256, dtype=np.int32)]).ravel())
         return self._flat[0]
 
-    def signature(self, state: int) -> bytes:
-        """A digest of the automaton as seen from ``state``: equal for states of any DFAs that
-        read the same way from there (up to renumbering), so work keyed by it is shared between
-        terminals (a key string minus some names is, after diverging, any key string)."""
+    def signature(self, state: int) -> Hashable:
+        """A key for what the automaton reads from ``state`` on: equal keys mean equal languages.
+
+        Literals are keyed by the bytes left to read and shallow automata by a digest of their
+        breadth-first renumbering (``digest``), so work keyed by it is shared between terminals
+        (a key string minus some names is, after diverging, any key string). States of deep
+        automata (counted repetitions, hundreds of levels) get a key of their own instead:
+        digesting them would cost more than the work it could share.
+        """
         cached = self._signatures.get(state)
         if cached is None:
-            # Breadth-first numbering, a level at a time: each new state in the order it first
-            # appears in its level's rows read one after the other (byte order within a row).
-            seen = np.zeros(self.n_states, dtype=bool)
-            seen[state] = True
-            frontier = np.array([state], dtype=np.int64)
-            levels = [frontier]
-            while True:
-                targets = self.table[frontier].ravel()
-                targets = targets[targets >= 0]
-                targets = targets[~seen[targets]]
-                if not targets.size:
-                    break
-                found, first = np.unique(targets, return_index=True)
-                frontier = found[np.argsort(first)]
-                seen[frontier] = True
-                levels.append(frontier)
-            queue = np.concatenate(levels)
-            remap = np.full(self.n_states + 1, -1, dtype=np.int32)  # index -1 (DEAD) stays -1
-            remap[queue] = np.arange(len(queue), dtype=np.int32)
-            rows = remap[self.table[queue]]
-            digest = hashlib.blake2b(rows.tobytes(), digest_size=16)
-            digest.update(self.accepting[queue].tobytes())
-            cached = self._signatures[state] = digest.digest()
+            if self.literal is not None:
+                cached = ("literal", self.literal[state:])
+            else:
+                digest = self.digest(state, _SIGNATURE_LEVELS)
+                cached = ("digest", digest) if digest is not None else ("own", self._serial, state)
+            self._signatures[state] = cached
         return cached
+
+    def digest(self, state: int, max_levels: int | None = None) -> bytes | None:
+        """A digest of the automaton as seen from ``state``, equal for states of any DFAs that
+        read the same way from there up to renumbering; None past ``max_levels`` levels."""
+        # Breadth-first numbering, a level at a time: each new state in the order it first
+        # appears in its level's rows read one after the other (byte order within a row).
+        seen = np.zeros(self.n_states, dtype=bool)
+        seen[state] = True
+        frontier = np.array([state], dtype=np.int64)
+        levels = [frontier]
+        while True:
+            targets = self.table[frontier].ravel()
+            targets = targets[targets >= 0]
+            targets = targets[~seen[targets]]
+            if not targets.size:
+                break
+            if max_levels is not None and len(levels) >= max_levels:
+                return None
+            found, first = np.unique(targets, return_index=True)
+            frontier = found[np.argsort(first)]
+            seen[frontier] = True
+            levels.append(frontier)
+        queue = np.concatenate(levels)
+        remap = np.full(self.n_states + 1, -1, dtype=np.int32)  # index -1 (DEAD) stays -1
+        remap[queue] = np.arange(len(queue), dtype=np.int32)
+        rows = remap[self.table[queue]]
+        digest = hashlib.blake2b(rows.tobytes(), digest_size=16)
+        digest.update(self.accepting[queue].tobytes())
+        return digest.digest()
 
     @property
     def n_states(self) -> int:

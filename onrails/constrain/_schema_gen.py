@@ -1058,14 +1058,12 @@ class SchemaConverter:
         max_p: int | None,
         cap: int,
     ) -> str:
-        """Rules for a non-empty member list, one per (state, members written so far capped at
-        ``cap``). ``moves(state)`` gives (member symbol, next state), or (None, next state) to
-        move without writing; ``final(state)`` says whether the list may end there.
+        """A rule for a non-empty member list, with one state per (state, members written so far
+        capped at ``cap``). ``moves(state)`` gives (member symbol, next state), or (None, next
+        state) to move without writing; ``final(state)`` says whether the list may end there.
 
         A member after the first is a rule holding its separator, shared by every state: the
         parser states inside the separator are then shared too."""
-        names: dict[tuple[Any, int], str] = {}
-        pending: list[tuple[Any, int]] = []
         separated: dict[str, str] = {}
 
         def after_sep(sym: str) -> str:
@@ -1074,26 +1072,58 @@ class SchemaConverter:
                 self._define(separated[sym], [self._sep(True) + [sym]])
             return separated[sym]
 
-        def rule(key: Any, c: int) -> str:
-            c = min(c, cap)
-            if (key, c) not in names:
-                names[(key, c)] = self._rule()
-                pending.append((key, c))
-            return names[(key, c)]
-
-        first = rule(start, 0)
-        while pending:
-            key, c = pending.pop()
-            alts: list[list[str]] = []
-            if c and c >= min_p and final(key):
-                alts.append([])
+        def edges(state: tuple[Any, int]) -> list[tuple[list[str], tuple[Any, int]]]:
+            key, c = state
+            out: list[tuple[list[str], tuple[Any, int]]] = []
             for sym, nxt in moves(key):
                 if sym is None:
-                    alts.append([rule(nxt, c)])
+                    out.append(([], (nxt, c)))
                 elif max_p is None or c < max_p:
-                    alts.append([after_sep(sym) if c else sym, rule(nxt, c + 1)])
-            self._define(names[(key, c)], alts)
-        return first
+                    out.append(([after_sep(sym) if c else sym], (nxt, min(c + 1, cap))))
+            return out
+
+        return self._left_linear((start, 0), edges, lambda state: 0 < state[1] >= min_p and final(state[0]))
+
+    def _left_linear(
+        self,
+        start: Any,
+        edges: Callable[[Any], list[tuple[list[str], Any]]],
+        accepting: Callable[[Any], bool],
+    ) -> str:
+        """A rule for the non-empty symbol strings a finite machine reads from ``start`` to an
+        accepting state. ``edges(state)`` gives (symbols, next state); edges without symbols
+        form no cycle, and an edge with symbols never leads back to a state reached by reading
+        nothing (the machines here count what they read).
+
+        Written left-recursively, one rule per state for "read up to here": the parser stack
+        then stays one entry deep however long the list is. Right-recursive lists grow it by an
+        entry per item, and every item would be a new nesting context for the mask caches. States
+        reached by reading nothing get no rule (an empty rule first would make every symbol that
+        can start the list a look-ahead of its own reduction, splitting the reduce classes)."""
+        empty = {start}
+        names: dict[Any, str] = {}
+        incoming: dict[Any, list[list[str]]] = {}
+        pending = [start]
+        while pending:
+            state = pending.pop()
+            for symbols, nxt in edges(state):
+                if state in empty and not symbols:
+                    if nxt not in empty:
+                        empty.add(nxt)
+                        pending.append(nxt)
+                    continue
+                if nxt in empty:
+                    raise AssertionError("a list machine returned to a state reached by reading nothing")
+                if nxt not in names:
+                    names[nxt] = self._rule()
+                    incoming[nxt] = []
+                    pending.append(nxt)
+                incoming[nxt].append(symbols if state in empty else [names[state], *symbols])
+        for state, name in names.items():
+            self._define(name, incoming[state])
+        whole = self._rule()
+        self._define(whole, [[name] for state, name in names.items() if accepting(state)])
+        return whole
 
     def _members_any_order(
         self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
@@ -1268,39 +1298,30 @@ class SchemaConverter:
         def item_schema(p: int) -> Any:
             return prefix[p] if p < len(prefix) else items
 
-        names: dict[tuple[int, int], str] = {}
-        pending: list[tuple[int, int]] = []
-
-        def state(p: int, c: int) -> str:
-            p, c = min(p, pos_cap), min(c, c_cap)
-            if (p, c) not in names:
-                names[(p, c)] = self._rule()
-                pending.append((p, c))
-            return names[(p, c)]
-
-        start = state(0, 0)
-        while pending:
-            p, c = pending.pop()
-            alts: list[list[str]] = []
+        def edges(state: tuple[int, int]) -> list[tuple[list[str], tuple[int, int]]]:
+            p, c = state
+            if max_i is not None and p >= max_i:
+                return []
+            out: list[tuple[list[str], tuple[int, int]]] = []
             sep = self._sep(p > 0)
-            if p and p >= min_i and c >= min_c:
-                alts.append([])
-            if max_i is None or p < max_i:
-                here = f"{pointer}/prefixItems/{p}" if p < len(prefix) else f"{pointer}/items"
-                base = item_schema(p)
-                if contains is None:
-                    sym = self.symbol(base, here)
-                    if sym:
-                        alts.append(sep + [sym, state(p + 1, c)])
-                else:
-                    hit = self.symbol(self._combine(base, contains), here)
-                    if hit and (max_c is None or c < int(max_c)):
-                        alts.append(sep + [hit, state(p + 1, c + 1)])
-                    miss_schema = self._combine(base, negated) if use_negation else base
-                    miss = self.symbol(miss_schema, here)
-                    if miss:
-                        alts.append(sep + [miss, state(p + 1, c)])
-            self._define(names[(p, c)], alts)
+            after = min(p + 1, pos_cap)
+            here = f"{pointer}/prefixItems/{p}" if p < len(prefix) else f"{pointer}/items"
+            base = item_schema(p)
+            if contains is None:
+                sym = self.symbol(base, here)
+                if sym:
+                    out.append((sep + [sym], (after, c)))
+            else:
+                hit = self.symbol(self._combine(base, contains), here)
+                if hit and (max_c is None or c < int(max_c)):
+                    out.append((sep + [hit], (after, min(c + 1, c_cap))))
+                miss_schema = self._combine(base, negated) if use_negation else base
+                miss = self.symbol(miss_schema, here)
+                if miss:
+                    out.append((sep + [miss], (after, c)))
+            return out
+
+        start = self._left_linear((0, 0), edges, lambda state: 0 < state[0] >= min_i and state[1] >= min_c)
         arr = self._rule()
         alts = [self._seq('"["', start, '"]"')]
         if min_i == 0 and min_c == 0:
@@ -1320,10 +1341,11 @@ class SchemaConverter:
             self.rules[value] = [[obj], [arr], [string], [number], ['"true"'], ['"false"'], ['"null"']]
             self.rules[member] = [self._seq(string, '":"', value)]
             more_o, more_a = f"{p}members", f"{p}elements"
-            # each further member brings its own leading separator: no whitespace is ambiguous
-            self.rules[more_o] = [[], self._sep(True) + [member, more_o]]
+            # each further member brings its own leading separator: no whitespace is ambiguous;
+            # left-recursive lists keep the parser stack flat however long they are
+            self.rules[more_o] = [[], [more_o, *self._sep(True), member]]
             self.rules[obj] = [self._seq('"{"', '"}"'), self._seq('"{"', member) + [more_o] + self._closing('"}"')]
-            self.rules[more_a] = [[], self._sep(True) + [value, more_a]]
+            self.rules[more_a] = [[], [more_a, *self._sep(True), value]]
             self.rules[arr] = [self._seq('"["', '"]"'), self._seq('"["', value) + [more_a] + self._closing('"]"')]
         return self._any
 

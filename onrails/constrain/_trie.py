@@ -83,19 +83,19 @@ class TokenTrie:
         # For walks that step every node of a level at once (see ``level_pass``).
         self._parent32 = np.maximum(self.node_parent, 0).astype(np.int32)
         self._byte32 = self.node_byte.astype(np.int32)
-        self.content_ids = ids_sorted
-        self.content_nodes = token_node.astype(np.int32)
+        # Per token id, the node its bytes end at (``n_nodes`` for ids without content, a slot
+        # ``level_pass`` keeps dead), and the nodes other than the root that have children.
+        self.node_of_id = np.full(len(token_bytes), total, dtype=np.int64)
+        self.node_of_id[ids_sorted] = token_node
+        self.inner_nodes = np.flatnonzero(self.child_count[1:] > 0) + 1
 
     def children(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """All children of ``nodes`` and, for each child, the index of its parent in ``nodes``."""
+        """All children of ``nodes``, grouped by parent in order, and each parent's count."""
         counts = self.child_count[nodes]
-        total = int(counts.sum())
-        if total == 0:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        which = np.repeat(np.arange(nodes.size), counts)
-        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        return self.child_start[nodes][which] + offsets, which
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if ends.size else 0
+        # Child k of the run is child_start[parent] + (k - the run's first index).
+        return np.arange(total) + np.repeat(self.child_start[nodes] - (ends - counts), counts), counts
 
     def path(self, data: bytes) -> np.ndarray:
         """The nodes spelling ``data`` from the root, as far as the trie goes (root excluded)."""
@@ -125,20 +125,23 @@ class TokenTrie:
         return self.token_ids_by_node[np.repeat(self.node_token_start[nodes], counts) + offsets]
 
     def level_pass(self, flat_table: np.ndarray, dead: int, start: int) -> np.ndarray:
-        """The automaton state at every node after reading its bytes from ``start`` (``dead``
-        where it died), for a ``flat_table[state * 256 + byte]`` that maps ``dead`` to itself.
+        """The automaton state times 256 at every node after reading its bytes from ``start``
+        (``dead * 256`` where it died), for a ``flat_table[state * 256 + byte]`` holding the
+        next state times 256 that maps ``dead`` to itself; one more entry, always dead, for the
+        ``node_of_id`` of ids without content.
 
         Each level is one gather over a contiguous slice. Where most of the trie stays alive (a
         string's content) this is far cheaper than expanding children level by level; it stops
         at the first level where nothing is alive.
         """
-        states = np.full(self.n_nodes, dead, dtype=np.int32)
-        states[0] = start
+        dead *= 256
+        states = np.full(self.n_nodes + 1, dead, dtype=np.int32)
+        states[0] = start * 256
         bounds = self.level_start
         parent, byte = self._parent32, self._byte32
         for depth in range(1, bounds.size - 1):
             a, b = int(bounds[depth]), int(bounds[depth + 1])
-            level = flat_table[states[parent[a:b]] * 256 + byte[a:b]]
+            level = flat_table[states[parent[a:b]] + byte[a:b]]
             states[a:b] = level
             if not (level != dead).any():
                 break

@@ -196,21 +196,19 @@ class CompiledGrammar:
         return allowed
 
     def _pure_part(self, terminal: int, dfa_state: int) -> _Pure:
-        key = self._dfas[terminal].signature(dfa_state)
+        dfa = self._dfas[terminal]
+        key = dfa.signature(dfa_state)
         pure = self._shared.pure.lookup(key)
-        literal = self._dfas[terminal].literal
-        if pure is None and literal is not None:
-            pure = self._shared.pure.keep(key, self._literal_pure(literal[dfa_state:]))
+        if pure is None and dfa.literal is not None:
+            pure = self._shared.pure.keep(key, self._literal_pure(dfa.literal[dfa_state:]))
         if pure is None:
-            dfa = self._dfas[terminal]
             trie = self._trie
             states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
-            alive = np.append(np.ones(dfa.n_states, dtype=bool), False)[states]
-            allowed = np.zeros(self._words * 32, dtype=bool)
-            allowed[trie.content_ids] = alive[trie.content_nodes]
-            ends = np.append(dfa.accepting, False)[states] & (trie.child_count > 0)
-            ends[0] = False  # ending before any byte is the caller's case (the boundary's mask)
-            pure = _Pure(stay=_pack(allowed), exits=np.flatnonzero(ends))
+            stay = _pack(states[trie.node_of_id] != dfa.n_states * 256)
+            # Ending before any byte (the root) is the caller's case: the boundary's own mask.
+            inner = trie.inner_nodes
+            exits = inner[np.append(dfa.accepting, False)[states[inner] >> 8]]
+            pure = _Pure(stay=stay, exits=exits)
             pure = self._shared.pure.keep(key, pure)
         assert isinstance(pure, _Pure)
         return pure
@@ -390,12 +388,13 @@ class _Generation:
         """
         automaton = self.automaton
         trie = self._trie
+        child_count, node_byte = trie.child_count, trie.node_byte
         found = []
         suspensions: list[_Suspension] = []
         while parents.size:
             # Leaves are already counted; only nodes with bytes below need their state's sources
             # (a state left unexpanded costs nothing), and only they can have a walk to resume.
-            inner = trie.child_count[parents] > 0
+            inner = child_count[parents] > 0
             if not inner.all():
                 parents, states = parents[inner], states[inner]
                 if not parents.size:
@@ -403,20 +402,21 @@ class _Generation:
             # Sources are computed before suspensions are read: computing them is what finds them.
             unknown = ~automaton.sources_known[states]
             if unknown.any():
-                for state in np.unique(states[unknown]).tolist():
+                for state in set(states[unknown].tolist()):
                     automaton.state_sources(state)
-            suspensions += self._suspensions(parents, states)
-            child, which = trie.children(parents)
-            origin = states[which]
-            byts = trie.node_byte[child]
-            nxt = automaton.trans[origin, byts]
+            if automaton.has_suspended[states].any():
+                suspensions += self._suspensions(parents, states)
+            child, counts = trie.children(parents)
+            index = np.repeat(states * 256, counts) + node_byte[child]
+            nxt = automaton.trans.ravel()[index]
             todo = nxt == UNKNOWN
             if todo.any():
                 # Only the bytes present below these nodes: most states of a walk need a few.
-                origin_todo, byts_todo = origin[todo], byts[todo]
-                for state in np.unique(origin_todo).tolist():
-                    automaton.fill_bytes(state, byts_todo[origin_todo == state])
-                nxt = automaton.trans[origin, byts]
+                index_todo = index[todo]
+                origin_todo = index_todo >> 8
+                for state in set(origin_todo.tolist()):
+                    automaton.fill_bytes(state, index_todo[origin_todo == state] & 255)
+                nxt = automaton.trans.ravel()[index]
             live = nxt != DEAD
             parents, states = child[live], nxt[live].astype(np.int64)
             found.append(parents)
@@ -424,14 +424,9 @@ class _Generation:
         return tokens, suspensions
 
     def _suspensions(self, nodes: np.ndarray, states: np.ndarray) -> list[_Suspension]:
-        automaton = self.automaton
-        if not nodes.size:
-            return []
-        hit = automaton.has_suspended[states]
-        if not hit.any():
-            return []
+        hit = self.automaton.has_suspended[states]
         nodes, states = nodes[hit], states[hit]
-        return [(int(state), nodes[states == state]) for state in np.unique(states)]
+        return [(state, nodes[states == state]) for state in sorted(set(states.tolist()))]
 
     def _config_mask(self, config: Config) -> _Parts:
         """Mask parts of one configuration (cached); raises NeedsDeeper for some truncated ones."""

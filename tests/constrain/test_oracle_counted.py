@@ -144,4 +144,24 @@ def test_signatures_number_states_as_a_plain_breadth_first_search() -> None:
     ]:
         dfa = regex_to_byte_dfa(pattern)
         for state in range(dfa.n_states):
-            assert dfa.signature(state) == _signature_by_plain_bfs(dfa, state), (pattern, state)
+            assert dfa.digest(state) == _signature_by_plain_bfs(dfa, state), (pattern, state)
+
+
+def test_signatures_share_work_only_between_states_that_read_alike() -> None:
+    """Pure masks are cached by signature: equal keys must mean equal languages from there."""
+    abc, xbc = regex_to_byte_dfa('"abc"'), regex_to_byte_dfa('"xbc"')
+    assert abc.signature(2) == xbc.signature(2)  # both have 'bc"' left to read
+    assert abc.signature(1) != xbc.signature(1)
+    string = r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt])*"'
+    assert regex_to_byte_dfa(string).signature(1) == regex_to_byte_dfa(string).signature(1)
+    # States deep inside counted automata are keyed by identity: never shared, never confused;
+    # near the end the rest is shallow again and keyed by its digest.
+    deep, same_language = regex_to_byte_dfa("a{0,100}b"), regex_to_byte_dfa("(?:a{0,100})b")
+    assert deep is not same_language and deep.n_states > 100
+    keys = [deep.signature(s) for s in range(deep.n_states)]
+    assert len(set(keys)) == deep.n_states
+    own = {k for k in keys if k[0] == "own"}
+    assert deep.signature(0) in own
+    others = {same_language.signature(s) for s in range(same_language.n_states)}
+    assert own.isdisjoint(others)
+    assert {k for k in keys if k[0] == "digest"} == {k for k in others if k[0] == "digest"}

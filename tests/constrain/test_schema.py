@@ -340,3 +340,30 @@ def test_additional_keys_differ_from_declared_names_exactly_however_many() -> No
     names = [f"name{i}" for i in range(40)] + ["name"]
     schema = {"properties": {n: {"type": "string"} for n in names}, "additionalProperties": {"type": "integer"}}
     check(schema, [{"name": "x"}, {"name ": 1}, {"nam": 1}, {"name40": 1}, {"names": 2}, {"n": 3}], [{"name": 1}, {"name7": 5}])
+
+
+def test_long_lists_keep_the_parser_stack_as_deep_as_a_short_one() -> None:
+    """Lists are left-recursive: item 300 sits in the same parser context as item 3, so masks
+    computed for one serve the other instead of every item being a new nesting level."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "xs": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
+            "any": {},
+            **{k: {"type": "integer"} for k in "abcdefg"},
+        },
+        "required": ["xs"],
+    }
+    compiled = _COMPILER.compile_json_schema(schema, whitespace="compact")
+
+    def depth_after(text: str) -> int:
+        m = Matcher(compiled)
+        assert m.advance_bytes(text.encode())
+        automaton = m._generation.automaton
+        return max(automaton.stack_depth[stack] for stack, _, _ in automaton.configs[m._state])
+
+    items = lambda n: ",".join(["1"] * n)  # noqa: E731
+    assert depth_after('{"xs":[' + items(3)) == depth_after('{"xs":[' + items(300))
+    members = lambda n: ",".join(f'"{k}":1' for k in ("abcdefg" * 50)[:n])  # noqa: E731
+    assert depth_after('{"xs":[1],' + members(3)) == depth_after('{"xs":[1],' + members(300))
+    assert depth_after('{"xs":[1],"any":[' + items(3)) == depth_after('{"xs":[1],"any":[' + items(300))
