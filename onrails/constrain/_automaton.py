@@ -28,7 +28,6 @@ DEAD = 0
 UNKNOWN = -1
 _MAX_GLR_STACKS = 20000
 _SOURCE_CACHE_ENTRIES = 1024
-_FEW_COLUMNS = 8
 
 Config = tuple[int, int, int]
 
@@ -42,6 +41,33 @@ class NeedsDeeper(Exception):
 
 
 OPAQUE = 1  # the bottom of truncated stacks: its LR state is unknown
+
+
+class _Rows:
+    """The DFA rows of a state's ways forward stacked ``[source, byte]``, with the bytes grouped
+    by the DFA states they lead to (computed once, shared by every automaton state whose sources
+    read alike: boundaries allowing the same terminals, say)."""
+
+    def __init__(self, table: np.ndarray, bits: list[int]) -> None:
+        self.table = table
+        self._bits = bits
+        self._grouping: tuple[list[tuple[int, ...]], np.ndarray] | None = None
+
+    def grouping(self) -> tuple[list[tuple[int, ...]], np.ndarray]:
+        """The distinct columns (a DFA state per source) and each byte's column index."""
+        if self._grouping is None:
+            columns = self.table
+            if sum(self._bits) <= 62:
+                # Pack each column into one exact int64 key: far cheaper than a 2-D unique.
+                key = np.zeros(256, dtype=np.int64)
+                for row, width in zip(columns, self._bits):
+                    key = (key << width) | (row.astype(np.int64) + 1)
+                _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+                distinct = columns[:, first].T
+            else:
+                distinct, inverse = np.unique(columns.T, axis=0, return_inverse=True)
+            self._grouping = ([tuple(c) for c in distinct.tolist()], inverse.reshape(-1))
+        return self._grouping
 
 
 class Automaton:
@@ -86,7 +112,8 @@ class Automaton:
         self.sources_known[DEAD] = True
         # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
-        self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], np.ndarray]] = OrderedDict()
+        self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], _Rows]] = OrderedDict()
+        self._rows_cache: OrderedDict[tuple[tuple[int, int], ...], _Rows] = OrderedDict()
         self._dfa_tables = [d.table for d in dfas]
         self._dfa_accepting = [d.accepting for d in dfas]
         # Terminals an LR state has any action on: the only ones that can be allowed there.
@@ -94,6 +121,7 @@ class Automaton:
             tuple(sorted(set(table.shift[i]) | set(table.reduce[i]) - {table.end}))
             for i in range(len(table.shift))
         ]
+        self._shiftable = [frozenset(actions) for actions in table.shift]
         # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
         # reduction closure is computed once per class (schema grammars have one terminal per
         # property name, nearly all in one class).
@@ -240,11 +268,11 @@ class Automaton:
         if cached is None:
             groups = self._candidate_groups[self.stack_state[stack]] if stack > OPAQUE else self._all_groups
             allowed: set[int] = set()
-            shift_table = self.table.shift
+            shiftable, stack_state = self._shiftable, self.stack_state
             for terminals in groups:
                 # A terminal is allowed when some stack of its class's closure shifts it.
                 for node in self._closure(stack, next(iter(terminals))):
-                    allowed.update(t for t in shift_table[self.stack_state[node]] if t in terminals)
+                    allowed.update(shiftable[stack_state[node]].intersection(terminals))
             cached = tuple(sorted(allowed.difference(self.ignored))) + self.ignored
             self._allowed_cache[stack] = cached
         return cached
@@ -305,20 +333,19 @@ class Automaton:
     def boundary_state(self, stacks: tuple[int, ...]) -> int:
         return self.intern(frozenset((s, -1, 0) for s in stacks))
 
-    def _sources(self, config: Config) -> list[tuple[int, int, np.ndarray]]:
-        """Every way a configuration can take one more byte: (stack, terminal, next DFA states)."""
+    def _sources(self, config: Config) -> list[tuple[int, int, int]]:
+        """Every way a configuration can take one more byte: (stack, terminal, DFA state)."""
         stack, t, d = config
-        sources = []
         if t < 0:
             stacks: tuple[int, ...] = (stack,)
+            sources = []
         else:
-            sources.append((stack, t, self._dfa_tables[t][d]))
+            sources = [config]
             if not self._dfa_accepting[t][d]:
                 return sources
             stacks = self.after_terminal(stack, t)
         for s in stacks:
-            for t2 in self.allowed_terminals(s):
-                sources.append((s, t2, self._dfa_tables[t2][0]))
+            sources.extend((s, t2, 0) for t2 in self.allowed_terminals(s))
         return sources
 
     def fill(self, state: int, byte: int) -> int:
@@ -329,29 +356,17 @@ class Automaton:
                 # Advancing only meets real stacks, which never suspend; one byte is cheaper to
                 # follow through each configuration than to gather the state's sources.
                 out = set()
+                tables = self._dfa_tables
                 for config in self.configs[state]:
-                    for stack, t, row in self._sources(config):
-                        d = int(row[byte])
+                    for stack, t, d in self._sources(config):
+                        d = int(tables[t][d, byte])
                         if d != DFA_DEAD:
                             out.add((stack, t, d))
                 nxt = self.intern(frozenset(out))
                 self.trans[state, byte] = nxt
             return nxt
 
-    def _group_columns(self, columns: np.ndarray, terminals: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct columns of ``columns`` (a row per source, of those ``terminals``) and, per
-        column, which one it is."""
-        widths = [self._dfa_bits[t] + 1 for t in terminals]
-        if sum(widths) <= 62:
-            # Pack each column into one exact int64 key: far cheaper than a 2-D unique.
-            key = np.zeros(columns.shape[1], dtype=np.int64)
-            for i, width in enumerate(widths):
-                key = (key << width) | (columns[i].astype(np.int64) + 1)
-            _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-            return columns[:, first].T, inverse
-        return np.unique(columns.T, axis=0, return_inverse=True)
-
-    def state_sources(self, state: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    def state_sources(self, state: int) -> tuple[list[tuple[int, int]], _Rows]:
         """Every way ``state`` can take one more byte: (stack, terminal) per source and their DFA
         rows stacked ``[source, byte]``.
 
@@ -374,16 +389,35 @@ class Automaton:
                 self.suspended[state] = frozenset(suspended)
                 self.has_suspended[state] = True
             self.sources_known[state] = True
-            rows = np.stack([src[2] for src in sources]) if sources else np.full((0, 256), DFA_DEAD, np.int32)
-            cached = ([(stack, t) for stack, t, _ in sources], rows)
+            cached = ([(stack, t) for stack, t, _ in sources], self._rows([(t, d) for _, t, d in sources]))
             self._source_cache[state] = cached
             if len(self._source_cache) > _SOURCE_CACHE_ENTRIES:
                 self._source_cache.popitem(last=False)
             return cached
 
+    def _rows(self, keys: list[tuple[int, int]]) -> _Rows:
+        """The DFA rows of (terminal, DFA state) pairs, cached by the pairs."""
+        key = tuple(keys)
+        rows = self._rows_cache.get(key)
+        if rows is None:
+            if len(keys) == 1:
+                t, d = keys[0]
+                table = self._dfa_tables[t][d : d + 1]
+            elif keys:
+                table = np.stack([self._dfa_tables[t][d] for t, d in keys])
+            else:
+                table = np.full((0, 256), DFA_DEAD, np.int32)
+            rows = _Rows(table, [self._dfa_bits[t] + 1 for t, _ in keys])
+            self._rows_cache[key] = rows
+            if len(self._rows_cache) > _SOURCE_CACHE_ENTRIES:
+                self._rows_cache.popitem(last=False)
+        else:
+            self._rows_cache.move_to_end(key)
+        return rows
+
     def source_bytes(self) -> int:
-        """Bytes held by the cache of recently used states' sources."""
-        return sum(rows.nbytes for _, rows in list(self._source_cache.values()))
+        """Bytes held by the DFA rows stacked for recently used states' sources."""
+        return sum(rows.table.nbytes for rows in list(self._rows_cache.values()))
 
     def fill_bytes(self, state: int, byts: np.ndarray) -> None:
         """Compute and memoise the transitions of ``state`` on ``byts`` (mask walks need only the
@@ -398,34 +432,24 @@ class Automaton:
             cols = cols[self.trans[state, cols] == UNKNOWN]
             if not cols.size:
                 return
-            if cols.size <= _FEW_COLUMNS:
-                # Grouping costs more than interning a few columns directly (equal ones intern
-                # to the same state anyway, no live source to DEAD).
-                self.trans[state, cols] = [self._intern_column(keys, rows[:, c]) for c in cols.tolist()]
-                return
-            out = np.full(cols.size, DEAD, dtype=np.int32)
             if len(keys) == 1:
                 # One way forward (inside a key, a keyword, a number): successors are the
-                # terminal's own DFA states, no grouping needed.
+                # terminal's own DFA states.
                 stack, terminal = keys[0]
-                targets = rows[0, cols]
-                for d in set(targets[targets != DFA_DEAD].tolist()):
-                    out[targets == d] = self.intern(frozenset([(stack, terminal, d)]))
-            elif keys:
-                nxt = rows[:, cols]
-                live = np.flatnonzero((nxt != DFA_DEAD).any(axis=0))
-                if live.size:
-                    signatures, inverse = self._group_columns(nxt[:, live], [t for _, t in keys])
-                    out[live] = np.array([self._intern_column(keys, sig) for sig in signatures], dtype=np.int32)[
-                        inverse.reshape(-1)
-                    ]
-            self.trans[state, cols] = out
+                targets = rows.table[0, cols].tolist()
+                successor = {DFA_DEAD: DEAD}
+                for d in set(targets).difference(successor):
+                    successor[d] = self.intern(frozenset([(stack, terminal, d)]))
+                self.trans[state, cols] = [successor[d] for d in targets]
+                return
+            columns, inverse = rows.grouping()
+            which = inverse[cols].tolist()
+            interned = {g: self._intern_column(keys, columns[g]) for g in set(which)}
+            self.trans[state, cols] = [interned[g] for g in which]
 
-    def _intern_column(self, keys: list[tuple[int, int]], column: np.ndarray) -> int:
+    def _intern_column(self, keys: list[tuple[int, int]], column: tuple[int, ...]) -> int:
         """The state of the sources' configurations at the DFA states ``column`` (one per source)."""
-        return self.intern(
-            frozenset((keys[i][0], keys[i][1], d) for i, d in enumerate(column.tolist()) if d != DFA_DEAD)
-        )
+        return self.intern(frozenset((keys[i][0], keys[i][1], d) for i, d in enumerate(column) if d != DFA_DEAD))
 
     def fill_row(self, state: int) -> np.ndarray:
         """Compute and memoise every transition of ``state`` (for searches over whole rows)."""

@@ -51,6 +51,15 @@ _LOOKAROUND = re.compile(r"(?<!\\)\(\?<?[=!]")
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """How a DFA minus some words relates to the DFA it was cut from."""
+
+    base: "ByteDFA"
+    base_state: np.ndarray  # int32 [n_states]: the base state each state shadows
+    in_words: np.ndarray  # bool [n_states]: some word can still be completed from here
+
+
+@dataclass(frozen=True)
 class ByteDFA:
     """A trimmed byte automaton: ``table[state, byte]`` is the next state or ``DEAD``.
 
@@ -60,6 +69,10 @@ class ByteDFA:
     table: np.ndarray  # int32 [n_states, 256]
     accepting: np.ndarray  # bool [n_states]
     literal: bytes | None = None  # set when the terminal is one fixed string (state i = i bytes read)
+    # Set for a DFA minus a few words (``except_words``): the DFA it was cut from and, per state,
+    # the state it shadows there and whether a word can still be completed (where it cannot,
+    # both read alike from there on).
+    shadow: "Shadow | None" = field(default=None, compare=False, repr=False)
     _signatures: dict[int, Hashable] = field(default_factory=dict, compare=False, repr=False)
     _serial: int = field(default_factory=lambda: next(_SERIALS), compare=False, repr=False)
     _flat: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
@@ -186,7 +199,13 @@ def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteD
         rows.append(row)
     table = np.stack(rows)
     accepting = np.array([bool(dfa.accepting[d]) and not (n != free and ends[n]) for d, n in pairs])
-    return _trim(table, accepting, pattern, name)
+    keep = _live(table, accepting, pattern, name)
+    shadow = Shadow(
+        base=dfa,
+        base_state=np.array([pairs[i][0] for i in keep.tolist()], dtype=np.int32),
+        in_words=np.array([pairs[i][1] != free for i in keep.tolist()], dtype=bool),
+    )
+    return _kept(table, accepting, keep, shadow)
 
 
 def _literal(pattern: str) -> bytes | None:
@@ -517,6 +536,11 @@ def regex_to_byte_dfa(
 
 
 def _trim(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> ByteDFA:
+    return _kept(table, accepting, _live(table, accepting, pattern, name))
+
+
+def _live(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> np.ndarray:
+    """The states that can reach acceptance; raises for an empty or nullable language."""
     n = table.shape[0]
     live = accepting.copy()
     changed = True
@@ -535,9 +559,13 @@ def _trim(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> 
             f"terminal matches the empty string ({pattern!r}); make it non-empty and use ? in rules",
             rule=name or None,
         )
-    keep = np.flatnonzero(live)
-    remap = np.full(n, DEAD, dtype=np.int32)
+    return np.flatnonzero(live)
+
+
+def _kept(table: np.ndarray, accepting: np.ndarray, keep: np.ndarray, shadow: Shadow | None = None) -> ByteDFA:
+    """The DFA restricted to the states ``keep``, renumbered in order."""
+    remap = np.full(table.shape[0], DEAD, dtype=np.int32)
     remap[keep] = np.arange(keep.size, dtype=np.int32)
     new = table[keep]
     new = np.where(new >= 0, remap[np.maximum(new, 0)], DEAD).astype(np.int32)
-    return ByteDFA(table=np.ascontiguousarray(new), accepting=accepting[keep].copy())
+    return ByteDFA(table=np.ascontiguousarray(new), accepting=accepting[keep].copy(), shadow=shadow)

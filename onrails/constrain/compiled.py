@@ -26,6 +26,7 @@ from importlib import resources
 import numpy as np
 
 from onrails.constrain._automaton import DEAD, UNKNOWN, Automaton, Config, NeedsDeeper
+from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, regex_to_byte_dfa
 from onrails.constrain._frontend import GrammarSpec, parse_lark
 from onrails.constrain._lr import ParseTable, build_parse_table
@@ -196,11 +197,18 @@ class CompiledGrammar:
         return allowed
 
     def _pure_part(self, terminal: int, dfa_state: int) -> _Pure:
-        dfa = self._dfas[terminal]
+        return self._pure_of(self._dfas[terminal], dfa_state)
+
+    def _pure_of(self, dfa: ByteDFA, dfa_state: int) -> _Pure:
         key = dfa.signature(dfa_state)
         pure = self._shared.pure.lookup(key)
         if pure is None and dfa.literal is not None:
             pure = self._shared.pure.keep(key, self._literal_pure(dfa.literal[dfa_state:]))
+        if pure is None and dfa.shadow is not None:
+            shadow = dfa.shadow
+            base = self._pure_of(shadow.base, int(shadow.base_state[dfa_state]))
+            pure = base if not shadow.in_words[dfa_state] else self._shadow_pure(dfa, dfa_state, base)
+            pure = self._shared.pure.keep(key, pure)
         if pure is None:
             trie = self._trie
             states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
@@ -212,6 +220,50 @@ class CompiledGrammar:
             pure = self._shared.pure.keep(key, pure)
         assert isinstance(pure, _Pure)
         return pure
+
+    def _shadow_pure(self, dfa: ByteDFA, dfa_state: int, base: _Pure) -> _Pure:
+        """The pure part of a DFA-minus-words state from its base state's: only trie paths that
+        can still complete a word read differently, so only they are walked (a few nodes instead
+        of a pass over the whole trie)."""
+        assert dfa.shadow is not None
+        shadow = dfa.shadow
+        trie = self._trie
+        table, base_table = dfa.table, shadow.base.table
+        accepting, base_accepting = dfa.accepting, shadow.base.accepting
+        stay_flip: list[int] = []
+        exit_flip: list[int] = []
+        frontier = [(0, dfa_state, int(shadow.base_state[dfa_state]))]
+        while frontier:
+            deeper = []
+            for node, state, base_state in frontier:
+                start = int(trie.child_start[node])
+                children = range(start, start + int(trie.child_count[node]))
+                row = table[state].tolist() if state >= 0 else None
+                base_row = base_table[base_state].tolist() if base_state >= 0 else None
+                for child, byte in zip(children, trie.node_byte[start : children.stop].tolist()):
+                    nxt = row[byte] if row is not None else DEAD_DFA
+                    base_nxt = base_row[byte] if base_row is not None else DEAD_DFA
+                    if nxt < 0 and base_nxt < 0:
+                        continue
+                    if nxt >= 0 and not shadow.in_words[nxt]:
+                        continue  # no word can be completed any more: both read alike below
+                    if (nxt >= 0) != (base_nxt >= 0):
+                        stay_flip.append(child)
+                    ends = nxt >= 0 and bool(accepting[nxt])
+                    base_ends = base_nxt >= 0 and bool(base_accepting[base_nxt])
+                    if ends != base_ends and trie.child_count[child] > 0:
+                        exit_flip.append(child)
+                    deeper.append((child, nxt, base_nxt))
+            frontier = deeper
+        stay = base.stay
+        if stay_flip:
+            flip = trie.tokens_at(np.array(stay_flip, dtype=np.int64))
+            stay = stay.copy()
+            np.bitwise_xor.at(stay.view(np.uint32), flip >> 5, np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32)))
+        exits = base.exits
+        if exit_flip:
+            exits = np.array(sorted(set(exits.tolist()).symmetric_difference(exit_flip)), dtype=np.int64)
+        return _Pure(stay=stay, exits=exits)
 
     def _literal_pure(self, rest: bytes) -> _Pure:
         """The pure part inside a fixed string: the tokens that are prefixes of what is left of it."""
