@@ -1112,8 +1112,7 @@ class SchemaConverter:
                         empty.add(nxt)
                         pending.append(nxt)
                     continue
-                if nxt in empty:
-                    raise AssertionError("a list machine returned to a state reached by reading nothing")
+                assert nxt not in empty, "a list machine returned to a state reached by reading nothing"
                 if nxt not in names:
                     names[nxt] = self._rule()
                     incoming[nxt] = []

@@ -259,7 +259,8 @@ class CompiledGrammar:
         if stay_flip:
             flip = trie.tokens_at(np.array(stay_flip, dtype=np.int64))
             stay = stay.copy()
-            np.bitwise_xor.at(stay.view(np.uint32), flip >> 5, np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32)))
+            bits = np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32))
+            np.bitwise_xor.at(stay.view(np.uint32), flip >> 5, bits)
         exits = base.exits
         if exit_flip:
             exits = np.array(sorted(set(exits.tolist()).symmetric_difference(exit_flip)), dtype=np.int64)
