@@ -457,8 +457,9 @@ class _Generation:
             if unknown.any():
                 for state in set(states[unknown].tolist()):
                     automaton.state_sources(state)
-            if automaton.has_suspended[states].any():
-                suspensions += self._suspensions(parents, states)
+            hit = automaton.has_suspended[states]
+            if hit.any():
+                suspensions += self._suspensions(parents[hit], states[hit])
             child, counts = trie.children(parents)
             index = np.repeat(states * 256, counts) + node_byte[child]
             nxt = automaton.trans.ravel()[index]
@@ -476,9 +477,9 @@ class _Generation:
         tokens = trie.tokens_at(np.concatenate(found)) if found else np.zeros(0, np.int64)
         return tokens, suspensions
 
-    def _suspensions(self, nodes: np.ndarray, states: np.ndarray) -> list[_Suspension]:
-        hit = self.automaton.has_suspended[states]
-        nodes, states = nodes[hit], states[hit]
+    @staticmethod
+    def _suspensions(nodes: np.ndarray, states: np.ndarray) -> list[_Suspension]:
+        """The nodes met at each suspended state (all of ``states`` are suspended)."""
         return [(state, nodes[states == state]) for state in sorted(set(states.tolist()))]
 
     def _config_mask(self, config: Config) -> _Parts:
