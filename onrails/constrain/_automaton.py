@@ -26,6 +26,9 @@ from onrails.errors import OnRailsError
 
 DEAD = 0
 UNKNOWN = -1
+# ``Automaton.source_status`` of a state: its sources not computed yet, computed, or computed
+# and some configurations suspended (they need the stack below a truncation).
+SOURCES_UNKNOWN, SOURCES_KNOWN, SOURCES_SUSPENDED = 0, 1, 2
 _MAX_GLR_STACKS = 20000
 _SOURCE_CACHE_ENTRIES = 1024
 
@@ -44,30 +47,32 @@ OPAQUE = 1  # the bottom of truncated stacks: its LR state is unknown
 
 
 class _Rows:
-    """The DFA rows of a state's ways forward stacked ``[source, byte]``, with the bytes grouped
-    by the DFA states they lead to (computed once, shared by every automaton state whose sources
-    read alike: boundaries allowing the same terminals, say)."""
+    """The DFA rows of a state's ways forward stacked ``[source, byte]``, with a key per byte
+    that is equal for bytes leading to the same DFA states (computed once, shared by every
+    automaton state whose sources read alike: boundaries allowing the same terminals, say)."""
 
     def __init__(self, table: np.ndarray, bits: list[int]) -> None:
         self.table = table
         self._bits = bits
-        self._grouping: tuple[list[tuple[int, ...]], np.ndarray] | None = None
+        self._keys: list[int] | list[tuple[int, ...]] | None = None
 
-    def grouping(self) -> tuple[list[tuple[int, ...]], np.ndarray]:
-        """The distinct columns (a DFA state per source) and each byte's column index."""
-        if self._grouping is None:
-            columns = self.table
-            if sum(self._bits) <= 62:
-                # Pack each column into one exact int64 key: far cheaper than a 2-D unique.
-                key = np.zeros(256, dtype=np.int64)
-                for row, width in zip(columns, self._bits):
-                    key = (key << width) | (row.astype(np.int64) + 1)
-                _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-                distinct = columns[:, first].T
-            else:
-                distinct, inverse = np.unique(columns.T, axis=0, return_inverse=True)
-            self._grouping = ([tuple(c) for c in distinct.tolist()], inverse.reshape(-1))
-        return self._grouping
+    def column_keys(self) -> "list[int] | list[tuple[int, ...]]":
+        """Per byte, a key for its column (the DFA state each source goes to)."""
+        if self._keys is None:
+            # Columns packed into exact int64s, a few sources per int: no sorting, and a walk
+            # that needs a few bytes only looks at those.
+            packed: list[list[int]] = []
+            key = np.zeros(256, dtype=np.int64)
+            used = 0
+            for row, width in zip(self.table, self._bits):
+                if used + width > 62:
+                    packed.append(key.tolist())
+                    key, used = np.zeros(256, dtype=np.int64), 0
+                key = (key << width) | (row.astype(np.int64) + 1)
+                used += width
+            packed.append(key.tolist())
+            self._keys = packed[0] if len(packed) == 1 else list(zip(*packed))
+        return self._keys
 
 
 class Automaton:
@@ -104,12 +109,10 @@ class Automaton:
         # Configurations of a truncated state whose next byte needs the stack below the cut;
         # they are left out of the state's row and resumed on the real stack by the mask code.
         self.suspended: dict[int, frozenset[Config]] = {}
-        self.has_suspended = np.zeros(64, dtype=bool)
+        self.source_status = np.full(64, SOURCES_UNKNOWN, dtype=np.int8)
+        self.source_status[DEAD] = SOURCES_KNOWN
         self._row_done = np.zeros(64, dtype=bool)
         self._row_done[DEAD] = True
-        # Whether a state's suspended configurations are known (its sources were computed once).
-        self.sources_known = np.zeros(64, dtype=bool)
-        self.sources_known[DEAD] = True
         # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
         self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], _Rows]] = OrderedDict()
@@ -294,18 +297,17 @@ class Automaton:
                 if sid is None:
                     sid = len(self.configs)
                     if sid >= self.trans.shape[0]:
-                        grown = np.full((self.trans.shape[0] * 3 // 2, 256), UNKNOWN, dtype=np.int32)
+                        # Doubling: each growth copies the whole table, a pause in some mask.
+                        grown = np.empty((self.trans.shape[0] * 2, 256), dtype=np.int32)
                         grown[: self.trans.shape[0]] = self.trans
+                        grown[self.trans.shape[0] :] = UNKNOWN
                         self.trans = grown
-                        suspended = np.zeros(grown.shape[0], dtype=bool)
-                        suspended[: self.has_suspended.size] = self.has_suspended
-                        self.has_suspended = suspended
+                        status = np.full(grown.shape[0], SOURCES_UNKNOWN, dtype=np.int8)
+                        status[: self.source_status.size] = self.source_status
+                        self.source_status = status
                         done = np.zeros(grown.shape[0], dtype=bool)
                         done[: self._row_done.size] = self._row_done
                         self._row_done = done
-                        known = np.zeros(grown.shape[0], dtype=bool)
-                        known[: self.sources_known.size] = self.sources_known
-                        self.sources_known = known
                     self.configs.append(configs)
                     self._accepting.append(None)
                     self._state_ids[configs] = sid
@@ -387,8 +389,7 @@ class Automaton:
                     suspended.append(config)
             if suspended:
                 self.suspended[state] = frozenset(suspended)
-                self.has_suspended[state] = True
-            self.sources_known[state] = True
+            self.source_status[state] = SOURCES_SUSPENDED if suspended else SOURCES_KNOWN
             cached = ([(stack, t) for stack, t, _ in sources], self._rows([(t, d) for _, t, d in sources]))
             self._source_cache[state] = cached
             if len(self._source_cache) > _SOURCE_CACHE_ENTRIES:
@@ -442,12 +443,18 @@ class Automaton:
                     successor[d] = self.intern(frozenset([(stack, terminal, d)]))
                 self.trans[state, cols] = [successor[d] for d in targets]
                 return
-            columns, inverse = rows.grouping()
-            which = inverse[cols].tolist()
-            interned = {g: self._intern_column(keys, columns[g]) for g in set(which)}
-            self.trans[state, cols] = [interned[g] for g in which]
+            column_keys, table = rows.column_keys(), rows.table
+            interned: dict[object, int] = {}
+            found = []
+            for col in cols.tolist():
+                key = column_keys[col]
+                target = interned.get(key)
+                if target is None:
+                    target = interned[key] = self._intern_column(keys, table[:, col].tolist())
+                found.append(target)
+            self.trans[state, cols] = found
 
-    def _intern_column(self, keys: list[tuple[int, int]], column: tuple[int, ...]) -> int:
+    def _intern_column(self, keys: list[tuple[int, int]], column: list[int]) -> int:
         """The state of the sources' configurations at the DFA states ``column`` (one per source)."""
         return self.intern(frozenset((keys[i][0], keys[i][1], d) for i, d in enumerate(column) if d != DFA_DEAD))
 

@@ -74,6 +74,7 @@ class ByteDFA:
     # both read alike from there on).
     shadow: "Shadow | None" = field(default=None, compare=False, repr=False)
     _signatures: dict[int, Hashable] = field(default_factory=dict, compare=False, repr=False)
+    _successors: dict[int, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     _serial: int = field(default_factory=lambda: next(_SERIALS), compare=False, repr=False)
     _flat: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
 
@@ -91,8 +92,8 @@ class ByteDFA:
         """A key for what the automaton reads from ``state`` on: equal keys mean equal languages.
 
         Literals are keyed by the bytes left to read and shallow automata by a digest of their
-        breadth-first renumbering (``digest``), so work keyed by it is shared between terminals
-        (a key string minus some names is, after diverging, any key string). States of deep
+        breadth-first renumbering (``digest``), so work keyed by it is shared between terminals;
+        a key string minus some names is, once no name can be completed, keyed as any key string. States of deep
         automata (counted repetitions, hundreds of levels) get a key of their own instead:
         digesting them would cost more than the work it could share.
         """
@@ -100,6 +101,9 @@ class ByteDFA:
         if cached is None:
             if self.literal is not None:
                 cached = ("literal", self.literal[state:])
+            elif self.shadow is not None and not self.shadow.in_words[state]:
+                # No word can be completed any more: it reads like the state it shadows.
+                cached = self.shadow.base.signature(int(self.shadow.base_state[state]))
             else:
                 digest = self.digest(state, _SIGNATURE_LEVELS)
                 cached = ("digest", digest) if digest is not None else ("own", self._serial, state)
@@ -109,25 +113,24 @@ class ByteDFA:
     def digest(self, state: int, max_levels: int | None = None) -> bytes | None:
         """A digest of the automaton as seen from ``state``, equal for states of any DFAs that
         read the same way from there up to renumbering; None past ``max_levels`` levels."""
-        # Breadth-first numbering, a level at a time: each new state in the order it first
-        # appears in its level's rows read one after the other (byte order within a row).
-        seen = np.zeros(self.n_states, dtype=bool)
-        seen[state] = True
-        frontier = np.array([state], dtype=np.int64)
-        levels = [frontier]
-        while True:
-            targets = self.table[frontier].ravel()
-            targets = targets[targets >= 0]
-            targets = targets[~seen[targets]]
-            if not targets.size:
-                break
-            if max_levels is not None and len(levels) >= max_levels:
-                return None
-            found, first = np.unique(targets, return_index=True)
-            frontier = found[np.argsort(first)]
-            seen[frontier] = True
-            levels.append(frontier)
-        queue = np.concatenate(levels)
+        # States numbered breadth-first, each state's successors in the order of the first
+        # byte leading to them. Successor lists are kept: the states of one automaton are
+        # digested one after another as a walk meets them, and their searches overlap.
+        successors = self._successors
+        order = [state]
+        depth = {state: 0}
+        for current in order:
+            nxt = successors.get(current)
+            if nxt is None:
+                nxt = successors[current] = tuple(t for t in dict.fromkeys(self.table[current].tolist()) if t >= 0)
+            level = depth[current] + 1
+            for target in nxt:
+                if target not in depth:
+                    if max_levels is not None and level >= max_levels:
+                        return None
+                    depth[target] = level
+                    order.append(target)
+        queue = np.array(order, dtype=np.int64)
         remap = np.full(self.n_states + 1, -1, dtype=np.int32)  # index -1 (DEAD) stays -1
         remap[queue] = np.arange(len(queue), dtype=np.int32)
         rows = remap[self.table[queue]]

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# A level is stepped child by child while the live nodes' children are under 1/8 of it.
+_SPARSE_SHARE = 8
+
 
 class TokenTrie:
     """Flat trie over the content tokens of a vocabulary. Node 0 is the root (empty prefix)."""
@@ -82,16 +85,18 @@ class TokenTrie:
         self.max_len = max_len
         # For walks that step every node of a level at once (see ``level_pass``).
         self._parent32 = np.maximum(self.node_parent, 0).astype(np.int32)
-        self._byte32 = self.node_byte.astype(np.int32)
+        self.byte32 = self.node_byte.astype(np.int32)
         # Per token id, the node its bytes end at (``n_nodes`` for ids without content, a slot
         # ``level_pass`` keeps dead), and the nodes other than the root that have children.
         self.node_of_id = np.full(len(token_bytes), total, dtype=np.int64)
         self.node_of_id[ids_sorted] = token_node
         self.inner_nodes = np.flatnonzero(self.child_count[1:] > 0) + 1
 
-    def children(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """All children of ``nodes``, grouped by parent in order, and each parent's count."""
-        counts = self.child_count[nodes]
+    def children(self, nodes: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All children of ``nodes``, grouped by parent in order, and each parent's count
+        (``counts``, when given, is ``child_count[nodes]`` already gathered)."""
+        if counts is None:
+            counts = self.child_count[nodes]
         ends = np.cumsum(counts)
         total = int(ends[-1]) if ends.size else 0
         # Child k of the run is child_start[parent] + (k - the run's first index).
@@ -124,25 +129,49 @@ class TokenTrie:
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         return self.token_ids_by_node[np.repeat(self.node_token_start[nodes], counts) + offsets]
 
-    def level_pass(self, flat_table: np.ndarray, dead: int, start: int) -> np.ndarray:
-        """The automaton state times 256 at every node after reading its bytes from ``start``
-        (``dead * 256`` where it died), for a ``flat_table[state * 256 + byte]`` holding the
-        next state times 256 that maps ``dead`` to itself; one more entry, always dead, for the
-        ``node_of_id`` of ids without content.
+    def level_pass(self, flat_table: np.ndarray, dead: int, start: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Every trie node's automaton state after reading its bytes from ``start``, for a
+        ``flat_table[state * 256 + byte]`` holding the next state times 256 that maps ``dead``
+        to itself.
 
-        Each level is one gather over a contiguous slice. Where most of the trie stays alive (a
-        string's content) this is far cheaper than expanding children level by level; it stops
-        at the first level where nothing is alive.
+        Returns ``(states, nodes, node_states)``. While few nodes are alive the pass expands
+        children of the live ones only (a pattern's first digits); once a level is mostly alive
+        (a string's content) it steps whole levels, each one gather over a contiguous slice.
+        ``states`` is then every node's state times 256 (``dead * 256`` where it died, one more
+        always dead entry for the ``node_of_id`` of ids without content) and ``nodes`` /
+        ``node_states`` are unused; ``states`` is None when the whole pass stayed sparse, and the
+        live nodes (root excluded) are ``nodes`` with their states times 256.
         """
         dead *= 256
-        states = np.full(self.n_nodes + 1, dead, dtype=np.int32)
-        states[0] = start * 256
         bounds = self.level_start
-        parent, byte = self._parent32, self._byte32
+        nodes = np.zeros(1, dtype=np.int64)
+        node_states = np.array([start * 256], dtype=np.int32)
+        found_nodes: list[np.ndarray] = []
+        found_states: list[np.ndarray] = []
+        states = None
+        parent, byte = self._parent32, self.byte32
         for depth in range(1, bounds.size - 1):
             a, b = int(bounds[depth]), int(bounds[depth + 1])
+            if states is None:
+                if not nodes.size:
+                    break
+                counts = self.child_count[nodes]
+                if depth == 1 or int(counts.sum()) * _SPARSE_SHARE < b - a:
+                    child, counts = self.children(nodes)
+                    level = flat_table[np.repeat(node_states, counts) + byte[child]]
+                    live = level != dead
+                    nodes, node_states = child[live], level[live]
+                    found_nodes.append(nodes)
+                    found_states.append(node_states)
+                    continue
+                states = np.full(self.n_nodes + 1, dead, dtype=np.int32)
+                states[0] = start * 256
+                for n, st in zip(found_nodes, found_states):
+                    states[n] = st
             level = flat_table[states[parent[a:b]] + byte[a:b]]
             states[a:b] = level
             if not (level != dead).any():
                 break
-        return states
+        if states is not None or not found_nodes:
+            return states, nodes[:0], node_states[:0]
+        return None, np.concatenate(found_nodes), np.concatenate(found_states)

@@ -25,7 +25,16 @@ from importlib import resources
 
 import numpy as np
 
-from onrails.constrain._automaton import DEAD, UNKNOWN, Automaton, Config, NeedsDeeper
+from onrails.constrain._automaton import (
+    DEAD,
+    SOURCES_KNOWN,
+    SOURCES_SUSPENDED,
+    SOURCES_UNKNOWN,
+    UNKNOWN,
+    Automaton,
+    Config,
+    NeedsDeeper,
+)
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, regex_to_byte_dfa
 from onrails.constrain._frontend import GrammarSpec, parse_lark
@@ -211,11 +220,16 @@ class CompiledGrammar:
             pure = self._shared.pure.keep(key, pure)
         if pure is None:
             trie = self._trie
-            states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
-            stay = _pack(states[trie.node_of_id] != dfa.n_states * 256)
+            states, nodes, node_states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
             # Ending before any byte (the root) is the caller's case: the boundary's own mask.
-            inner = trie.inner_nodes
-            exits = inner[np.append(dfa.accepting, False)[states[inner] >> 8]]
+            accepting = np.append(dfa.accepting, False)
+            if states is not None:
+                stay = _pack(states[trie.node_of_id] != dfa.n_states * 256)
+                inner = trie.inner_nodes
+                exits = inner[accepting[states[inner] >> 8]]
+            else:
+                stay = _pack(self._bool_of(trie.tokens_at(nodes)))
+                exits = nodes[(trie.child_count[nodes] > 0) & accepting[node_states >> 8]]
             pure = _Pure(stay=stay, exits=exits)
             pure = self._shared.pure.keep(key, pure)
         assert isinstance(pure, _Pure)
@@ -411,6 +425,13 @@ def _compile_spec(spec: GrammarSpec, vocabulary: Vocabulary, deadline: float, sh
     )
 
 
+def _starts(pairs: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Walk starts as (trie nodes, automaton state of each) from (nodes, one state) pairs."""
+    nodes = np.concatenate([n for n, _ in pairs])
+    states = np.repeat(np.array([s for _, s in pairs], dtype=np.int64), [n.size for n, _ in pairs])
+    return nodes, states
+
+
 class _Generation:
     """One lazily built automaton of a compiled grammar, with the mask caches keyed by its states.
 
@@ -441,38 +462,44 @@ class _Generation:
         """
         automaton = self.automaton
         trie = self._trie
-        child_count, node_byte = trie.child_count, trie.node_byte
+        child_count, child_start, byte32 = trie.child_count, trie.child_start, trie.byte32
         found = []
         suspensions: list[_Suspension] = []
         while parents.size:
             # Leaves are already counted; only nodes with bytes below need their state's sources
             # (a state left unexpanded costs nothing), and only they can have a walk to resume.
-            inner = child_count[parents] > 0
+            counts = child_count[parents]
+            inner = counts > 0
             if not inner.all():
-                parents, states = parents[inner], states[inner]
+                parents, states, counts = parents[inner], states[inner], counts[inner]
                 if not parents.size:
                     break
-            # Sources are computed before suspensions are read: computing them is what finds them.
-            unknown = ~automaton.sources_known[states]
-            if unknown.any():
-                for state in set(states[unknown].tolist()):
+            status = automaton.source_status[states]
+            if (status != SOURCES_KNOWN).any():
+                # Sources are computed before suspensions are read: computing them finds them.
+                for state in set(states[status == SOURCES_UNKNOWN].tolist()):
                     automaton.state_sources(state)
-            hit = automaton.has_suspended[states]
-            if hit.any():
-                suspensions += self._suspensions(parents[hit], states[hit])
-            child, counts = trie.children(parents)
-            index = np.repeat(states * 256, counts) + node_byte[child]
+                hit = automaton.source_status[states] == SOURCES_SUSPENDED
+                if hit.any():
+                    suspensions += self._suspensions(parents[hit], states[hit])
+            if parents.size == 1:
+                # One node, as on most levels deep in a walk: its children are one range.
+                first = int(child_start[parents[0]])
+                child = np.arange(first, first + int(counts[0]))
+                index = byte32[first : first + int(counts[0])] + int(states[0]) * 256
+            else:
+                child, counts = trie.children(parents, counts)
+                index = np.repeat(states * 256, counts) + byte32[child]
             nxt = automaton.trans.ravel()[index]
-            todo = nxt == UNKNOWN
-            if todo.any():
+            if (nxt == UNKNOWN).any():
                 # Only the bytes present below these nodes: most states of a walk need a few.
-                index_todo = index[todo]
+                index_todo = index[nxt == UNKNOWN]
                 origin_todo = index_todo >> 8
                 for state in set(origin_todo.tolist()):
                     automaton.fill_bytes(state, index_todo[origin_todo == state] & 255)
                 nxt = automaton.trans.ravel()[index]
             live = nxt != DEAD
-            parents, states = child[live], nxt[live].astype(np.int64)
+            parents, states = child[live], nxt[live]
             found.append(parents)
         tokens = trie.tokens_at(np.concatenate(found)) if found else np.zeros(0, np.int64)
         return tokens, suspensions
@@ -490,44 +517,47 @@ class _Generation:
             return cached
         automaton = self.automaton
         stack, terminal, dfa_state = config
+        words = np.zeros(self.grammar._words, dtype=np.int32)
         suspensions: list[_Suspension] = []
-        if terminal < 0:
-            words = np.zeros(self.grammar._words, dtype=np.int32)
-            for t in automaton.allowed_terminals(stack):
-                sub_words, sub_susp = self._config_mask((stack, t, 0))
-                words |= sub_words
-                suspensions += sub_susp
-        else:
-            pure = self.grammar._pure_part(terminal, dfa_state)
-            words = pure.stay.copy()
-            ends_here = bool(automaton.dfas[terminal].accepting[dfa_state])
-            if pure.exits.size or ends_here:
-                after = automaton.after_terminal(stack, terminal)
-                if after:
-                    boundary = automaton.boundary_state(after)
-                    if ends_here:
-                        for c in automaton.configs[boundary]:
-                            sub_words, sub_susp = self._config_mask(c)
-                            words |= sub_words
-                            suspensions += sub_susp
-                    if pure.exits.size:
-                        starts = np.full(pure.exits.size, boundary, dtype=np.int64)
-                        tokens, walk_susp = self._walk(pure.exits, starts)
-                        suspensions += walk_susp
-                        if tokens.size:
-                            words |= _pack(self.grammar._bool_of(tokens))
+        # Crossing walks of every terminal here go down the trie together: one walk, not one per
+        # terminal (a boundary allows a dozen terminals; each level of a walk has a fixed cost).
+        starts: list[tuple[np.ndarray, int]] = []
+        lexing = [(t, 0) for t in automaton.allowed_terminals(stack)] if terminal < 0 else [(terminal, dfa_state)]
+        for t, d in lexing:
+            pure = self.grammar._pure_part(t, d)
+            words |= pure.stay
+            ends_here = bool(automaton.dfas[t].accepting[d])
+            if not (pure.exits.size or ends_here):
+                continue
+            after = automaton.after_terminal(stack, t)
+            if not after:
+                continue
+            boundary = automaton.boundary_state(after)
+            if ends_here:
+                for c in automaton.configs[boundary]:
+                    sub_words, sub_susp = self._config_mask(c)
+                    words |= sub_words
+                    suspensions += sub_susp
+            if pure.exits.size:
+                starts.append((pure.exits, boundary))
+        if starts:
+            tokens, walk_susp = self._walk(*_starts(starts))
+            suspensions += walk_susp
+            if tokens.size:
+                words |= _pack(self.grammar._bool_of(tokens))
         parts = (words, suspensions)
         self._config_masks[config] = parts
         if len(self._config_masks) > _MASK_CACHE_ENTRIES:
             self._config_masks.popitem(last=False)
         return parts
 
-    def _real_config_mask(self, config: Config) -> np.ndarray:
+    def _real_config_mask(self, config: Config, resumes: list[tuple[np.ndarray, int]]) -> np.ndarray:
         """The mask of ``config``, computed on the top of its stack when that decides it.
 
         Masks of truncated stacks are shared by every stack with the same top, so a new nesting
         context mostly reuses earlier work; tokens whose fate depends on deeper entries are
-        finished on the real stack from where the truncated walk suspended them.
+        finished on the real stack from where the truncated walk suspended them: those walks'
+        starts (trie nodes, real automaton state) are appended to ``resumes`` for the caller.
         """
         automaton = self.automaton
         stack, terminal, dfa_state = config
@@ -542,25 +572,14 @@ class _Generation:
                     self._too_shallow.add(cut)
                 else:
                     if len(suspensions) <= _MAX_SUSPENSIONS or keep * 2 >= depth:
-                        return self._resume(words, suspensions, automaton.below(stack, keep))
+                        base = automaton.below(stack, keep)
+                        for state, nodes in suspensions:
+                            real = frozenset((automaton.rebase(s, base), t, d) for s, t, d in automaton.suspended[state])
+                            resumes.append((nodes, automaton.intern(real)))
+                        return words
             keep *= 2
         words, suspensions = self._config_mask(config)
         assert not suspensions, "real stacks never suspend"
-        return words
-
-    def _resume(self, words: np.ndarray, suspensions: list[_Suspension], base: int) -> np.ndarray:
-        if not suspensions:
-            return words
-        automaton = self.automaton
-        words = words.copy()
-        for state, nodes in suspensions:
-            real = automaton.intern(
-                frozenset((automaton.rebase(s, base), t, d) for s, t, d in automaton.suspended[state])
-            )
-            tokens, more = self._walk(nodes, np.full(nodes.size, real, dtype=np.int64))
-            assert not more, "real stacks never suspend"
-            if tokens.size:
-                words |= _pack(self.grammar._bool_of(tokens))
         return words
 
     def state_mask(self, state: int) -> np.ndarray:
@@ -571,8 +590,14 @@ class _Generation:
         with self._lock:
             configs = self.automaton.configs[state]
             words = np.zeros(self.grammar._words, dtype=np.int32)
+            resumes: list[tuple[np.ndarray, int]] = []
             for config in configs:
-                words |= self._real_config_mask(config)
+                words |= self._real_config_mask(config, resumes)
+            if resumes:
+                tokens, more = self._walk(*_starts(resumes))
+                assert not more, "real stacks never suspend"
+                if tokens.size:
+                    words |= _pack(self.grammar._bool_of(tokens))
             if self.automaton.accepting(state):
                 words |= self.grammar._eos
             words.setflags(write=False)
