@@ -138,7 +138,13 @@ class Automaton:
             for t in range(max(len(dfas), table.end) + 1)
         ]
         self._closure_cache: dict[tuple[int, int], list[int]] = {}
-        self._candidate_groups = [self._group_by_class(c) for c in self._candidates]
+        # Per LR state: the terminals it shifts itself, and the classes of the others it may
+        # allow, those it reduces on (only they need the stack below).
+        self._shifted_here = [self._shiftable[i].intersection(c) for i, c in enumerate(self._candidates)]
+        self._reducing_groups = [
+            tuple(g for g in self._group_by_class(c) if next(iter(g)) in table.reduce[i])
+            for i, c in enumerate(self._candidates)
+        ]
         self._all_groups = self._group_by_class(range(len(dfas)))
         bits = [max(1, int(d.n_states).bit_length()) for d in dfas]
         self._dfa_bits = bits
@@ -269,8 +275,11 @@ class Automaton:
         """Terminals that may start at a boundary with this stack (ignored ones included)."""
         cached = self._allowed_cache.get(stack)
         if cached is None:
-            groups = self._candidate_groups[self.stack_state[stack]] if stack > OPAQUE else self._all_groups
-            allowed: set[int] = set()
+            if stack > OPAQUE:
+                allowed = set(self._shifted_here[self.stack_state[stack]])
+                groups = self._reducing_groups[self.stack_state[stack]]
+            else:
+                allowed, groups = set(), self._all_groups
             shiftable, stack_state = self._shiftable, self.stack_state
             for terminals in groups:
                 # A terminal is allowed when some stack of its class's closure shifts it.
