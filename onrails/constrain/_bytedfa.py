@@ -93,9 +93,9 @@ class ByteDFA:
 
         Literals are keyed by the bytes left to read and shallow automata by a digest of their
         breadth-first renumbering (``digest``), so work keyed by it is shared between terminals;
-        a key string minus some names is, once no name can be completed, keyed as any key string. States of deep
-        automata (counted repetitions, hundreds of levels) get a key of their own instead:
-        digesting them would cost more than the work it could share.
+        a key string minus some names is, once no name can be completed, keyed as any key
+        string. States of deep automata (counted repetitions, hundreds of levels) get a key of
+        their own instead: digesting them would cost more than the work it could share.
         """
         cached = self._signatures.get(state)
         if cached is None:

@@ -129,7 +129,9 @@ class TokenTrie:
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         return self.token_ids_by_node[np.repeat(self.node_token_start[nodes], counts) + offsets]
 
-    def level_pass(self, flat_table: np.ndarray, dead: int, start: int) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    def level_pass(
+        self, flat_table: np.ndarray, dead: int, start: int
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """Every trie node's automaton state after reading its bytes from ``start``, for a
         ``flat_table[state * 256 + byte]`` holding the next state times 256 that maps ``dead``
         to itself.

@@ -574,7 +574,8 @@ class _Generation:
                     if len(suspensions) <= _MAX_SUSPENSIONS or keep * 2 >= depth:
                         base = automaton.below(stack, keep)
                         for state, nodes in suspensions:
-                            real = frozenset((automaton.rebase(s, base), t, d) for s, t, d in automaton.suspended[state])
+                            suspended = automaton.suspended[state]
+                            real = frozenset((automaton.rebase(s, base), t, d) for s, t, d in suspended)
                             resumes.append((nodes, automaton.intern(real)))
                         return words
             keep *= 2
