@@ -87,10 +87,9 @@ class TokenTrie:
         self._parent32 = np.maximum(self.node_parent, 0).astype(np.int32)
         self.byte32 = self.node_byte.astype(np.int32)
         # Per token id, the node its bytes end at (``n_nodes`` for ids without content, a slot
-        # ``level_pass`` keeps dead), and the nodes other than the root that have children.
+        # ``level_pass`` keeps dead).
         self.node_of_id = np.full(len(token_bytes), total, dtype=np.int64)
         self.node_of_id[ids_sorted] = token_node
-        self.inner_nodes = np.flatnonzero(self.child_count[1:] > 0) + 1
 
     def children(self, nodes: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All children of ``nodes``, grouped by parent in order, and each parent's count
