@@ -158,7 +158,7 @@ class TokenTrie:
                     break
                 counts = self.child_count[nodes]
                 if depth == 1 or int(counts.sum()) * _SPARSE_SHARE < b - a:
-                    child, counts = self.children(nodes)
+                    child, counts = self.children(nodes, counts)
                     level = flat_table[np.repeat(node_states, counts) + byte[child]]
                     live = level != dead
                     nodes, node_states = child[live], level[live]

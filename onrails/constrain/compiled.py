@@ -222,7 +222,6 @@ class CompiledGrammar:
             trie = self._trie
             states, nodes, node_states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
             # Ending before any byte (the root) is the caller's case: the boundary's own mask.
-            accepting = np.append(dfa.accepting, False)
             if states is not None:
                 stay = _pack(states[trie.node_of_id] != dfa.n_states * 256)
                 # Nodes at an accepting state found by comparing values (a terminal has one or
@@ -233,7 +232,7 @@ class CompiledGrammar:
                 exits = exits[(trie.child_count[exits] > 0) & (exits > 0)]
             else:
                 stay = _pack(self._bool_of(trie.tokens_at(nodes)))
-                exits = nodes[(trie.child_count[nodes] > 0) & accepting[node_states >> 8]]
+                exits = nodes[(trie.child_count[nodes] > 0) & dfa.accepting[node_states >> 8]]
             pure = _Pure(stay=stay, exits=exits)
             pure = self._shared.pure.keep(key, pure)
         assert isinstance(pure, _Pure)
@@ -466,7 +465,7 @@ class _Generation:
         """
         automaton = self.automaton
         trie = self._trie
-        child_count, child_start, byte32 = trie.child_count, trie.child_start, trie.byte32
+        child_count, byte32 = trie.child_count, trie.byte32
         found = []
         suspensions: list[_Suspension] = []
         while parents.size:
@@ -486,18 +485,13 @@ class _Generation:
                 hit = automaton.source_status[states] == SOURCES_SUSPENDED
                 if hit.any():
                     suspensions += self._suspensions(parents[hit], states[hit])
-            if parents.size == 1:
-                # One node, as on most levels deep in a walk: its children are one range.
-                first = int(child_start[parents[0]])
-                child = np.arange(first, first + int(counts[0]))
-                index = byte32[first : first + int(counts[0])] + int(states[0]) * 256
-            else:
-                child, counts = trie.children(parents, counts)
-                index = np.repeat(states * 256, counts) + byte32[child]
+            child, counts = trie.children(parents, counts)
+            index = np.repeat(states * 256, counts) + byte32[child]
             nxt = automaton.trans.ravel()[index]
-            if (nxt == UNKNOWN).any():
+            todo = nxt == UNKNOWN
+            if todo.any():
                 # Only the bytes present below these nodes: most states of a walk need a few.
-                index_todo = index[nxt == UNKNOWN]
+                index_todo = index[todo]
                 origin_todo = index_todo >> 8
                 for state in set(origin_todo.tolist()):
                     automaton.fill_bytes(state, index_todo[origin_todo == state] & 255)
