@@ -570,6 +570,9 @@ def _commit(model: "Model", s: _Sequence, token: int, lsm: torch.Tensor | None, 
         steer = _steering(s, token)
         if steer is not None:
             s.steered = True
+            if not steer:
+                s.finish = "stop"
+                return
             token, forced_after = steer[0], steer[1:]
             matcher.advance(token)
     logprob, top = score(token)
@@ -655,7 +658,7 @@ def _near_limit(s: _Sequence, extra: int = 0) -> bool:
 
 
 def _steering(s: _Sequence, token: int) -> list[int] | None:
-    """The completion to emit instead of ``token``, or None to keep ``token``.
+    """The completion to emit instead of ``token`` (empty: finish before it), or None to keep it.
 
     Called with the matcher past ``token``; when it returns a completion the matcher is back
     before ``token``. Keeps "the shortest completion fits in the budget left" true once it
@@ -680,11 +683,11 @@ def _steering(s: _Sequence, token: int) -> list[int] | None:
         return None  # no completion found within the search's bounds: nothing to steer to
     matcher.rollback(1)
     before = matcher.shortest_completion()
-    tokens = [] if before is None else _tokens_for(s.model, before)
-    if not tokens or len(tokens) > left + 1:
+    tokens = None if before is None else _tokens_for(s.model, before)
+    if tokens is None or len(tokens) > left + 1:
         matcher.advance(token)  # it no longer fits either way: "length" is unavoidable
         return None
-    return tokens
+    return tokens  # empty when the text before ``token`` already parses: stop there
 
 
 def _tokens_for(model: "Model", data: bytes) -> list[int]:

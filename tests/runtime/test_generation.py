@@ -379,3 +379,16 @@ def test_identical_prompts_of_a_batch_are_prefilled_once(smollm2_model: Any, mon
     assert calls[0] == [ids]
     assert all(len(f) <= 4 for f in calls[1]) and len(calls[1]) == 4
     assert len({r.text for r in results}) > 1
+
+
+def test_a_value_already_complete_at_the_limit_stops_instead_of_taking_a_token_that_cannot_be_finished(
+    smollm2_model: Any,
+) -> None:
+    # These seeds sample a number, then "." as the 4th and last token: the number parsed before
+    # the "." and cannot be finished after it; the output used to end "117." with "length".
+    ids = smollm2_model.encode("After the storm:")
+    grammar = smollm2_model.builtin_grammar()
+    requests = [SequenceRequest(ids, SamplingParams(seed=s, max_tokens=4), grammar, "value") for s in (101, 112, 160, 179)]
+    for result in generate_sequences(smollm2_model, requests):
+        json.loads(result.text)
+        assert result.finish_reason == "stop", result.text
