@@ -113,6 +113,9 @@ class Automaton:
         self.source_status[DEAD] = SOURCES_KNOWN
         self._row_done = np.zeros(64, dtype=bool)
         self._row_done[DEAD] = True
+        # States that are one configuration inside a terminal: what follows them in a token is
+        # that terminal's own language until it ends (mask walks skip ahead through it).
+        self.lone_lexing = np.zeros(64, dtype=bool)
         # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
         self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], _Rows]] = OrderedDict()
@@ -306,21 +309,27 @@ class Automaton:
                 if sid is None:
                     sid = len(self.configs)
                     if sid >= self.trans.shape[0]:
-                        # Doubling: each growth copies the whole table, a pause in some mask.
-                        grown = np.empty((self.trans.shape[0] * 2, 256), dtype=np.int32)
-                        grown[: self.trans.shape[0]] = self.trans
-                        grown[self.trans.shape[0] :] = UNKNOWN
-                        self.trans = grown
-                        status = np.full(grown.shape[0], SOURCES_UNKNOWN, dtype=np.int8)
-                        status[: self.source_status.size] = self.source_status
-                        self.source_status = status
-                        done = np.zeros(grown.shape[0], dtype=bool)
-                        done[: self._row_done.size] = self._row_done
-                        self._row_done = done
+                        self._grow()
                     self.configs.append(configs)
+                    if len(configs) == 1 and next(iter(configs))[1] >= 0:
+                        self.lone_lexing[sid] = True
                     self._accepting.append(None)
                     self._state_ids[configs] = sid
         return sid
+
+    def _grow(self) -> None:
+        """Double the per-state tables (each growth copies them: a pause in some mask)."""
+        size = self.trans.shape[0]
+
+        def grown(old: np.ndarray, fill: int) -> np.ndarray:
+            new = np.full((size * 2,) + old.shape[1:], fill, dtype=old.dtype)
+            new[:size] = old
+            return new
+
+        self.trans = grown(self.trans, UNKNOWN)
+        self.source_status = grown(self.source_status, SOURCES_UNKNOWN)
+        self._row_done = grown(self._row_done, False)
+        self.lone_lexing = grown(self.lone_lexing, False)
 
     def _accepts(self, configs: frozenset[Config]) -> bool:
         for stack, t, d in configs:

@@ -176,3 +176,26 @@ class TokenTrie:
         if states is not None or not found_nodes:
             return states, nodes[:0], node_states[:0]
         return None, np.concatenate(found_nodes), np.concatenate(found_states)
+
+    def below(
+        self, flat_table: np.ndarray, dead: int, accepting: np.ndarray, nodes: np.ndarray, start: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reading on from ``nodes`` in a DFA (``flat_table`` as for ``level_pass``) from state
+        ``start``: the nodes strictly below them that stay alive, and where the DFA accepts with
+        bytes still below (``nodes`` themselves included), as ``(alive, ends)``."""
+        dead *= 256
+        current = nodes.astype(np.int64)
+        states = np.full(current.size, start * 256, dtype=np.int32)
+        alive: list[np.ndarray] = []
+        ends: list[np.ndarray] = []
+        if accepting[start]:
+            ends.append(current[self.child_count[current] > 0])
+        while current.size:
+            child, counts = self.children(current)
+            level = flat_table[np.repeat(states, counts) + self.byte32[child]]
+            live = level != dead
+            current, states = child[live], level[live]
+            alive.append(current)
+            ends.append(current[accepting[states >> 8] & (self.child_count[current] > 0)])
+        none = np.zeros(0, dtype=np.int64)
+        return (np.concatenate(alive) if alive else none), (np.concatenate(ends) if ends else none)

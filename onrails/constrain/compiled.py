@@ -67,11 +67,13 @@ _MASK_CACHE_ENTRIES = 2048
 _GRAMMAR_CACHE_ENTRIES = 256
 _SHARED_DFA_ENTRIES = 2048
 _SHARED_PURE_ENTRIES = 4096
+_SHARED_BELOW_BYTES = 64 << 20
 _MAX_STATES = 100_000
 _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
 _Parts = tuple[np.ndarray, list[_Suspension]]
+_UNSET = object()
 
 
 def builtin_grammar_text(whitespace: str = "bounded") -> str:
@@ -166,6 +168,16 @@ class _Shared:
 
     dfas: _LRU = field(default_factory=lambda: _LRU(_SHARED_DFA_ENTRIES))
     pure: _LRU = field(default_factory=lambda: _LRU(_SHARED_PURE_ENTRIES))
+    # Trie nodes read on inside one terminal: (DFA serial, DFA state, trie nodes) -> (nodes below
+    # that stay inside it, nodes where it may end and the token goes on). Read without locking
+    # on the hot path; the oldest entries go first once they hold ``_SHARED_BELOW_BYTES``.
+    below: dict[tuple[int, int, bytes], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    below_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _nbytes(key: tuple[int, int, bytes], parts: tuple[np.ndarray, np.ndarray]) -> int:
+    return len(key[2]) + parts[0].nbytes + parts[1].nbytes
 
 
 @dataclass
@@ -238,6 +250,24 @@ class CompiledGrammar:
         assert isinstance(pure, _Pure)
         return pure
 
+    def _below(self, dfa: ByteDFA, dfa_state: int, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``TokenTrie.below`` read in ``dfa`` from ``dfa_state``, cached by the node set: walks
+        that enter a terminal meet the same nodes whatever the stack (the ``"`` tokens after a
+        colon, say), so every grammar of the compiler lexing with that DFA shares the result."""
+        shared = self._shared
+        key = (dfa._serial, dfa_state, nodes.tobytes())
+        parts = shared.below.get(key)
+        if parts is None:
+            parts = self._trie.below(dfa.flat_table(), dfa.n_states, dfa.accepting, nodes, dfa_state)
+            with shared.lock:
+                if key not in shared.below:
+                    shared.below[key] = parts
+                    shared.below_bytes += _nbytes(key, parts)
+                while shared.below_bytes > _SHARED_BELOW_BYTES:
+                    oldest = next(iter(shared.below))
+                    shared.below_bytes -= _nbytes(oldest, shared.below.pop(oldest))
+        return parts
+
     def _shadow_pure(self, dfa: ByteDFA, dfa_state: int, base: _Pure) -> _Pure:
         """The pure part of a DFA-minus-words state from its base state's: only trie paths that
         can still complete a word read differently, so only they are walked (a few nodes instead
@@ -298,6 +328,9 @@ class CompiledGrammar:
         with self._shared.pure.lock:
             parts = [p for sig, p in self._shared.pure.items() if sig in mine]
         total = sum(p.stay.nbytes + p.exits.nbytes for p in parts)
+        serials = {dfa._serial for dfa in self._dfas}
+        with self._shared.lock:
+            total += sum(_nbytes(key, p) for key, p in self._shared.below.items() if key[0] in serials)
         total += sum(d.table.nbytes + sum(f.nbytes for f in d._flat) for d in self._dfas)
         return total + self._generation.memory_bytes()
 
@@ -450,6 +483,7 @@ class _Generation:
         self._config_masks: "OrderedDict[Config, _Parts]" = OrderedDict()
         self._state_masks: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._too_shallow: set[Config] = set()
+        self._boundaries: dict[int, object] = {}
 
     def memory_bytes(self) -> int:
         total = self.automaton.trans.nbytes + self.automaton.source_bytes()
@@ -499,8 +533,52 @@ class _Generation:
             live = nxt != DEAD
             parents, states = child[live], nxt[live]
             found.append(parents)
+            lone = automaton.lone_lexing[states]
+            if lone.any():
+                parents, states = self._skip_lexing(parents, states, lone, found)
         tokens = trie.tokens_at(np.concatenate(found)) if found else np.zeros(0, np.int64)
         return tokens, suspensions
+
+    def _skip_lexing(
+        self, parents: np.ndarray, states: np.ndarray, lone: np.ndarray, found: list[np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Move a walk past nodes at states that are one configuration inside a terminal.
+
+        Below such a node the token reads on in that terminal's DFA, whatever the stack, until
+        the terminal ends: those nodes come from a cache shared across grammars (a string's
+        content below ``"`` is read once per vocabulary, not once per property), and the walk
+        goes on from where the terminal may end, at the boundary after it. Without this, every
+        new parser stack would build automaton states for the whole string content.
+        """
+        keep_nodes, keep_states = [parents[~lone]], [states[~lone]]
+        nodes, at_states = parents[lone], states[lone]
+        for state in set(at_states.tolist()):
+            at = nodes[at_states == state]
+            ((_, terminal, dfa_state),) = self.automaton.configs[state]
+            alive, ends = self.grammar._below(self.automaton.dfas[terminal], dfa_state, at)
+            boundary = self._boundary_after(state) if ends.size else DEAD
+            if boundary is None:
+                keep_nodes.append(at)
+                keep_states.append(np.full(at.size, state, dtype=states.dtype))
+                continue
+            found.append(alive)
+            if boundary != DEAD:
+                keep_nodes.append(ends)
+                keep_states.append(np.full(ends.size, boundary, dtype=states.dtype))
+        return np.concatenate(keep_nodes), np.concatenate(keep_states)
+
+    def _boundary_after(self, state: int) -> int | None:
+        """The boundary state once the terminal of a lone-lexing state ends, or None when that
+        needs the stack below a truncation (the walk then steps through the terminal)."""
+        boundary = self._boundaries.get(state, _UNSET)
+        if boundary is _UNSET:
+            ((stack, terminal, _),) = self.automaton.configs[state]
+            try:
+                boundary = self.automaton.boundary_state(self.automaton.after_terminal(stack, terminal))
+            except NeedsDeeper:
+                boundary = None
+            self._boundaries[state] = boundary
+        return boundary  # type: ignore[return-value]
 
     @staticmethod
     def _suspensions(nodes: np.ndarray, states: np.ndarray) -> list[_Suspension]:
