@@ -73,7 +73,6 @@ _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
 _Parts = tuple[np.ndarray, list[_Suspension]]
-_UNSET = object()
 
 
 def builtin_grammar_text(whitespace: str = "bounded") -> str:
@@ -483,7 +482,7 @@ class _Generation:
         self._config_masks: "OrderedDict[Config, _Parts]" = OrderedDict()
         self._state_masks: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._too_shallow: set[Config] = set()
-        self._boundaries: dict[int, object] = {}
+        self._boundaries: dict[int, int] = {}
 
     def memory_bytes(self) -> int:
         total = self.automaton.trans.nbytes + self.automaton.source_bytes()
@@ -556,29 +555,25 @@ class _Generation:
             at = nodes[at_states == state]
             ((_, terminal, dfa_state),) = self.automaton.configs[state]
             alive, ends = self.grammar._below(self.automaton.dfas[terminal], dfa_state, at)
-            boundary = self._boundary_after(state) if ends.size else DEAD
-            if boundary is None:
-                keep_nodes.append(at)
-                keep_states.append(np.full(at.size, state, dtype=states.dtype))
-                continue
             found.append(alive)
-            if boundary != DEAD:
+            if ends.size:
+                boundary = self._boundary_after(state)
                 keep_nodes.append(ends)
                 keep_states.append(np.full(ends.size, boundary, dtype=states.dtype))
         return np.concatenate(keep_nodes), np.concatenate(keep_states)
 
-    def _boundary_after(self, state: int) -> int | None:
-        """The boundary state once the terminal of a lone-lexing state ends, or None when that
-        needs the stack below a truncation (the walk then steps through the terminal)."""
-        boundary = self._boundaries.get(state, _UNSET)
-        if boundary is _UNSET:
+    def _boundary_after(self, state: int) -> int:
+        """The boundary state once the terminal of a lone-lexing state ends (DEAD if it cannot).
+
+        Never needs the stack below a truncation: the terminal was allowed on that stack, which
+        took the same reduction closure that shifting it takes.
+        """
+        boundary = self._boundaries.get(state)
+        if boundary is None:
             ((stack, terminal, _),) = self.automaton.configs[state]
-            try:
-                boundary = self.automaton.boundary_state(self.automaton.after_terminal(stack, terminal))
-            except NeedsDeeper:
-                boundary = None
+            boundary = self.automaton.boundary_state(self.automaton.after_terminal(stack, terminal))
             self._boundaries[state] = boundary
-        return boundary  # type: ignore[return-value]
+        return boundary
 
     @staticmethod
     def _suspensions(nodes: np.ndarray, states: np.ndarray) -> list[_Suspension]:

@@ -86,3 +86,34 @@ def test_user_grammar_examples_along_the_way(name: str) -> None:
                     break
             complete = matcher.num_steps == len(data) and matcher.is_accepting()
             assert complete == (kind == "valid"), example
+
+
+DEEP_LIST = r"""
+start: "[" items END "]"
+items: "a" | "a" items
+END: " "
+%ignore END
+"""
+
+
+@pytest.mark.parametrize(
+    ("grammar_text", "start", "document"),
+    [
+        (builtin_grammar_text("flexible"), "value", b'{"k": [[[[{"a": [[[1, {"b": "x y", "c": [true, "z"]}]]]}]]]], "d": 2}'),
+        # A right-recursive list far deeper than the first cut of a stack: whether the ignored
+        # END may close it there needs the whole stack.
+        (DEEP_LIST, "start", b"[" + b"a" * 40 + b" ]"),
+    ],
+    ids=["nested-json", "ignored-terminal-reducing-a-deep-list"],
+)
+def test_masks_on_stacks_deeper_than_their_cut_equal_the_reference(grammar_text: str, start: str, document: bytes) -> None:
+    """Masks are computed on the top of the stack and finished on the real one where the top
+    does not decide; on deep stacks they still agree with the reference at every byte."""
+    grammar = GrammarCompiler(small_vocabulary()).compile_lark(grammar_text, start)
+    reference = ReferenceGrammar(grammar_text, start)
+    matcher = Matcher(grammar, start)
+    for i in range(len(document)):
+        assert_mask_matches_reference(matcher, reference, document[:i])
+        assert matcher.advance_bytes(document[i : i + 1])
+    assert_mask_matches_reference(matcher, reference, document)
+    assert matcher.is_accepting()
