@@ -8,7 +8,10 @@ computed per configuration as two parts:
   the whole vocabulary trie through that terminal's byte DFA;
 * the *crossing* part: tokens that complete the terminal part-way and continue in the next
   terminal. Only the subtrees below the trie nodes where the terminal can end ("exits") are
-  walked, through the full automaton, from the boundary state after the terminal.
+  walked, through the full automaton, from the boundary state after the terminal. Where such
+  a walk enters the next terminal alone, the nodes below read on in that terminal's DFA
+  whatever the stack, so they come from a cache shared by grammars and the walk resumes only
+  where that terminal can end.
 
 Both are cached, the final mask of an automaton state too, so a decoding step that revisits a
 state is a dictionary lookup and a 16 KB copy.

@@ -117,3 +117,27 @@ def test_masks_on_stacks_deeper_than_their_cut_equal_the_reference(grammar_text:
         assert matcher.advance_bytes(document[i : i + 1])
     assert_mask_matches_reference(matcher, reference, document)
     assert matcher.is_accepting()
+
+
+def test_masks_stay_exact_when_the_shared_walk_cache_forgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walks read string content from a cache shared by grammars; past its byte budget it drops
+    its oldest entries, and masks computed after that still agree with the reference."""
+    from onrails.constrain import compiled
+
+    budget = 96  # a few entries with the small vocabulary (these documents make ~300 bytes)
+    monkeypatch.setattr(compiled, "_SHARED_BELOW_BYTES", budget)
+    compiler = GrammarCompiler(small_vocabulary())
+    text = builtin_grammar_text("flexible")
+    reference = ReferenceGrammar(text, "value")
+    shared = compiler._shared
+    seen: set[object] = set()
+    for document in (b'{"a": "b c", "d": [1, "e"]}', b'["x", {"y": "z", "w": "vv"}, "u t"]'):
+        # A new grammar each time: its automaton starts empty, the shared cache does not.
+        grammar = compiler.compile_lark(text + f"\n// {document!r}\n", "value")
+        matcher = Matcher(grammar, "value")
+        for i in range(len(document)):
+            assert_mask_matches_reference(matcher, reference, document[:i])
+            seen.update(shared.below)
+            assert 0 < shared.below_bytes <= budget
+            assert matcher.advance_bytes(document[i : i + 1])
+    assert len(seen) > len(shared.below), "the budget never made the cache forget"
