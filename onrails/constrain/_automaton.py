@@ -100,6 +100,7 @@ class Automaton:
         self._shift_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         self._accept_cache: dict[int, bool] = {}
         self._allowed_cache: dict[int, tuple[int, ...]] = {}
+        self._boundaries: dict[tuple[int, int], int] = {}
         # Interned configuration sets; state 0 is the dead (empty) set.
         self.configs: list[frozenset[Config]] = [frozenset()]
         self._state_ids: dict[frozenset[Config], int] = {frozenset(): DEAD}
@@ -352,6 +353,14 @@ class Automaton:
 
     def boundary_state(self, stacks: tuple[int, ...]) -> int:
         return self.intern(frozenset((s, -1, 0) for s in stacks))
+
+    def boundary_after(self, stack: int, terminal: int) -> int:
+        """The boundary state once ``terminal`` ends on ``stack`` (DEAD if it cannot be shifted)."""
+        key = (stack, terminal)
+        boundary = self._boundaries.get(key)
+        if boundary is None:
+            boundary = self._boundaries[key] = self.boundary_state(self.after_terminal(stack, terminal))
+        return boundary
 
     def _sources(self, config: Config) -> list[tuple[int, int, int]]:
         """Every way a configuration can take one more byte: (stack, terminal, DFA state)."""

@@ -128,6 +128,15 @@ class TokenTrie:
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         return self.token_ids_by_node[np.repeat(self.node_token_start[nodes], counts) + offsets]
 
+    def _step(
+        self, flat_table: np.ndarray, dead: int, nodes: np.ndarray, states: np.ndarray, counts: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The live children of ``nodes`` and their states (all times 256, ``dead`` included)."""
+        child, counts = self.children(nodes, counts)
+        level = flat_table[np.repeat(states, counts) + self.byte32[child]]
+        live = level != dead
+        return child[live], level[live]
+
     def level_pass(
         self, flat_table: np.ndarray, dead: int, start: int
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -158,10 +167,7 @@ class TokenTrie:
                     break
                 counts = self.child_count[nodes]
                 if depth == 1 or int(counts.sum()) * _SPARSE_SHARE < b - a:
-                    child, counts = self.children(nodes, counts)
-                    level = flat_table[np.repeat(node_states, counts) + byte[child]]
-                    live = level != dead
-                    nodes, node_states = child[live], level[live]
+                    nodes, node_states = self._step(flat_table, dead, nodes, node_states, counts)
                     found_nodes.append(nodes)
                     found_states.append(node_states)
                     continue
@@ -191,10 +197,7 @@ class TokenTrie:
         if accepting[start]:
             ends.append(current[self.child_count[current] > 0])
         while current.size:
-            child, counts = self.children(current)
-            level = flat_table[np.repeat(states, counts) + self.byte32[child]]
-            live = level != dead
-            current, states = child[live], level[live]
+            current, states = self._step(flat_table, dead, current, states)
             alive.append(current)
             ends.append(current[accepting[states >> 8] & (self.child_count[current] > 0)])
         none = np.zeros(0, dtype=np.int64)

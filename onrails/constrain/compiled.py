@@ -485,7 +485,6 @@ class _Generation:
         self._config_masks: "OrderedDict[Config, _Parts]" = OrderedDict()
         self._state_masks: "OrderedDict[int, np.ndarray]" = OrderedDict()
         self._too_shallow: set[Config] = set()
-        self._boundaries: dict[int, int] = {}
 
     def memory_bytes(self) -> int:
         total = self.automaton.trans.nbytes + self.automaton.source_bytes()
@@ -554,29 +553,19 @@ class _Generation:
         """
         keep_nodes, keep_states = [parents[~lone]], [states[~lone]]
         nodes, at_states = parents[lone], states[lone]
+        automaton = self.automaton
         for state in set(at_states.tolist()):
             at = nodes[at_states == state]
-            ((_, terminal, dfa_state),) = self.automaton.configs[state]
-            alive, ends = self.grammar._below(self.automaton.dfas[terminal], dfa_state, at)
+            ((stack, terminal, dfa_state),) = automaton.configs[state]
+            alive, ends = self.grammar._below(automaton.dfas[terminal], dfa_state, at)
             found.append(alive)
             if ends.size:
-                boundary = self._boundary_after(state)
+                # Never needs the stack below a truncation: the terminal was allowed on this
+                # stack, which took the same reduction closure that shifting it takes.
+                boundary = automaton.boundary_after(stack, terminal)
                 keep_nodes.append(ends)
                 keep_states.append(np.full(ends.size, boundary, dtype=states.dtype))
         return np.concatenate(keep_nodes), np.concatenate(keep_states)
-
-    def _boundary_after(self, state: int) -> int:
-        """The boundary state once the terminal of a lone-lexing state ends (DEAD if it cannot).
-
-        Never needs the stack below a truncation: the terminal was allowed on that stack, which
-        took the same reduction closure that shifting it takes.
-        """
-        boundary = self._boundaries.get(state)
-        if boundary is None:
-            ((stack, terminal, _),) = self.automaton.configs[state]
-            boundary = self.automaton.boundary_state(self.automaton.after_terminal(stack, terminal))
-            self._boundaries[state] = boundary
-        return boundary
 
     @staticmethod
     def _suspensions(nodes: np.ndarray, states: np.ndarray) -> list[_Suspension]:
@@ -603,10 +592,9 @@ class _Generation:
             ends_here = bool(automaton.dfas[t].accepting[d])
             if not (pure.exits.size or ends_here):
                 continue
-            after = automaton.after_terminal(stack, t)
-            if not after:
+            boundary = automaton.boundary_after(stack, t)
+            if boundary == DEAD:
                 continue
-            boundary = automaton.boundary_state(after)
             if ends_here:
                 for c in automaton.configs[boundary]:
                     sub_words, sub_susp = self._config_mask(c)
