@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -37,6 +38,14 @@ Config = tuple[int, int, int]
 
 class AmbiguityError(OnRailsError):
     """The grammar is so ambiguous that one step would track too many parser stacks."""
+
+
+def _bits(positions: "Iterable[int]") -> int:
+    """An int with the given bits set."""
+    out = 0
+    for position in positions:
+        out |= 1 << position
+    return out
 
 
 class NeedsDeeper(Exception):
@@ -123,11 +132,6 @@ class Automaton:
         self._rows_cache: OrderedDict[tuple[tuple[int, int], ...], _Rows] = OrderedDict()
         self._dfa_tables = [d.table for d in dfas]
         self._dfa_accepting = [d.accepting for d in dfas]
-        # Terminals an LR state has any action on: the only ones that can be allowed there.
-        self._candidates = [
-            tuple(sorted(set(table.shift[i]) | set(table.reduce[i]) - {table.end}))
-            for i in range(len(table.shift))
-        ]
         self._shiftable = [frozenset(actions) for actions in table.shift]
         # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
         # reduction closure is computed once per class (schema grammars have one terminal per
@@ -142,26 +146,30 @@ class Automaton:
             for t in range(max(len(dfas), table.end) + 1)
         ]
         self._closure_cache: dict[tuple[int, int], list[int]] = {}
-        # Per LR state: the terminals it shifts itself, and the classes of the others it may
-        # allow, those it reduces on (only they need the stack below).
-        self._shifted_here = [self._shiftable[i].intersection(c) for i, c in enumerate(self._candidates)]
-        self._reducing_groups = [
-            tuple(g for g in self._group_by_class(c) if next(iter(g)) in table.reduce[i])
-            for i, c in enumerate(self._candidates)
-        ]
-        self._all_groups = self._group_by_class(range(len(dfas)))
+        # Per LR state, for closures of several classes at once (``_class_closure``): each rule it
+        # reduces with the classes it reduces under (a bit per class), its shiftable terminals by
+        # class, and the classes of the terminals it reduces on (only they need the stack below).
+        self._rule_classes: list[tuple[tuple[int, int], ...]] = []
+        self._shift_classes: list[tuple[tuple[int, frozenset[int]], ...]] = []
+        self._reducing_classes: list[int] = []
+        for actions, shiftable in zip(table.reduce, self._shiftable):
+            by_rule: dict[int, int] = {}
+            for lookahead, rules in actions.items():
+                for rule in rules:
+                    by_rule[rule] = by_rule.get(rule, 0) | 1 << self._reduce_class[lookahead]
+            self._rule_classes.append(tuple(by_rule.items()))
+            by_class: dict[int, set[int]] = {}
+            for t in shiftable:
+                by_class.setdefault(self._reduce_class[t], set()).add(t)
+            self._shift_classes.append(tuple((c, frozenset(ts)) for c, ts in by_class.items()))
+            self._reducing_classes.append(_bits(self._reduce_class[t] for t in actions if t != table.end))
+        self._all_classes = _bits(self._reduce_class[t] for t in range(len(dfas)))
         bits = [max(1, int(d.n_states).bit_length()) for d in dfas]
         self._dfa_bits = bits
         self.initial: dict[str, int] = {}
         for name, lr_state in table.initial.items():
             root = self._push(0, lr_state)
             self.initial[name] = self.intern(frozenset([(root, -1, 0)]))
-
-    def _group_by_class(self, terminals: "range | tuple[int, ...]") -> tuple[frozenset[int], ...]:
-        groups: dict[int, set[int]] = {}
-        for t in terminals:
-            groups.setdefault(self._reduce_class[t], set()).add(t)
-        return tuple(frozenset(g) for g in groups.values())
 
     # -- stacks ---------------------------------------------------------------------------------
 
@@ -280,18 +288,63 @@ class Automaton:
         cached = self._allowed_cache.get(stack)
         if cached is None:
             if stack > OPAQUE:
-                allowed = set(self._shifted_here[self.stack_state[stack]])
-                groups = self._reducing_groups[self.stack_state[stack]]
+                allowed = set(self._shiftable[self.stack_state[stack]])
+                classes = self._reducing_classes[self.stack_state[stack]]
             else:
-                allowed, groups = set(), self._all_groups
-            shiftable, stack_state = self._shiftable, self.stack_state
-            for terminals in groups:
+                allowed, classes = set(), self._all_classes
+            if classes:
                 # A terminal is allowed when some stack of its class's closure shifts it.
-                for node in self._closure(stack, next(iter(terminals))):
-                    allowed.update(shiftable[stack_state[node]].intersection(terminals))
+                shift_classes, stack_state = self._shift_classes, self.stack_state
+                for node, node_classes in self._class_closure(stack, classes).items():
+                    for c, terminals in shift_classes[stack_state[node]]:
+                        if node_classes >> c & 1:
+                            allowed.update(terminals)
             cached = tuple(sorted(allowed.difference(self.ignored))) + self.ignored
             self._allowed_cache[stack] = cached
         return cached
+
+    def _class_closure(self, stack: int, classes: int) -> dict[int, int]:
+        """The reduction closures of ``stack`` under look-aheads of several classes (a bit per
+        class) in one search: each stack reached, with the classes it is reached under.
+
+        The closures of one stack under different look-aheads mostly share their reductions, so
+        this costs about one ``reduce_closure``, not one per class; each class's closure is kept
+        for ``shift``.
+        """
+        table = self.table
+        found = {stack: classes}
+        todo = [(stack, classes)]
+        while todo:
+            node, node_classes = todo.pop()
+            for rule, rule_classes in self._rule_classes[self.stack_state[node]]:
+                reduced = node_classes & rule_classes
+                if not reduced:
+                    continue
+                base = node
+                for _ in range(table.rule_len[rule]):
+                    base = self.stack_parent[base]
+                if base == OPAQUE:
+                    raise NeedsDeeper
+                target = table.goto[self.stack_state[base]].get(table.rule_lhs[rule])
+                if target is None:
+                    continue
+                new = self._push(base, target)
+                known = found.get(new, 0)
+                if reduced & ~known:
+                    found[new] = known | reduced
+                    todo.append((new, reduced & ~known))
+                    if len(found) > _MAX_GLR_STACKS:
+                        raise AmbiguityError(
+                            f"more than {_MAX_GLR_STACKS} parser stacks in one step; "
+                            "the grammar is too ambiguous"
+                        )
+        while classes:
+            low = classes & -classes
+            classes ^= low
+            key = (stack, low.bit_length() - 1)
+            if key not in self._closure_cache:
+                self._closure_cache[key] = [node for node, bits in found.items() if bits & low]
+        return found
 
     def after_terminal(self, stack: int, terminal: int) -> tuple[int, ...]:
         """Stacks once ``terminal`` is complete: shifted, or unchanged if it is ignored."""

@@ -9,6 +9,7 @@ is determinised by subset construction, and states that cannot reach acceptance 
 from __future__ import annotations
 
 import _sre
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -60,6 +61,20 @@ class Shadow:
 
 
 @dataclass(frozen=True)
+class Counted:
+    """How a counted string ``"(?:X){lo,hi}"`` relates to the uncounted ``"(?:X)*"``: per state,
+    the uncounted state it reads like, how many more units may start (-1: no limit) and how many
+    must still start before the closing quote. Checked against the DFA when derived."""
+
+    base: "ByteDFA"
+    base_state: np.ndarray  # int32 [n_states]
+    remaining: np.ndarray  # int32 [n_states], -1 when unbounded
+    needed: np.ndarray  # int32 [n_states]
+    # Per base (state, byte): 1 where a unit starts (leaving the state after the opening quote).
+    starts: np.ndarray  # int8 [base n_states, 256]
+
+
+@dataclass(frozen=True)
 class ByteDFA:
     """A trimmed byte automaton: ``table[state, byte]`` is the next state or ``DEAD``.
 
@@ -73,10 +88,14 @@ class ByteDFA:
     # the state it shadows there and whether a word can still be completed (where it cannot,
     # both read alike from there on).
     shadow: "Shadow | None" = field(default=None, compare=False, repr=False)
+    # Set for ``"(?:X){lo,hi}"``: the uncounted regex and the bounds (see ``counting``).
+    count_form: "tuple[str, int, int | None] | None" = field(default=None, compare=False, repr=False)
     _signatures: dict[int, Hashable] = field(default_factory=dict, compare=False, repr=False)
     _successors: dict[int, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     _serial: int = field(default_factory=lambda: next(_SERIALS), compare=False, repr=False)
     _flat: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
+    _classes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, compare=False, repr=False)
+    _counting: list["Counted | None"] = field(default_factory=list, compare=False, repr=False)
 
     def flat_table(self) -> np.ndarray:
         """``table`` flattened for ``TokenTrie.level_pass``: entry ``state * 256 + byte`` is the
@@ -94,16 +113,22 @@ class ByteDFA:
         Literals are keyed by the bytes left to read and shallow automata by a digest of their
         breadth-first renumbering (``digest``), so work keyed by it is shared between terminals;
         a key string minus some names is, once no name can be completed, keyed as any key
-        string. States of deep automata (counted repetitions, hundreds of levels) get a key of
-        their own instead: digesting them would cost more than the work it could share.
+        string (and by identity before: what it reads then depends on the names). States of deep
+        automata (repetitions counted in hundreds of levels) get a key of their own instead:
+        digesting them would cost more than the work it could share. (Counted strings are keyed
+        apart, see ``CompiledGrammar._counted_pure``.)
         """
         cached = self._signatures.get(state)
         if cached is None:
             if self.literal is not None:
                 cached = ("literal", self.literal[state:])
-            elif self.shadow is not None and not self.shadow.in_words[state]:
-                # No word can be completed any more: it reads like the state it shadows.
-                cached = self.shadow.base.signature(int(self.shadow.base_state[state]))
+            elif self.shadow is not None:
+                # No word can be completed any more: it reads like the state it shadows. Until
+                # then, what it reads depends on the words: no other automaton reads alike.
+                if self.shadow.in_words[state]:
+                    cached = ("own", self._serial, state)
+                else:
+                    cached = self.shadow.base.signature(int(self.shadow.base_state[state]))
             else:
                 digest = self.digest(state, _SIGNATURE_LEVELS)
                 cached = ("digest", digest) if digest is not None else ("own", self._serial, state)
@@ -130,13 +155,45 @@ class ByteDFA:
                         return None
                     depth[target] = level
                     order.append(target)
+        # Rows are hashed one column per class of bytes the visited states all treat alike (a
+        # string's automaton has a few dozen): a tenth of the full rows to gather and hash. The
+        # classes are those of the visited states only, numbered by first byte, and hashed too,
+        # so equal digests mean equal full rows, whatever the rest of either automaton reads.
+        byte_class, representatives = self.byte_classes()
         queue = np.array(order, dtype=np.int64)
+        rows = self.table[queue[:, None], representatives]
+        first, merged = equal_columns(rows)
+        by_first_byte = np.argsort(first, kind="stable")
+        rank = np.empty_like(by_first_byte)
+        rank[by_first_byte] = np.arange(by_first_byte.size)
         remap = np.full(self.n_states + 1, -1, dtype=np.int32)  # index -1 (DEAD) stays -1
         remap[queue] = np.arange(len(queue), dtype=np.int32)
-        rows = remap[self.table[queue]]
-        digest = hashlib.blake2b(rows.tobytes(), digest_size=16)
+        digest = hashlib.blake2b(rank[merged.ravel()][byte_class].astype(np.int16).tobytes(), digest_size=16)
+        digest.update(remap[rows[:, first[by_first_byte]]].tobytes())
         digest.update(self.accepting[queue].tobytes())
         return digest.digest()
+
+    def byte_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Bytes every state treats alike, as ``(class of each byte, first byte of each class)``;
+        classes are numbered in the order of their first byte."""
+        if not self._classes:
+            # Columns grouped by a random linear hash (sorting whole columns costs 50x more),
+            # checked exactly: a collision falls back to the sort.
+            first, inverse = equal_columns(self.table)
+            # Classes numbered by their first byte, not by np.unique's sort order.
+            order = np.argsort(first, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            self._classes.append((rank[inverse.ravel()].astype(np.int16), first[order]))
+        return self._classes[0]
+
+    def counting(self) -> "Counted | None":
+        """For a counted string, how each state relates to the uncounted one (None otherwise, or
+        when the automaton does not read as the uncounted one with a counter: then nothing relies
+        on it). Derived once, a breadth-first pass a level at a time (milliseconds)."""
+        if not self._counting:
+            self._counting.append(None if self.count_form is None else _derive_counting(self, *self.count_form))
+        return self._counting[0]
 
     @property
     def n_states(self) -> int:
@@ -150,6 +207,121 @@ class ByteDFA:
             if state == DEAD:
                 return False
         return bool(self.accepting[state])
+
+
+# A string of counted units, as the schema converter writes lengths: ``"(?:X){lo,hi}"``.
+_COUNTED = re.compile(r'^"\(\?:(.+)\)\{(\d+)(,?)(\d*)\}"$')
+
+
+@functools.lru_cache(maxsize=64)
+def _uncounted(pattern: str) -> ByteDFA:
+    """The uncounted automaton, minimal: every unit boundary is then one state."""
+    return _minimal(regex_to_byte_dfa(pattern))
+
+
+def _minimal(dfa: ByteDFA) -> ByteDFA:
+    """The minimal automaton of ``dfa`` (Moore's partition refinement; for small automata)."""
+    classes = dfa.accepting.astype(np.int64)
+    count = int(classes.max()) + 1
+    while True:
+        successors = np.where(dfa.table >= 0, classes[np.maximum(dfa.table, 0)], -1)
+        _, first, refined = np.unique(
+            np.concatenate([classes[:, None], successors], axis=1), axis=0, return_index=True, return_inverse=True
+        )
+        # Classes numbered by their first state, so the initial state stays state 0.
+        rank = np.empty(first.size, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+        refined = rank[refined.ravel()]
+        if first.size == count:
+            break
+        classes, count = refined, first.size
+    representative = np.zeros(count, dtype=np.int64)
+    representative[refined[::-1]] = np.arange(dfa.n_states)[::-1]
+    rows = dfa.table[representative]
+    table = np.where(rows >= 0, refined[np.maximum(rows, 0)], DEAD).astype(np.int32)
+    return ByteDFA(table=table, accepting=dfa.accepting[representative].copy())
+
+
+def _derive_counting(dfa: ByteDFA, pattern: str, lo: int, hi: int | None) -> Counted | None:
+    """Map each state of ``dfa`` to (uncounted state, units left, units needed), checking on every
+    reachable state and byte class that ``dfa`` reads exactly as the uncounted automaton with a
+    unit counter (a unit starts on leaving the state after the opening quote, other than by the
+    closing quote). None if it does not."""
+    try:
+        base = _uncounted(pattern)
+    except (GrammarError, CompileBudgetError):
+        return None
+    inside = int(base.table[0, ord('"')])
+    if inside < 0:
+        return None
+    starts = np.zeros(base.table.shape, dtype=np.int8)
+    starts[inside] = base.table[inside] >= 0
+    starts[inside, ord('"')] = 0
+    byte_class, representatives = _joint_classes(dfa.table, base.table)
+    if (byte_class == byte_class[ord('"')]).sum() != 1:
+        return None
+    n = dfa.n_states
+    base_state = np.full(n, -1, dtype=np.int32)
+    count = np.full(n, -1, dtype=np.int64)
+    final = np.all(base.table < 0, axis=1)
+    frontier_s, frontier_b, frontier_k = np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64)
+    base_state[0], count[0] = 0, 0
+    while frontier_s.size:
+        nxt = dfa.table[frontier_s[:, None], representatives]
+        base_nxt = base.table[frontier_b[:, None], representatives]
+        k = frontier_k[:, None] + starts[frontier_b[:, None], representatives]
+        closing = (frontier_b[:, None] == inside) & (representatives[None, :] == ord('"'))
+        allowed = (base_nxt >= 0) & ~(closing & (k < lo))
+        if hi is not None:
+            allowed &= k <= hi
+        if ((nxt >= 0) != allowed).any():
+            return None
+        s, b, k = nxt[allowed], base_nxt[allowed].astype(np.int64), k[allowed]
+        if hi is None:
+            k = np.minimum(k, lo)  # past ``lo`` an unbounded count reads alike
+        k[final[b]] = 0  # past the closing quote the count no longer matters
+        order = np.argsort(s, kind="stable")
+        s, b, k = s[order], b[order], k[order]
+        first = np.ones(s.size, dtype=bool)
+        first[1:] = s[1:] != s[:-1]
+        seen = base_state[s] >= 0
+        # Every way into a state must agree with every other, and with what was seen before.
+        runs = np.diff(np.flatnonzero(np.append(first, True)))
+        known_b = np.where(seen, base_state[s], np.repeat(b[first], runs))
+        known_k = np.where(seen, count[s], np.repeat(k[first], runs))
+        if (known_b != b).any() or (known_k != k).any():
+            return None
+        new = first & ~seen
+        frontier_s, frontier_b, frontier_k = s[new], b[new], k[new]
+        base_state[frontier_s], count[frontier_s] = frontier_b, frontier_k
+    if (base_state < 0).any() or (dfa.accepting != base.accepting[base_state]).any():
+        return None
+    remaining = np.full(n, -1, dtype=np.int32) if hi is None else (hi - count).astype(np.int32)
+    needed = np.maximum(lo - count, 0).astype(np.int32)
+    return Counted(base=base, base_state=base_state, remaining=remaining, needed=needed, starts=starts)
+
+
+def _joint_classes(*tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bytes every state of every table treats alike: (class of each byte, first byte of each)."""
+    first, inverse = equal_columns(np.concatenate(tables))
+    return inverse, first
+
+
+_column_weights = np.zeros(0, dtype=np.int64)
+
+
+def equal_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of equal columns of an int32 table, as ``np.unique(table.T, axis=0)`` gives them
+    (first column of each group, group of each column), found by a random linear hash of the
+    columns (50x faster than sorting them) and checked exactly: a collision falls back to the sort."""
+    global _column_weights
+    rows = table.shape[0]
+    if _column_weights.size < rows:
+        _column_weights = np.random.default_rng(0).integers(1, 1 << 62, 2 * rows, dtype=np.int64)
+    _, first, inverse = np.unique(table.T @ _column_weights[:rows], return_index=True, return_inverse=True)
+    if not (table[:, first[inverse]] == table).all():
+        _, first, inverse = np.unique(table.T, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
 
 
 _EXCEPT = re.compile(r"\(\?#except:([0-9a-f]*)\)")
@@ -443,6 +615,16 @@ def regex_to_byte_dfa(
     literal = _literal(pattern)
     if literal:
         return _literal_dfa(literal)
+    counted = _COUNTED.match(pattern)
+    if counted:
+        unit, lo, comma, hi = counted.groups()
+        plain = _regex_to_byte_dfa(pattern, name, deadline, max_states)
+        bounds = (int(lo), int(hi) if hi else None if comma else int(lo))
+        return dataclasses.replace(plain, count_form=(f'"(?:{unit})*"', *bounds))
+    return _regex_to_byte_dfa(pattern, name, deadline, max_states)
+
+
+def _regex_to_byte_dfa(pattern: str, name: str, deadline: float | None, max_states: int) -> ByteDFA:
     budget = _Budget(deadline, max_states, name)
     _budget.current = budget
     try:

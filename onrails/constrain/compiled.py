@@ -39,7 +39,7 @@ from onrails.constrain._automaton import (
     NeedsDeeper,
 )
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
-from onrails.constrain._bytedfa import ByteDFA, regex_to_byte_dfa
+from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
 from onrails.constrain._frontend import GrammarSpec, parse_lark
 from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import TokenTrie
@@ -137,6 +137,18 @@ class _Pure:
     exits: np.ndarray  # trie nodes where the terminal may end and the token continues
 
 
+@dataclass
+class _Units:
+    """Per token, read from one state of an uncounted string: whether it stays inside, whether it
+    closes the string, and how many units it starts; where it may end with bytes below."""
+
+    alive: np.ndarray  # bool per token id
+    closed: np.ndarray  # bool per token id
+    started: np.ndarray  # int16 per token id
+    exits: np.ndarray  # trie nodes
+    exit_started: np.ndarray  # int16 per exit
+
+
 class _LRU(OrderedDict):  # type: ignore[type-arg]
     """A size-bounded mapping that forgets the least recently used entry first (thread-safe)."""
 
@@ -223,6 +235,9 @@ class CompiledGrammar:
         return self._pure_of(self._dfas[terminal], dfa_state)
 
     def _pure_of(self, dfa: ByteDFA, dfa_state: int) -> _Pure:
+        counting = dfa.counting()
+        if counting is not None:
+            return self._counted_pure(counting, dfa_state)
         key = dfa.signature(dfa_state)
         pure = self._shared.pure.lookup(key)
         if pure is None and dfa.literal is not None:
@@ -251,6 +266,57 @@ class CompiledGrammar:
             pure = self._shared.pure.keep(key, pure)
         assert isinstance(pure, _Pure)
         return pure
+
+    def _counted_pure(self, counting: Counted, dfa_state: int) -> _Pure:
+        """The pure part inside a counted string from the uncounted string's units per token.
+
+        Tokens stay inside when the uncounted string reads them, they start no more units than
+        are left, and where they close the string, no fewer than are needed. A token starts at
+        most one unit per byte, so counts past the longest token read alike and every string
+        sharing the uncounted automaton shares these parts: instead of a pass over the trie per
+        position (a new state at each character), a few comparisons over the vocabulary.
+        """
+        cap = self._trie.max_len + 1
+        remaining = int(counting.remaining[dfa_state])
+        left = cap if remaining < 0 else min(remaining, cap)
+        needed = min(int(counting.needed[dfa_state]), cap)
+        base, base_state = counting.base, int(counting.base_state[dfa_state])
+        key = ("counted", base.signature(base_state), left, needed)
+        pure = self._shared.pure.lookup(key)
+        if pure is None:
+            units = self._units(counting, base_state)
+            stay = units.alive & (units.started <= left) & (~units.closed | (units.started >= needed))
+            exits = units.exits[(units.exit_started <= left) & (units.exit_started >= needed)]
+            pure = self._shared.pure.keep(key, _Pure(stay=_pack(stay), exits=exits))
+        assert isinstance(pure, _Pure)
+        return pure
+
+    def _units(self, counting: Counted, base_state: int) -> "_Units":
+        base = counting.base
+        key = ("units", base.signature(base_state))
+        units = self._shared.pure.lookup(key)
+        if units is None:
+            trie = self._trie
+            dead = base.n_states * 256
+            increments = np.concatenate([counting.starts, np.zeros((1, 256), np.int8)]).ravel()
+            states, counts = trie.count_pass(base.flat_table(), base.n_states, base_state, increments)
+            ends = np.flatnonzero(base.accepting) * 256
+            token_states = states[trie.node_of_id]
+            at_end = np.isin(states[:-1], ends)
+            exits = np.flatnonzero(at_end & (trie.child_count > 0))
+            exits = exits[exits > 0]
+            units = self._shared.pure.keep(
+                key,
+                _Units(
+                    alive=token_states != dead,
+                    closed=np.isin(token_states, ends),
+                    started=counts[trie.node_of_id],
+                    exits=exits,
+                    exit_started=counts[exits],
+                ),
+            )
+        assert isinstance(units, _Units)
+        return units
 
     def _below(self, dfa: ByteDFA, dfa_state: int, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``TokenTrie.below`` read in ``dfa`` from ``dfa_state``, cached by the node set: walks

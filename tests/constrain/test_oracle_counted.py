@@ -11,6 +11,7 @@ import pytest
 
 from onrails import GrammarCompiler, Matcher, Vocabulary
 from onrails.constrain._bytedfa import ByteDFA, except_words, regex_to_byte_dfa
+from onrails.constrain._ecma_regex import GENERIC_CHAR
 from onrails.constrain.compiled import _trie_for
 from onrails.constrain.schema import schema_to_grammar
 
@@ -83,6 +84,9 @@ def test_counted_schema_masks_equal_the_reference() -> None:
     "pattern",
     [
         r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u[0-9a-fA-F]{4}){2,5}"',
+        f'"{GENERIC_CHAR}{{0,3}}"',
+        f'"{GENERIC_CHAR}{{4}}"',
+        f'"{GENERIC_CHAR}{{2,}}"',
         r'"[0-9]{4}-[0-9]{2}-[0-9]{2}"',
         except_words(['"name"', '"nam"', '"x"']) + r'"[^"\\\x00-\x1f]*"',
     ],
@@ -120,7 +124,8 @@ def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
         assert set(pure.exits.tolist()) == exits, state
 
 
-def _signature_by_plain_bfs(dfa: ByteDFA, state: int) -> bytes:
+def _plain_bfs_form(dfa: ByteDFA, state: int) -> bytes:
+    """The automaton seen from ``state``, states renumbered breadth-first, full rows."""
     order = {state: 0}
     queue = [state]
     for s in queue:
@@ -130,21 +135,36 @@ def _signature_by_plain_bfs(dfa: ByteDFA, state: int) -> bytes:
                 queue.append(target)
     remap = np.full(dfa.n_states + 1, -1, dtype=np.int32)
     remap[queue] = np.arange(len(queue), dtype=np.int32)
-    digest = hashlib.blake2b(remap[dfa.table[queue]].tobytes(), digest_size=16)
-    digest.update(dfa.accepting[queue].tobytes())
-    return digest.digest()
+    return remap[dfa.table[queue]].tobytes() + dfa.accepting[queue].tobytes()
 
 
-def test_signatures_number_states_as_a_plain_breadth_first_search() -> None:
-    """Pure masks are shared by signature: the level-at-a-time numbering must be the plain one."""
-    for pattern in [
-        r'"(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u[0-9a-fA-F]{4}){2,5}"',
+def test_digests_are_equal_exactly_when_the_automata_read_alike() -> None:
+    """Pure masks are shared by digest: equal digests must mean the same automaton up to
+    renumbering (soundness), and the same automaton must get the same digest whatever else the
+    automata around it read (the byte classes hashed are those of the states seen from there)."""
+    any_char = r'(?:[^"\\\x00-\x1f]|\\["\\bfnrt]|\\u[0-9a-fA-F]{4})'
+    patterns = [
+        f'"{any_char}{{2,5}}"',
+        f'"{any_char}{{0,7}}"',
+        f'"{any_char}*"',
+        f'"{any_char}*ID-[0-9]+{any_char}*"',
         r'"[0-9]{4}-[0-9]{2}-[0-9]{2}"',
+        r'"[0-9a-f]{2,6}"',
         r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?",
-    ]:
+    ]
+    forms: dict[bytes, set[bytes]] = {}
+    digests: dict[bytes, set[bytes]] = {}
+    for pattern in patterns:
         dfa = regex_to_byte_dfa(pattern)
         for state in range(dfa.n_states):
-            assert dfa.digest(state) == _signature_by_plain_bfs(dfa, state), (pattern, state)
+            digest, form = dfa.digest(state), _plain_bfs_form(dfa, state)
+            assert digest is not None
+            forms.setdefault(digest, set()).add(form)
+            digests.setdefault(form, set()).add(digest)
+    assert all(len(same) == 1 for same in forms.values())
+    assert all(len(same) == 1 for same in digests.values())
+    # The patterns share states (the rest of a string, the last digits), so sharing is tested.
+    assert len(digests) < sum(regex_to_byte_dfa(p).n_states for p in patterns)
 
 
 def test_signatures_share_work_only_between_states_that_read_alike() -> None:
@@ -165,3 +185,33 @@ def test_signatures_share_work_only_between_states_that_read_alike() -> None:
     others = {same_language.signature(s) for s in range(same_language.n_states)}
     assert own.isdisjoint(others)
     assert {k for k in keys if k[0] == "digest"} == {k for k in others if k[0] == "digest"}
+
+
+def test_counted_strings_are_read_as_the_uncounted_string_with_a_unit_counter() -> None:
+    """Strings with lengths take their pure parts from the uncounted string's (``counting``);
+    that holds only where the automaton reads exactly so, which is checked when derived."""
+    for bounds in ("{0,3}", "{4}", "{2,}", "{1,40}"):
+        counting = regex_to_byte_dfa(f'"{GENERIC_CHAR}{bounds}"').counting()
+        assert counting is not None, bounds
+    counting = regex_to_byte_dfa(f'"{GENERIC_CHAR}{{1,40}}"').counting()
+    assert counting is not None
+    assert counting.remaining.max() == 40 and counting.needed.max() == 1
+    # Units that do not start on leaving the boundary ("ab" is one unit or two "a|b" units).
+    assert regex_to_byte_dfa('"(?:[a-z]|ab){0,4}"').counting() is None
+    assert regex_to_byte_dfa('"[a-z]{0,4}"').counting() is None  # not a counted group
+    assert regex_to_byte_dfa('"(?:ab){0,4}"').counting() is not None
+
+
+def test_counted_pure_parts_equal_the_plain_automaton_on_a_real_vocabulary(llama_vocab: Vocabulary) -> None:
+    """With Llama-3.2's 128k tokens (strings of spaces and dashes up to 128 bytes long), every
+    position of a counted string gets the pure part the automaton's own vocabulary pass gives."""
+    grammar = GrammarCompiler(llama_vocab).compile_lark('start: "x"')
+    for bounds in ("{0,45}", "{3,130}", "{36}"):
+        counted = regex_to_byte_dfa(f'"{GENERIC_CHAR}{bounds}"')
+        plain = ByteDFA(counted.table, counted.accepting)
+        assert counted.counting() is not None and plain.counting() is None
+        states = sorted(set(range(0, counted.n_states, 9)) | set(range(counted.n_states - 30, counted.n_states)))
+        for state in states:
+            fast, slow = grammar._pure_of(counted, state), grammar._pure_of(plain, state)
+            assert np.array_equal(fast.stay, slow.stay), (bounds, state)
+            assert np.array_equal(np.sort(fast.exits), np.sort(slow.exits)), (bounds, state)
