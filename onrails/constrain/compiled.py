@@ -393,9 +393,20 @@ class CompiledGrammar:
         """Approximate bytes held by this grammar's tables and caches, with the pure masks it
         shares with other grammars of its compiler (the vocabulary trie excluded)."""
         mine = {sig for dfa in self._dfas for sig in dfa._signatures.values()}
+        # Counted strings' parts are keyed by the uncounted automaton's signatures.
+        counted = {
+            sig
+            for dfa in self._dfas
+            if dfa._counting and dfa._counting[0] is not None
+            for sig in dfa._counting[0].base._signatures.values()
+        }
         with self._shared.pure.lock:
-            parts = [p for sig, p in self._shared.pure.items() if sig in mine]
-        total = sum(p.stay.nbytes + p.exits.nbytes for p in parts)
+            parts = [
+                p
+                for key, p in self._shared.pure.items()
+                if key in mine or (key[0] in ("counted", "units") and key[1] in counted)
+            ]
+        total = sum(sum(a.nbytes for a in vars(p).values()) for p in parts)
         serials = {dfa._serial for dfa in self._dfas}
         with self._shared.lock:
             total += sum(_nbytes(key, p) for key, p in self._shared.below.items() if key[0] in serials)

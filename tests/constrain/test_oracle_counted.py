@@ -215,3 +215,15 @@ def test_counted_pure_parts_equal_the_plain_automaton_on_a_real_vocabulary(llama
             fast, slow = grammar._pure_of(counted, state), grammar._pure_of(plain, state)
             assert np.array_equal(fast.stay, slow.stay), (bounds, state)
             assert np.array_equal(np.sort(fast.exits), np.sort(slow.exits)), (bounds, state)
+
+
+def test_memory_counts_the_shared_parts_of_counted_strings() -> None:
+    """``memory_bytes`` includes the per-token unit counts and pure parts counted strings use."""
+    vocab = _vocabulary()
+    grammar = GrammarCompiler(vocab).compile_lark(f'start: T\nT: /"{GENERIC_CHAR}{{0,40}}"/\n')
+    before = grammar.memory_bytes()
+    matcher = Matcher(grammar)
+    assert matcher.advance_bytes(b'"ab')
+    assert len(matcher.allowed_token_ids())
+    # Per token: alive, closed (1 byte each), units started (2 bytes), and the packed pure part.
+    assert grammar.memory_bytes() - before >= 4 * vocab.size
