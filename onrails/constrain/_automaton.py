@@ -48,6 +48,10 @@ def _bits(positions: "Iterable[int]") -> int:
     return out
 
 
+def _too_ambiguous() -> AmbiguityError:
+    return AmbiguityError(f"more than {_MAX_GLR_STACKS} parser stacks in one step; the grammar is too ambiguous")
+
+
 class NeedsDeeper(Exception):
     """A computation on a truncated stack popped below its cut: retry with more of the stack."""
 
@@ -193,25 +197,25 @@ class Automaton:
         while todo:
             node = todo.pop()
             for rule in table.reduce[self.stack_state[node]].get(lookahead, ()):
-                base = node
-                for _ in range(table.rule_len[rule]):
-                    base = self.stack_parent[base]
-                if base == OPAQUE:
-                    raise NeedsDeeper
-                target = table.goto[self.stack_state[base]].get(table.rule_lhs[rule])
-                if target is None:
-                    continue
-                new = self._push(base, target)
-                if new not in seen:
+                new = self._reduce(node, rule)
+                if new is not None and new not in seen:
                     seen.add(new)
                     todo.append(new)
                     out.append(new)
                     if len(seen) > _MAX_GLR_STACKS:
-                        raise AmbiguityError(
-                            f"more than {_MAX_GLR_STACKS} parser stacks in one step; "
-                            "the grammar is too ambiguous"
-                        )
+                        raise _too_ambiguous()
         return out
+
+    def _reduce(self, node: int, rule: int) -> int | None:
+        """The stack once ``rule`` is reduced on top of ``node`` (None: no goto there)."""
+        table = self.table
+        base = node
+        for _ in range(table.rule_len[rule]):
+            base = self.stack_parent[base]
+        if base == OPAQUE:
+            raise NeedsDeeper
+        target = table.goto[self.stack_state[base]].get(table.rule_lhs[rule])
+        return None if target is None else self._push(base, target)
 
     def truncate(self, stack: int, depth: int) -> int:
         """The top ``depth`` entries of ``stack`` on an OPAQUE bottom.
@@ -311,7 +315,6 @@ class Automaton:
         this costs about one ``reduce_closure``, not one per class; each class's closure is kept
         for ``shift``.
         """
-        table = self.table
         found = {stack: classes}
         todo = [(stack, classes)]
         while todo:
@@ -320,24 +323,15 @@ class Automaton:
                 reduced = node_classes & rule_classes
                 if not reduced:
                     continue
-                base = node
-                for _ in range(table.rule_len[rule]):
-                    base = self.stack_parent[base]
-                if base == OPAQUE:
-                    raise NeedsDeeper
-                target = table.goto[self.stack_state[base]].get(table.rule_lhs[rule])
-                if target is None:
+                new = self._reduce(node, rule)
+                if new is None:
                     continue
-                new = self._push(base, target)
                 known = found.get(new, 0)
                 if reduced & ~known:
                     found[new] = known | reduced
                     todo.append((new, reduced & ~known))
                     if len(found) > _MAX_GLR_STACKS:
-                        raise AmbiguityError(
-                            f"more than {_MAX_GLR_STACKS} parser stacks in one step; "
-                            "the grammar is too ambiguous"
-                        )
+                        raise _too_ambiguous()
         while classes:
             low = classes & -classes
             classes ^= low
