@@ -181,10 +181,10 @@ class TokenTrie:
             # In place, through ``take``: fancy indexing would allocate and cast three arrays per
             # level (a third of the time of a pass over the whole trie).
             index = scratch[: b - a]
-            np.take(states, parent[a:b], out=index)
+            states.take(parent[a:b], out=index)
             index += byte[a:b]
             level = states[a:b]
-            np.take(flat_table, index, out=level)
+            flat_table.take(index, out=level)
             if level.min() == dead:  # ``dead`` is the largest entry: the level is all dead
                 break
         if states is not None or not found_nodes:
