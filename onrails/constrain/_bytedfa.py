@@ -257,7 +257,8 @@ def _derive_counting(dfa: ByteDFA, pattern: str, lo: int, hi: int | None) -> Cou
     starts = np.zeros(base.table.shape, dtype=np.int8)
     starts[inside] = base.table[inside] >= 0
     starts[inside, ord('"')] = 0
-    byte_class, representatives = _joint_classes(dfa.table, base.table)
+    # Bytes both automata treat alike in every state: one representative each is checked.
+    representatives, byte_class = equal_columns(np.concatenate([dfa.table, base.table]))
     if (byte_class == byte_class[ord('"')]).sum() != 1:
         return None
     n = dfa.n_states
@@ -299,12 +300,6 @@ def _derive_counting(dfa: ByteDFA, pattern: str, lo: int, hi: int | None) -> Cou
     remaining = np.full(n, -1, dtype=np.int32) if hi is None else (hi - count).astype(np.int32)
     needed = np.maximum(lo - count, 0).astype(np.int32)
     return Counted(base=base, base_state=base_state, remaining=remaining, needed=needed, starts=starts)
-
-
-def _joint_classes(*tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bytes every state of every table treats alike: (class of each byte, first byte of each)."""
-    first, inverse = equal_columns(np.concatenate(tables))
-    return inverse, first
 
 
 _column_weights = np.zeros(0, dtype=np.int64)

@@ -6,7 +6,7 @@ contiguous range and a whole level of a walk is a handful of numpy operations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -160,33 +160,22 @@ class TokenTrie:
         found_nodes: list[np.ndarray] = []
         found_states: list[np.ndarray] = []
         states = None
-        parent, byte = self._parent, self.byte32
-        scratch = np.empty(0, dtype=np.int32)
         for depth in range(1, bounds.size - 1):
-            a, b = int(bounds[depth]), int(bounds[depth + 1])
-            if states is None:
-                if not nodes.size:
-                    break
-                counts = self.child_count[nodes]
-                if depth == 1 or int(counts.sum()) * _SPARSE_SHARE < b - a:
-                    nodes, node_states = self._step(flat_table, dead, nodes, node_states, counts)
-                    found_nodes.append(nodes)
-                    found_states.append(node_states)
-                    continue
-                states = np.full(self.n_nodes + 1, dead, dtype=np.int32)
-                states[0] = start * 256
-                for n, st in zip(found_nodes, found_states):
-                    states[n] = st
-                scratch = np.empty(self._widest, dtype=np.int32)
-            # In place, through ``take``: fancy indexing would allocate and cast three arrays per
-            # level (a third of the time of a pass over the whole trie).
-            index = scratch[: b - a]
-            states.take(parent[a:b], out=index)
-            index += byte[a:b]
-            level = states[a:b]
-            flat_table.take(index, out=level)
-            if level.min() == dead:  # ``dead`` is the largest entry: the level is all dead
+            if not nodes.size:
                 break
+            counts = self.child_count[nodes]
+            if depth == 1 or int(counts.sum()) * _SPARSE_SHARE < int(bounds[depth + 1] - bounds[depth]):
+                nodes, node_states = self._step(flat_table, dead, nodes, node_states, counts)
+                found_nodes.append(nodes)
+                found_states.append(node_states)
+                continue
+            states = np.full(self.n_nodes + 1, dead, dtype=np.int32)
+            states[0] = start * 256
+            for n, st in zip(found_nodes, found_states):
+                states[n] = st
+            for _ in self._dense_levels(flat_table, dead, states, depth):
+                pass
+            break
         if states is not None or not found_nodes:
             return states, nodes[:0], node_states[:0]
         return None, np.concatenate(found_nodes), np.concatenate(found_states)
@@ -197,19 +186,43 @@ class TokenTrie:
         """Every node's state times 256 (as ``level_pass`` gives it, whole trie) and the sum of
         ``increments[state * 256 + byte]`` (int8, ``flat_table``'s layout) along its bytes."""
         dead *= 256
-        bounds = self.level_start
         states = np.full(self.n_nodes + 1, dead, dtype=np.int32)
         states[0] = start * 256
         counts = np.zeros(self.n_nodes + 1, dtype=np.int16)
-        parent, byte = self._parent, self.byte32
-        for depth in range(1, bounds.size - 1):
-            a, b = int(bounds[depth]), int(bounds[depth + 1])
-            index = states[parent[a:b]] + byte[a:b]
-            states[a:b] = flat_table[index]
+        parent = self._parent
+        for a, b, index in self._dense_levels(flat_table, dead, states, 1):
             counts[a:b] = counts[parent[a:b]] + increments[index]
-            if states[a:b].min() == dead:
-                break
         return states, counts
+
+    def _dense_levels(
+        self, flat_table: np.ndarray, dead: int, states: np.ndarray, first: int
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Step every node of each level from depth ``first`` on, in place in ``states`` (times
+        256; ``dead`` too), yielding each level's node range and flat-table index, until a level
+        is all dead. The index is a scratch buffer: read it before asking for the next level."""
+        bounds = self.level_start
+        parent, byte = self._parent, self.byte32
+        scratch = np.empty(self._widest, dtype=np.int32)
+        for depth in range(first, bounds.size - 1):
+            a, b = int(bounds[depth]), int(bounds[depth + 1])
+            # In place, through ``take``: fancy indexing would allocate and cast three arrays per
+            # level (a third of the time of a pass over the whole trie).
+            index = scratch[: b - a]
+            states.take(parent[a:b], out=index)
+            index += byte[a:b]
+            level = states[a:b]
+            flat_table.take(index, out=level)
+            yield a, b, index
+            if level.min() == dead:  # ``dead`` is the largest entry: the level is all dead
+                return
+
+    def exits(self, states: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Nodes other than the root, with bytes below, whose state (times 256, from a whole-trie
+        pass) is one of ``ends``: found by comparing values (a terminal has one or two accepting
+        states), then kept where the token goes on, 4x cheaper than gathering by node."""
+        at_end = states[:-1] == ends[0] if ends.size == 1 else np.isin(states[:-1], ends)
+        found = np.flatnonzero(at_end)
+        return found[(self.child_count[found] > 0) & (found > 0)]
 
     def below(
         self, flat_table: np.ndarray, dead: int, accepting: np.ndarray, nodes: np.ndarray, start: int

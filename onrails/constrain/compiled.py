@@ -253,12 +253,7 @@ class CompiledGrammar:
             # Ending before any byte (the root) is the caller's case: the boundary's own mask.
             if states is not None:
                 stay = _pack(states[trie.node_of_id] != dfa.n_states * 256)
-                # Nodes at an accepting state found by comparing values (a terminal has one or
-                # two), then kept where the token goes on: 4x cheaper than gathering by node.
-                ends = np.flatnonzero(dfa.accepting) * 256
-                at_end = states[:-1] == ends[0] if ends.size == 1 else np.isin(states[:-1], ends)
-                exits = np.flatnonzero(at_end)
-                exits = exits[(trie.child_count[exits] > 0) & (exits > 0)]
+                exits = trie.exits(states, np.flatnonzero(dfa.accepting) * 256)
             else:
                 stay = _pack(self._bool_of(trie.tokens_at(nodes)))
                 exits = nodes[(trie.child_count[nodes] > 0) & dfa.accepting[node_states >> 8]]
@@ -302,9 +297,7 @@ class CompiledGrammar:
             states, counts = trie.count_pass(base.flat_table(), base.n_states, base_state, increments)
             ends = np.flatnonzero(base.accepting) * 256
             token_states = states[trie.node_of_id]
-            at_end = np.isin(states[:-1], ends)
-            exits = np.flatnonzero(at_end & (trie.child_count > 0))
-            exits = exits[exits > 0]
+            exits = trie.exits(states, ends)
             units = self._shared.pure.keep(
                 key,
                 _Units(

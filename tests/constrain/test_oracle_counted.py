@@ -4,8 +4,6 @@ pass and the crossing walks that fill automaton rows a few bytes at a time."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
