@@ -154,7 +154,7 @@ class SchemaConverter:
         root: Any,
         *,
         notes: Notes,
-        ws_rule: str | None,
+        ws_regex: str | None,
         prefix: str,
         deadline: float,
         max_symbols: int,
@@ -163,7 +163,10 @@ class SchemaConverter:
     ) -> None:
         self.root = root
         self.notes = notes
-        self.ws = ws_rule
+        # Punctuation takes the whitespace beside it into one terminal (`\s*,\s*`, `{\s*`): a
+        # mask walk past the end of a value or key then reads `", "` inside one small automaton
+        # shared by every schema, instead of building parser states for each whitespace run.
+        self._gap = f"(?:{ws_regex})?" if ws_regex else ""
         self.prefix = prefix
         self.deadline = deadline
         self.max_symbols = max_symbols
@@ -207,19 +210,18 @@ class SchemaConverter:
         """The separator before a member or element that is not the first."""
         if not needed:
             return []
-        return [self.ws, '","', self.ws] if self.ws else ['","']
+        return [self._terminal(self._gap + "," + self._gap)]
 
-    def _closing(self, bracket: str) -> list[str]:
-        return [self.ws, bracket] if self.ws else [bracket]
+    def _member(self, key: str, value: str) -> list[str]:
+        """A member's symbols: the key, the colon with the whitespace around it, the value."""
+        return [key, self._terminal(self._gap + ":" + self._gap), value]
 
-    def _seq(self, *parts: str) -> list[str]:
-        """Symbols with optional whitespace between every two (none in compact mode)."""
-        out: list[str] = []
-        for part in parts:
-            if out and self.ws:
-                out.append(self.ws)
-            out.append(part)
-        return out
+    def _brackets(self, opening: str, inner: list[str], closing: str) -> list[str]:
+        """``inner`` between two bracket characters, each bracket taking the whitespace on its
+        inner side (only the opening one when ``inner`` is empty: no split is ambiguous)."""
+        first = self._terminal("\\" + opening + self._gap)
+        last = self._terminal(self._gap + "\\" + closing) if inner else self._terminal("\\" + closing)
+        return [first, *inner, last]
 
     def text(self, start: str) -> str:
         """The Lark text of every rule reachable and productive, starting at ``start``.
@@ -842,28 +844,15 @@ class SchemaConverter:
             return self._memo[key] or ""
         name = self._rule()
         self._memo[key] = name
+        inner: list[str] = []
         if isinstance(value, list):
-            if not value:
-                self._define(name, [self._seq('"["', '"]"')])
-            else:
-                parts = ['"["']
-                for i, item in enumerate(value):
-                    if i:
-                        parts.append('","')
-                    parts.append(self.literal(item))
-                parts.append('"]"')
-                self._define(name, [self._seq(*parts)])
+            for i, item in enumerate(value):
+                inner += self._sep(i > 0) + [self.literal(item)]
+            self._define(name, [self._brackets("[", inner, "]")])
         else:
-            if not value:
-                self._define(name, [self._seq('"{"', '"}"')])
-            else:
-                parts = ['"{"']
-                for i, (k, v) in enumerate(value.items()):
-                    if i:
-                        parts.append('","')
-                    parts += [self._key(k), '":"', self.literal(v)]
-                parts.append('"}"')
-                self._define(name, [self._seq(*parts)])
+            for i, (k, v) in enumerate(value.items()):
+                inner += self._sep(i > 0) + self._member(self._key(k), self.literal(v))
+            self._define(name, [self._brackets("{", inner, "}")])
         return name
 
     def _key(self, name: str) -> str:
@@ -1026,7 +1015,7 @@ class SchemaConverter:
                     return None
                 continue
             member = self._rule()
-            self._define(member, [self._seq(self._key(name), '":"', sym)])
+            self._define(member, [self._member(self._key(name), sym)])
             members.append((member, name in required))
         n_required = sum(1 for m in members if m[1])
         if max_p is not None and n_required > max_p:
@@ -1043,9 +1032,9 @@ class SchemaConverter:
                 raise CompileBudgetError(f"object at #{pointer} needs too many counting states")
             start = self._members_in_order(members, extras, min_p, max_p, cap)
         obj = self._rule()
-        alts = [self._seq('"{"', start, '"}"')]
+        alts = [self._brackets("{", [start], "}")]
         if n_required == 0 and min_p == 0:
-            alts.append(self._seq('"{"', '"}"'))
+            alts.append(self._brackets("{", [], "}"))
         self._define(obj, alts)
         return obj
 
@@ -1194,7 +1183,7 @@ class SchemaConverter:
             pat, sub = next(iter(patterns.items()))
             value = self.symbol(sub, f"{pointer}/patternProperties/{_escape_pointer(pat)}")
             key = self._key_terminal(names_schema, declared, pointer) if value else None
-            return self._extras_rule([self._seq(key, '":"', value)] if key and value else [])
+            return self._extras_rule([self._member(key, value)] if key and value else [])
         if patterns:
             distinct = {_canon(s) for s in patterns.values()}
             if len(patterns) > 1 and len(distinct) > 1:
@@ -1212,7 +1201,7 @@ class SchemaConverter:
                     continue
                 sym = self.symbol(sub, here)
                 if body is not None and sym:
-                    alts.append(self._seq(self._terminal('"' + body + '"'), '":"', sym))
+                    alts.append(self._member(self._terminal('"' + body + '"'), sym))
             if additional is not False and not _is_true(additional):
                 self.notes.add(pointer, "additionalProperties", "together with patternProperties")
             elif additional is not False and not all(_is_true(s) for s in patterns.values()):
@@ -1226,7 +1215,7 @@ class SchemaConverter:
             return self._extras_rule(alts)
         key = self._key_terminal(names_schema, declared, pointer)
         if key is not None:
-            alts.append(self._seq(key, '":"', value))
+            alts.append(self._member(key, value))
         return self._extras_rule(alts)
 
     def _extras_rule(self, alts: list[list[str]]) -> str | None:
@@ -1322,9 +1311,9 @@ class SchemaConverter:
 
         start = self._left_linear((0, 0), edges, lambda state: 0 < state[0] >= min_i and state[1] >= min_c)
         arr = self._rule()
-        alts = [self._seq('"["', start, '"]"')]
+        alts = [self._brackets("[", [start], "]")]
         if min_i == 0 and min_c == 0:
-            alts.append(self._seq('"["', '"]"'))
+            alts.append(self._brackets("[", [], "]"))
         self._define(arr, alts)
         return arr
 
@@ -1338,14 +1327,14 @@ class SchemaConverter:
             string = self._terminal(_STRING)
             number = self._terminal(NUMBER)
             self.rules[value] = [[obj], [arr], [string], [number], ['"true"'], ['"false"'], ['"null"']]
-            self.rules[member] = [self._seq(string, '":"', value)]
+            self.rules[member] = [self._member(string, value)]
             more_o, more_a = f"{p}members", f"{p}elements"
             # each further member brings its own leading separator: no whitespace is ambiguous;
             # left-recursive lists keep the parser stack flat however long they are
             self.rules[more_o] = [[], [more_o, *self._sep(True), member]]
-            self.rules[obj] = [self._seq('"{"', '"}"'), self._seq('"{"', member) + [more_o] + self._closing('"}"')]
+            self.rules[obj] = [self._brackets("{", [], "}"), self._brackets("{", [member, more_o], "}")]
             self.rules[more_a] = [[], [more_a, *self._sep(True), value]]
-            self.rules[arr] = [self._seq('"["', '"]"'), self._seq('"["', value) + [more_a] + self._closing('"]"')]
+            self.rules[arr] = [self._brackets("[", [], "]"), self._brackets("[", [value, more_a], "]")]
         return self._any
 
 

@@ -78,9 +78,10 @@ from onrails.constrain._schema_gen import Notes, SchemaConverter, absolute_refs
 from onrails.errors import SchemaError
 
 SCHEMA_WHITESPACE_MODES = ("flexible", "bounded", "compact")
-_WS_TERMINALS = {
-    "flexible": "/[ \\t\\n\\r]+/",
-    "bounded": "/\\r?\\n[ \\t]{0,32}|[ \\t]{1,32}/",
+# Whitespace between JSON tokens per mode, as the built-in grammar's WS (tools embed schemas in it).
+_WS_REGEXES = {
+    "flexible": "[ \\t\\n\\r]+",
+    "bounded": "\\r?\\n[ \\t]{0,32}|[ \\t]{1,32}",
 }
 _MAX_SYMBOLS = 400_000
 _DEFAULT_BUDGET_S = 30.0
@@ -155,25 +156,24 @@ def schema_to_grammar(
     strict: bool = True,
     prefix: str = "js_",
     budget_s: float = _DEFAULT_BUDGET_S,
-    define_whitespace: bool = True,
 ) -> SchemaGrammar:
     """Convert a JSON Schema to Lark grammar text.
 
     ``whitespace`` is "flexible" (RFC 8259), "bounded" or "compact" (none). Rule names start
-    with ``prefix``; ``define_whitespace=False`` leaves the rule ``ws`` to the caller (to embed
-    the rules in another grammar that defines it). Raises SchemaError (invalid schema, a keyword
-    not enforceable in strict mode, a schema accepting nothing) or CompileBudgetError.
+    with ``prefix`` and terminal names with its upper case (tools embed several schemas in one
+    grammar).
+    Raises SchemaError (invalid schema, a keyword not enforceable in strict mode, a schema
+    accepting nothing) or CompileBudgetError.
     """
     if whitespace not in SCHEMA_WHITESPACE_MODES:
         raise SchemaError(f"whitespace must be one of {SCHEMA_WHITESPACE_MODES}, not {whitespace!r}")
     loaded = load_schema(schema)
     cls = validator_class(loaded)
     notes = Notes(strict=strict)
-    ws_rule = None if whitespace == "compact" else (f"{prefix}ws" if define_whitespace else "ws")
     converter = SchemaConverter(
         absolute_refs(loaded),
         notes=notes,
-        ws_rule=ws_rule,
+        ws_regex=_WS_REGEXES.get(whitespace),
         prefix=prefix,
         deadline=time.monotonic() + budget_s,
         max_symbols=_MAX_SYMBOLS,
@@ -186,9 +186,6 @@ def schema_to_grammar(
     start = f"{prefix}start"
     converter.rules[start] = [[top]]
     text = converter.text(start)
-    if ws_rule is not None and define_whitespace:
-        ws_terminal = f"{prefix.upper()}WS"
-        text += f"{ws_rule}: {ws_terminal}?\n{ws_terminal}: {_WS_TERMINALS[whitespace]}\n"
     return SchemaGrammar(
         lark=text,
         start=start,

@@ -112,7 +112,6 @@ def tools_to_grammar(
                 strict=strict,
                 prefix=f"tool{i}_",
                 budget_s=budget_s,
-                define_whitespace=False,
             )
         except SchemaError as exc:
             pointer = where + (exc.pointer or "") if exc.pointer is not None else where

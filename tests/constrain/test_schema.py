@@ -271,6 +271,56 @@ def test_whitespace_modes() -> None:
     assert not accepts(schema, ' {"a":[]}', whitespace="flexible", raw=True)  # none around the value
 
 
+def _token_gaps(text: str) -> list[int]:
+    """Offsets between two JSON tokens of a compact text (none inside strings)."""
+    gaps, in_string, escaped = [], False, False
+    for i, c in enumerate(text):
+        if in_string:
+            in_string = escaped or c != '"'
+            escaped = not escaped and c == "\\"
+            if not in_string:
+                gaps.append(i + 1)
+        elif c == '"':
+            in_string = True
+            if i:
+                gaps.append(i)
+        elif c in "{}[],:":
+            gaps += [i, i + 1]
+    return sorted(g for g in set(gaps) if 0 < g < len(text))
+
+
+def test_whitespace_fits_every_gap_between_tokens_in_each_mode() -> None:
+    # Declared, additional and pattern members, constant objects and arrays, any values nested
+    # in objects and arrays, counted arrays: every place the converter writes punctuation.
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 3},
+            "c": {"const": {"k": [1, {"z": None}], "e": []}},
+            "o": {"type": "object"},
+            "p": {"type": "object", "patternProperties": {"^x": {"type": "integer"}}, "additionalProperties": False},
+        },
+        "required": ["a", "c", "o", "p"],
+        "additionalProperties": {"type": "array"},
+    }
+    value = {"a": [1, 2], "c": {"k": [1, {"z": None}], "e": []}, "o": {"n": [{}, [], {"q": 1}]}, "p": {"x1": 2}, "more": []}
+    text = json.dumps(value, separators=(",", ":"))
+    gaps = _token_gaps(text)
+    assert len(gaps) > 40
+    for gap in gaps:
+        spaced = text[:gap] + "\n  " + text[gap:]
+        assert accepts(schema, spaced, whitespace="flexible", raw=True), spaced
+        assert accepts(schema, spaced, whitespace="bounded", raw=True), spaced
+        assert not accepts(schema, spaced, whitespace="compact", raw=True), spaced
+        # bounded whitespace is one run: a line break with blanks, or blanks
+        doubled = text[:gap] + " \n " + text[gap:]
+        assert accepts(schema, doubled, whitespace="flexible", raw=True), doubled
+        assert not accepts(schema, doubled, whitespace="bounded", raw=True), doubled
+    everywhere = "".join(text[a:b] + " " for a, b in zip([0, *gaps], [*gaps, len(text)])).strip()
+    assert accepts(schema, everywhere, whitespace="flexible", raw=True)
+    assert accepts(schema, text, whitespace="compact", raw=True)
+
+
 def test_strict_mode_refuses_what_it_cannot_enforce_and_lenient_mode_lists_it() -> None:
     schema = {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}
     with pytest.raises(SchemaError) as info:
