@@ -32,6 +32,11 @@ UNKNOWN = -1
 SOURCES_UNKNOWN, SOURCES_KNOWN, SOURCES_SUSPENDED = 0, 1, 2
 _MAX_GLR_STACKS = 20000
 _SOURCE_CACHE_ENTRIES = 1024
+# Mask walks follow a state one terminal at a time (``split``) when it has at most this many
+# ways forward; more (a quote that may open any of 20 keys) cost more apart than together.
+_MAX_SPLIT = 8
+# ``Automaton.splits`` of a state: not decided yet, followed terminal by terminal, or as a whole.
+SPLIT_UNKNOWN, SPLIT, WHOLE = 0, 1, 2
 
 Config = tuple[int, int, int]
 
@@ -127,9 +132,10 @@ class Automaton:
         self.source_status[DEAD] = SOURCES_KNOWN
         self._row_done = np.zeros(64, dtype=bool)
         self._row_done[DEAD] = True
-        # States that are one configuration inside a terminal: what follows them in a token is
-        # that terminal's own language until it ends (mask walks skip ahead through it).
-        self.lone_lexing = np.zeros(64, dtype=bool)
+        # Whether mask walks follow a state terminal by terminal (``split``).
+        self.splits = np.zeros(64, dtype=np.int8)
+        self.splits[DEAD] = WHOLE
+        self._split: dict[int, tuple[Config, ...]] = {}
         # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
         self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], _Rows]] = OrderedDict()
@@ -359,8 +365,6 @@ class Automaton:
                     if sid >= self.trans.shape[0]:
                         self._grow()
                     self.configs.append(configs)
-                    if len(configs) == 1 and next(iter(configs))[1] >= 0:
-                        self.lone_lexing[sid] = True
                     self._accepting.append(None)
                     self._state_ids[configs] = sid
         return sid
@@ -377,7 +381,7 @@ class Automaton:
         self.trans = grown(self.trans, UNKNOWN)
         self.source_status = grown(self.source_status, SOURCES_UNKNOWN)
         self._row_done = grown(self._row_done, False)
-        self.lone_lexing = grown(self.lone_lexing, False)
+        self.splits = grown(self.splits, SPLIT_UNKNOWN)
 
     def _accepts(self, configs: frozenset[Config]) -> bool:
         for stack, t, d in configs:
@@ -423,6 +427,29 @@ class Automaton:
         for s in stacks:
             sources.extend((s, t2, 0) for t2 in self.allowed_terminals(s))
         return sources
+
+    def split(self, state: int) -> tuple[Config, ...] | None:
+        """``state``'s ways forward as configurations inside terminals, to be followed one by
+        one (the state reads the union of what they read): its own, and at a boundary each
+        terminal allowed there from its DFA's start. None when they are more than a few or a
+        boundary needs the stack below a truncation (a walk then steps the state as a whole)."""
+        with self._lock:
+            if self.splits[state] == SPLIT_UNKNOWN:
+                ways: list[Config] = []
+                try:
+                    for stack, t, d in self.configs[state]:
+                        if t >= 0:
+                            ways.append((stack, t, d))
+                        else:
+                            ways.extend((stack, t2, 0) for t2 in self.allowed_terminals(stack))
+                except NeedsDeeper:
+                    ways = []
+                if 0 < len(ways) <= _MAX_SPLIT:
+                    self._split[state] = tuple(ways)
+                    self.splits[state] = SPLIT
+                else:
+                    self.splits[state] = WHOLE
+            return self._split.get(state)
 
     def fill(self, state: int, byte: int) -> int:
         """Compute and memoise one transition (the per-byte path used when advancing)."""

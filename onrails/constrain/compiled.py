@@ -8,10 +8,12 @@ computed per configuration as two parts:
   the whole vocabulary trie through that terminal's byte DFA;
 * the *crossing* part: tokens that complete the terminal part-way and continue in the next
   terminal. Only the subtrees below the trie nodes where the terminal can end ("exits") are
-  walked, through the full automaton, from the boundary state after the terminal. Where such
-  a walk enters the next terminal alone, the nodes below read on in that terminal's DFA
-  whatever the stack, so they come from a cache shared by grammars and the walk resumes only
-  where that terminal can end.
+  walked, from the boundary state after the terminal. Where the walk is at a state with a
+  few ways forward (a boundary allowing a few terminals, or inside one or two terminals), it
+  follows them one by one: below such a node a token reads on in each terminal's DFA whatever
+  the stack, so those nodes come from a cache shared by grammars and the walk resumes only
+  where a terminal can end, at the boundary after it. Other states (a quote that may open any
+  of 20 keys) are stepped byte by byte through the full automaton.
 
 Both are cached, the final mask of an automaton state too, so a decoding step that revisits a
 state is a dictionary lookup and a 16 KB copy.
@@ -37,6 +39,8 @@ from onrails.constrain._automaton import (
     Automaton,
     Config,
     NeedsDeeper,
+    SPLIT,
+    SPLIT_UNKNOWN,
 )
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
@@ -571,7 +575,7 @@ class _Generation:
         automaton = self.automaton
         trie = self._trie
         child_count, byte32 = trie.child_count, trie.byte32
-        found = []
+        found: list[np.ndarray] = []
         suspensions: list[_Suspension] = []
         while parents.size:
             # Leaves are already counted; only nodes with bytes below need their state's sources
@@ -582,6 +586,16 @@ class _Generation:
                 parents, states, counts = parents[inner], states[inner], counts[inner]
                 if not parents.size:
                     break
+            splits = automaton.splits[states]
+            if (splits == SPLIT_UNKNOWN).any():
+                for state in set(states[splits == SPLIT_UNKNOWN].tolist()):
+                    automaton.split(state)
+                splits = automaton.splits[states]
+            split = splits == SPLIT
+            if split.any():
+                # The nodes this reaches are at boundaries that may split in turn.
+                parents, states = self._follow_terminals(parents, states, split, found)
+                continue
             status = automaton.source_status[states]
             if (status != SOURCES_KNOWN).any():
                 # Sources are computed before suspensions are read: computing them finds them.
@@ -604,37 +618,38 @@ class _Generation:
             live = nxt != DEAD
             parents, states = child[live], nxt[live]
             found.append(parents)
-            lone = automaton.lone_lexing[states]
-            if lone.any():
-                parents, states = self._skip_lexing(parents, states, lone, found)
         tokens = trie.tokens_at(np.concatenate(found)) if found else np.zeros(0, np.int64)
         return tokens, suspensions
 
-    def _skip_lexing(
-        self, parents: np.ndarray, states: np.ndarray, lone: np.ndarray, found: list[np.ndarray]
+    def _follow_terminals(
+        self, parents: np.ndarray, states: np.ndarray, split: np.ndarray, found: list[np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Move a walk past nodes at states that are one configuration inside a terminal.
+        """Move a walk past the nodes (``split``) at states it follows one terminal at a time.
 
-        Below such a node the token reads on in that terminal's DFA, whatever the stack, until
-        the terminal ends: those nodes come from a cache shared across grammars (a string's
-        content below ``"`` is read once per vocabulary, not once per property), and the walk
-        goes on from where the terminal may end, at the boundary after it. Without this, every
-        new parser stack would build automaton states for the whole string content.
+        A state reads the union of what its ways forward read (``Automaton.split``), and below
+        a node each reads on in its terminal's DFA, whatever the stack, until the terminal ends.
+        Those nodes come from a cache shared across grammars (a string's content below ``"`` is
+        read once per vocabulary, not once per property; the ``", "`` after a value once for
+        every value), and the walk goes on from where each terminal may end, at the boundary
+        after it. Stepping such states through the automaton instead would build states for
+        every new parser stack: per whitespace run, per first byte of each terminal.
         """
-        keep_nodes, keep_states = [parents[~lone]], [states[~lone]]
-        nodes, at_states = parents[lone], states[lone]
+        keep_nodes, keep_states = [parents[~split]], [states[~split]]
+        nodes, at_states = parents[split], states[split]
         automaton = self.automaton
         for state in set(at_states.tolist()):
             at = nodes[at_states == state]
-            ((stack, terminal, dfa_state),) = automaton.configs[state]
-            alive, ends = self.grammar._below(automaton.dfas[terminal], dfa_state, at)
-            found.append(alive)
-            if ends.size:
-                # Never needs the stack below a truncation: the terminal was allowed on this
-                # stack, which took the same reduction closure that shifting it takes.
-                boundary = automaton.boundary_after(stack, terminal)
-                keep_nodes.append(ends)
-                keep_states.append(np.full(ends.size, boundary, dtype=states.dtype))
+            ways = automaton.split(state)
+            assert ways is not None
+            for stack, terminal, dfa_state in ways:
+                alive, ends = self.grammar._below(automaton.dfas[terminal], dfa_state, at)
+                found.append(alive)
+                if ends.size:
+                    # Never needs the stack below a truncation: the terminal was allowed on this
+                    # stack, which took the same reduction closure that shifting it takes.
+                    boundary = automaton.boundary_after(stack, terminal)
+                    keep_nodes.append(ends)
+                    keep_states.append(np.full(ends.size, boundary, dtype=states.dtype))
         return np.concatenate(keep_nodes), np.concatenate(keep_states)
 
     @staticmethod

@@ -69,6 +69,10 @@ def test_user_grammar_masks_equal_the_reference(name: str) -> None:
     check_walks((GRAMMARS / f"{name}.lark").read_text(), "start", walks=8, seed=3)
 
 
+def test_masks_where_terminals_share_prefixes_equal_the_reference() -> None:
+    check_walks(SHARED_PREFIXES, "start", walks=8, seed=5)
+
+
 @pytest.mark.parametrize("name", ["arithmetic", "csv", "sql"])
 def test_user_grammar_examples_along_the_way(name: str) -> None:
     """Byte by byte through each example: the mask agrees with the reference wherever it is defined."""
@@ -96,15 +100,34 @@ END: " "
 """
 
 
+# Blanks that may open both a separator and a closing bracket, keys and words that two
+# terminals read alike at first: walks meet states with several configurations inside terminals.
+SHARED_PREFIXES = r"""
+start: OPEN items CLOSE | OPEN "]"
+items: item | items SEP item
+item: KEY COLON value | NAMED COLON value
+value: WORD | NAME | start
+OPEN: /\[ */
+SEP: / *, */
+CLOSE: / *\]/
+COLON: / *: */
+KEY: /"[a-z]+"/
+NAMED: /"ab"/
+NAME: /[a-z]+/
+WORD: "abc"
+"""
+
+
 @pytest.mark.parametrize(
     ("grammar_text", "start", "document"),
     [
+        (SHARED_PREFIXES, "start", b'[ "ab" : abc , "b":' * 5 + b'["x":ab ,"ab" :ab ]' + b" ]" * 5),
         (builtin_grammar_text("flexible"), "value", b'{"k": [[[[{"a": [[[1, {"b": "x y", "c": [true, "z"]}]]]}]]]], "d": 2}'),
         # A right-recursive list far deeper than the first cut of a stack: whether the ignored
         # END may close it there needs the whole stack.
         (DEEP_LIST, "start", b"[" + b"a" * 40 + b" ]"),
     ],
-    ids=["nested-json", "ignored-terminal-reducing-a-deep-list"],
+    ids=["terminals-sharing-prefixes", "nested-json", "ignored-terminal-reducing-a-deep-list"],
 )
 def test_masks_on_stacks_deeper_than_their_cut_equal_the_reference(grammar_text: str, start: str, document: bytes) -> None:
     """Masks are computed on the top of the stack and finished on the real one where the top
