@@ -199,29 +199,36 @@ class SchemaConverter:
             raise CompileBudgetError("schema conversion exceeded its time budget")
         self.rules[name] = alternatives
 
-    def _terminal(self, regex: str) -> str:
+    def _terminal(self, regex: str, label: str | None = None) -> str:
         name = self.terminals.get(regex)
         if name is None:
-            name = f"{self.prefix.upper()}{len(self.terminals) + 1}"
+            name = f"{self.prefix.upper()}{label or len(self.terminals) + 1}"
             self.terminals[regex] = name
         return name
+
+    def _punctuation(self, label: str, char: str, before: bool, after: bool) -> str:
+        """The terminal of a punctuation character with the whitespace before and/or after it,
+        named for what it reads (``JS_WS_COMMA_WS``), so errors name it legibly."""
+        gap = self._gap
+        regex = (gap if before else "") + re.escape(char) + (gap if after else "")
+        return self._terminal(regex, ("WS_" if before and gap else "") + label + ("_WS" if after and gap else ""))
 
     def _sep(self, needed: bool) -> list[str]:
         """The separator before a member or element that is not the first."""
         if not needed:
             return []
-        return [self._terminal(self._gap + "," + self._gap)]
+        return [self._punctuation("COMMA", ",", True, True)]
 
     def _member(self, key: str, value: str) -> list[str]:
         """A member's symbols: the key, the colon with the whitespace around it, the value."""
-        return [key, self._terminal(self._gap + ":" + self._gap), value]
+        return [key, self._punctuation("COLON", ":", True, True), value]
 
     def _brackets(self, opening: str, inner: list[str], closing: str) -> list[str]:
         """``inner`` between two bracket characters, each bracket taking the whitespace on its
         inner side (only the opening one when ``inner`` is empty: no split is ambiguous)."""
-        first = self._terminal("\\" + opening + self._gap)
-        last = self._terminal(self._gap + "\\" + closing) if inner else self._terminal("\\" + closing)
-        return [first, *inner, last]
+        names = {"{": "LBRACE", "}": "RBRACE", "[": "LSQB", "]": "RSQB"}
+        first = self._punctuation(names[opening], opening, False, True)
+        return [first, *inner, self._punctuation(names[closing], closing, bool(inner), False)]
 
     def text(self, start: str) -> str:
         """The Lark text of every rule reachable and productive, starting at ``start``.

@@ -321,6 +321,16 @@ def test_whitespace_fits_every_gap_between_tokens_in_each_mode() -> None:
     assert accepts(schema, text, whitespace="compact", raw=True)
 
 
+def test_explanations_name_punctuation_by_what_it_reads() -> None:
+    compiled = _COMPILER.compile_json_schema({"type": "object", "properties": {"a": {"type": "integer"}}})
+    matcher = Matcher(compiled)
+    assert matcher.advance_bytes(b'{"a": 1')
+    x = next(i for i, data in enumerate(compiled.vocabulary.token_bytes) if data == b"x")
+    why = matcher.explain(x)
+    assert not why.allowed
+    assert {"JS_WS_COMMA_WS", "JS_WS_RBRACE"} <= set(why.expected_terminals), why.message
+
+
 def test_strict_mode_refuses_what_it_cannot_enforce_and_lenient_mode_lists_it() -> None:
     schema = {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}
     with pytest.raises(SchemaError) as info:
