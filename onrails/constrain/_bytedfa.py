@@ -163,13 +163,10 @@ class ByteDFA:
         queue = np.array(order, dtype=np.int64)
         rows = self.table[queue[:, None], representatives]
         first, merged = equal_columns(rows)
-        by_first_byte = np.argsort(first, kind="stable")
-        rank = np.empty_like(by_first_byte)
-        rank[by_first_byte] = np.arange(by_first_byte.size)
         remap = np.full(self.n_states + 1, -1, dtype=np.int32)  # index -1 (DEAD) stays -1
         remap[queue] = np.arange(len(queue), dtype=np.int32)
-        digest = hashlib.blake2b(rank[merged.ravel()][byte_class].astype(np.int16).tobytes(), digest_size=16)
-        digest.update(remap[rows[:, first[by_first_byte]]].tobytes())
+        digest = hashlib.blake2b(merged[byte_class].astype(np.int16).tobytes(), digest_size=16)
+        digest.update(remap[rows[:, first]].tobytes())
         digest.update(self.accepting[queue].tobytes())
         return digest.digest()
 
@@ -177,14 +174,8 @@ class ByteDFA:
         """Bytes every state treats alike, as ``(class of each byte, first byte of each class)``;
         classes are numbered in the order of their first byte."""
         if not self._classes:
-            # Columns grouped by a random linear hash (sorting whole columns costs 50x more),
-            # checked exactly: a collision falls back to the sort.
             first, inverse = equal_columns(self.table)
-            # Classes numbered by their first byte, not by np.unique's sort order.
-            order = np.argsort(first, kind="stable")
-            rank = np.empty_like(order)
-            rank[order] = np.arange(order.size)
-            self._classes.append((rank[inverse.ravel()].astype(np.int16), first[order]))
+            self._classes.append((inverse.astype(np.int16), first))
         return self._classes[0]
 
     def counting(self) -> "Counted | None":
@@ -229,14 +220,11 @@ def _minimal(dfa: ByteDFA) -> ByteDFA:
             np.concatenate([classes[:, None], successors], axis=1), axis=0, return_index=True, return_inverse=True
         )
         # Classes numbered by their first state, so the initial state stays state 0.
-        rank = np.empty(first.size, dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(first.size)
-        refined = rank[refined.ravel()]
+        first, refined = _numbered_by_first(first, refined)
         if first.size == count:
             break
         classes, count = refined, first.size
-    representative = np.zeros(count, dtype=np.int64)
-    representative[refined[::-1]] = np.arange(dfa.n_states)[::-1]
+    representative = first  # each class's first state
     rows = dfa.table[representative]
     table = np.where(rows >= 0, refined[np.maximum(rows, 0)], DEAD).astype(np.int32)
     return ByteDFA(table=table, accepting=dfa.accepting[representative].copy())
@@ -306,9 +294,10 @@ _column_weights = np.zeros(0, dtype=np.int64)
 
 
 def equal_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Groups of equal columns of an int32 table: the first column of each group and the group
-    of each column (groups numbered in no particular order). Found by a random linear hash of the
-    columns (50x faster than sorting them) and checked exactly: a collision falls back to the sort."""
+    """Groups of equal columns of an int32 table: the first column of each group, ascending, and
+    the group of each column (groups numbered in that order). Found by a random linear hash of
+    the columns (50x faster than sorting them) and checked exactly: a collision falls back to
+    the sort."""
     global _column_weights
     rows = table.shape[0]
     if _column_weights.size < rows:
@@ -316,7 +305,16 @@ def equal_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, first, inverse = np.unique(table.T @ _column_weights[:rows], return_index=True, return_inverse=True)
     if not (table[:, first[inverse]] == table).all():
         _, first, inverse = np.unique(table.T, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.ravel()
+    return _numbered_by_first(first, inverse)
+
+
+def _numbered_by_first(first: np.ndarray, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique``'s (index of each group's first member, group of each member) renumbered so
+    groups come in the order of their first member, not of np.unique's sort."""
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[inverse.ravel()]
 
 
 _EXCEPT = re.compile(r"\(\?#except:([0-9a-f]*)\)")
