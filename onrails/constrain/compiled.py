@@ -65,9 +65,13 @@ BUILTIN_ROOTS = (
     "ws",
 )
 WHITESPACE_MODES = ("flexible", "bounded", "compact")
+# Whitespace between JSON tokens per mode: the built-in grammar's WS, and what schema grammars
+# put beside their punctuation (tools embed schemas in the built-in grammar: blanks must read
+# alike in both). json.lark's own WS is the flexible one.
+WHITESPACE_REGEXES = {"flexible": r"[ \t\n\r]+", "bounded": r"\r?\n[ \t]{0,32}|[ \t]{1,32}"}
 _WS_OVERRIDES = {
     "flexible": "",
-    "bounded": "\n%override WS: /\\r?\\n[ \\t]{0,32}|[ \\t]{1,32}/\n",
+    "bounded": f"\n%override WS: /{WHITESPACE_REGEXES['bounded']}/\n",
     "compact": "\n%override ws: \n",
 }
 _MASK_CACHE_ENTRIES = 2048

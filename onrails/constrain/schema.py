@@ -75,14 +75,10 @@ import jsonschema.validators
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 
 from onrails.constrain._schema_gen import Notes, SchemaConverter, absolute_refs
+from onrails.constrain.compiled import WHITESPACE_REGEXES
 from onrails.errors import SchemaError
 
 SCHEMA_WHITESPACE_MODES = ("flexible", "bounded", "compact")
-# Whitespace between JSON tokens per mode, as the built-in grammar's WS (tools embed schemas in it).
-_WS_REGEXES = {
-    "flexible": "[ \\t\\n\\r]+",
-    "bounded": "\\r?\\n[ \\t]{0,32}|[ \\t]{1,32}",
-}
 _MAX_SYMBOLS = 400_000
 _DEFAULT_BUDGET_S = 30.0
 
@@ -173,7 +169,7 @@ def schema_to_grammar(
     converter = SchemaConverter(
         absolute_refs(loaded),
         notes=notes,
-        ws_regex=_WS_REGEXES.get(whitespace),
+        ws_regex=WHITESPACE_REGEXES.get(whitespace),
         prefix=prefix,
         deadline=time.monotonic() + budget_s,
         max_symbols=_MAX_SYMBOLS,

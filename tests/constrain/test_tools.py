@@ -89,6 +89,23 @@ def test_compact_whitespace_leaves_no_blank_between_tokens(compiler: GrammarComp
     assert not _accepts(compiled, CALL)
 
 
+@pytest.mark.parametrize(
+    ("mode", "allowed", "refused"),
+    [("flexible", ["\n\n\r  ", " " * 40], []), ("bounded", ["\n" + " " * 32, "\t "], [" " * 33, "\n\n", " \n"])],
+)
+def test_arguments_take_the_same_whitespace_as_the_call_around_them(
+    compiler: GrammarCompiler, mode: str, allowed: list[str], refused: list[str]
+) -> None:
+    # The call's own punctuation comes from the built-in grammar, the arguments' from the
+    # tool's schema: a blank run reads alike in both, per mode.
+    compiled = compiler.compile_tools(TOOLS, tool_choice="required", whitespace=mode)
+    for blank in allowed + refused:
+        outside = CALL.replace('"arguments":', f'"arguments"{blank}:')
+        inside = CALL.replace('"city":', f'"city"{blank}:')
+        assert _accepts(compiled, outside) == (blank in allowed), (mode, outside)
+        assert _accepts(compiled, inside) == (blank in allowed), (mode, inside)
+
+
 def test_random_calls_name_a_tool_and_validate_its_parameters(compiler: GrammarCompiler) -> None:
     compiled = compiler.compile_tools(TOOLS, tool_choice="required", whitespace="compact")
     by_name = {t["function"]["name"]: t["function"].get("parameters", {"type": "object"}) for t in TOOLS}
