@@ -548,6 +548,50 @@ def _starts(pairs: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray
     return nodes, states
 
 
+class _Entered:
+    """The (trie node, automaton state) pairs a walk was started at or sent to by following
+    terminals. Where terminals may follow each other (``A*`` with ``A: /[a-z]+/``, a blank
+    run of an ignored terminal), a run of bytes splits into terminals in exponentially many
+    ways, each reaching the same node at the same boundary; each such pair goes on once.
+
+    Kept as one flag per trie node for each state met (pages of zeros cost nothing until
+    written), so a check costs a gather, not a sort of everything seen.
+    """
+
+    def __init__(self, n_nodes: int, nodes: np.ndarray, states: np.ndarray) -> None:
+        self._n_nodes = n_nodes
+        self._start: tuple[np.ndarray, np.ndarray] | None = (nodes, states)
+        self._flags: dict[int, np.ndarray] = {}
+
+    def _flags_of(self, state: int) -> np.ndarray:
+        flags = self._flags.get(state)
+        if flags is None:
+            flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
+        return flags
+
+    def first_time(self, nodes: list[np.ndarray], states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs among ``nodes`` / ``states`` (lists of arrays) not entered before, once each."""
+        if self._start is not None:
+            # Only walks that follow terminals need the starts marked: mark them on first use.
+            start_nodes, start_states = self._start
+            self._start = None
+            for state in set(start_states.tolist()):
+                self._flags_of(state)[start_nodes[start_states == state]] = True
+        out_nodes, out_states = [], []
+        for at, state_array in zip(nodes, states):
+            state = int(state_array[0])
+            flags = self._flags_of(state)
+            fresh = at[~flags[at]]
+            if fresh.size > 1:
+                fresh = np.unique(fresh)
+            flags[fresh] = True
+            out_nodes.append(fresh)
+            out_states.append(state_array[: fresh.size])
+        if not out_nodes:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(out_nodes), np.concatenate(out_states)
+
+
 class _Generation:
     """One lazily built automaton of a compiled grammar, with the mask caches keyed by its states.
 
@@ -581,6 +625,7 @@ class _Generation:
         child_count, byte32 = trie.child_count, trie.byte32
         found: list[np.ndarray] = []
         suspensions: list[_Suspension] = []
+        entered = _Entered(trie.n_nodes, parents, states)
         while parents.size:
             # Leaves are already counted; only nodes with bytes below need their state's sources
             # (a state left unexpanded costs nothing), and only they can have a walk to resume.
@@ -598,7 +643,7 @@ class _Generation:
             split = splits == SPLIT
             if split.any():
                 # The nodes this reaches are at boundaries that may split in turn.
-                parents, states = self._follow_terminals(parents, states, split, found)
+                parents, states = self._follow_terminals(parents, states, split, found, entered)
                 continue
             status = automaton.source_status[states]
             if (status != SOURCES_KNOWN).any():
@@ -626,7 +671,12 @@ class _Generation:
         return tokens, suspensions
 
     def _follow_terminals(
-        self, parents: np.ndarray, states: np.ndarray, split: np.ndarray, found: list[np.ndarray]
+        self,
+        parents: np.ndarray,
+        states: np.ndarray,
+        split: np.ndarray,
+        found: list[np.ndarray],
+        entered: "_Entered",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Move a walk past the nodes (``split``) at states it follows one terminal at a time.
 
@@ -638,9 +688,9 @@ class _Generation:
         after it. Stepping such states through the automaton instead would build states for
         every new parser stack: per whitespace run, per first byte of each terminal.
         """
-        keep_nodes, keep_states = [parents[~split]], [states[~split]]
         nodes, at_states = parents[split], states[split]
         automaton = self.automaton
+        end_nodes, end_states = [], []
         for state in set(at_states.tolist()):
             at = nodes[at_states == state]
             ways = automaton.split(state)
@@ -652,9 +702,10 @@ class _Generation:
                     # Never needs the stack below a truncation: the terminal was allowed on this
                     # stack, which took the same reduction closure that shifting it takes.
                     boundary = automaton.boundary_after(stack, terminal)
-                    keep_nodes.append(ends)
-                    keep_states.append(np.full(ends.size, boundary, dtype=states.dtype))
-        return np.concatenate(keep_nodes), np.concatenate(keep_states)
+                    end_nodes.append(ends)
+                    end_states.append(np.full(ends.size, boundary, dtype=states.dtype))
+        new_nodes, new_states = entered.first_time(end_nodes, end_states)
+        return np.concatenate([parents[~split], new_nodes]), np.concatenate([states[~split], new_states])
 
     @staticmethod
     def _suspensions(nodes: np.ndarray, states: np.ndarray) -> list[_Suspension]:

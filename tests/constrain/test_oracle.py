@@ -16,6 +16,7 @@ import pytest
 from onrails import GrammarCompiler, Matcher, builtin_grammar_text
 
 from ..reference import ReferenceGrammar
+from .grammar_limits import stress_grammars
 from .small_vocab import small_vocabulary
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
@@ -67,6 +68,20 @@ def test_builtin_masks_equal_the_reference(mode: str, root: str) -> None:
 @pytest.mark.parametrize("name", ["arithmetic", "csv", "sql"])
 def test_user_grammar_masks_equal_the_reference(name: str) -> None:
     check_walks((GRAMMARS / f"{name}.lark").read_text(), "start", walks=8, seed=3)
+
+
+@pytest.mark.parametrize("name", list(stress_grammars()))
+def test_stress_grammar_masks_equal_the_reference(name: str) -> None:
+    """Grammars where a run of bytes splits into terminals in many ways (letters next to
+    letters, ignored blank runs): random walks and the masks after each listed prefix."""
+    entry = stress_grammars()[name]
+    check_walks(entry["text"], entry["start"], walks=6, seed=7)
+    grammar = GrammarCompiler(small_vocabulary()).compile_lark(entry["text"], entry["start"])
+    reference = ReferenceGrammar(entry["text"], entry["start"])
+    for prefix in entry["prefixes"]:
+        matcher = Matcher(grammar, entry["start"])
+        assert matcher.advance_bytes(prefix.encode())
+        assert_mask_matches_reference(matcher, reference, prefix.encode())
 
 
 def test_masks_where_terminals_share_prefixes_equal_the_reference() -> None:
