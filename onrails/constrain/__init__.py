@@ -10,7 +10,8 @@ from onrails.constrain.compiled import (
 )
 from onrails.constrain.schema import SchemaGrammar, Unenforced, pydantic_schema, schema_to_grammar
 from onrails.constrain.tools import tools_to_grammar
-from onrails.constrain.matcher import Matcher, MatcherError, allocate_token_bitmask
+from onrails.constrain.bitmask import allocate_token_bitmask
+from onrails.constrain.matcher import Matcher, MatcherError
 from onrails.constrain.vocabulary import Vocabulary
 
 __all__ = [

@@ -47,6 +47,7 @@ from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
 from onrails.constrain._frontend import GrammarSpec, parse_lark
 from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import TokenTrie
+from onrails.constrain.bitmask import pack_bool_mask, words_for
 from onrails.constrain.vocabulary import Vocabulary
 from onrails.errors import GrammarError
 
@@ -92,19 +93,6 @@ def builtin_grammar_text(whitespace: str = "bounded") -> str:
         raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
     text = resources.files("onrails.grammars").joinpath("json.lark").read_text(encoding="utf-8")
     return text + _WS_OVERRIDES[whitespace]
-
-
-def words_for(size: int) -> int:
-    """Number of int32 words in a bitmask row for a vocabulary of ``size`` tokens."""
-    return (size + 31) // 32
-
-
-def _pack(allowed: np.ndarray) -> np.ndarray:
-    packed = np.packbits(allowed, bitorder="little")
-    pad = (-packed.size) % 4
-    if pad:
-        packed = np.concatenate([packed, np.zeros(pad, dtype=np.uint8)])
-    return packed.view("<i4").copy()
 
 
 _tries: "weakref.WeakKeyDictionary[Vocabulary, TokenTrie]" = weakref.WeakKeyDictionary()
@@ -222,7 +210,7 @@ class CompiledGrammar:
 
     def __post_init__(self) -> None:
         self._words = words_for(self.vocabulary.size)
-        self._eos = _pack(self._bool_of(sorted(self.vocabulary.eos_token_ids)))
+        self._eos = pack_bool_mask(self._bool_of(sorted(self.vocabulary.eos_token_ids)))
         self._generation = _Generation(self)
 
     def _current_generation(self) -> "_Generation":
@@ -260,10 +248,10 @@ class CompiledGrammar:
             states, nodes, node_states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
             # Ending before any byte (the root) is the caller's case: the boundary's own mask.
             if states is not None:
-                stay = _pack(states[trie.node_of_id] != dfa.n_states * 256)
+                stay = pack_bool_mask(states[trie.node_of_id] != dfa.n_states * 256)
                 exits = trie.exits(states, np.flatnonzero(dfa.accepting) * 256)
             else:
-                stay = _pack(self._bool_of(trie.tokens_at(nodes)))
+                stay = pack_bool_mask(self._bool_of(trie.tokens_at(nodes)))
                 exits = nodes[(trie.child_count[nodes] > 0) & dfa.accepting[node_states >> 8]]
             pure = _Pure(stay=stay, exits=exits)
             pure = self._shared.pure.keep(key, pure)
@@ -290,7 +278,7 @@ class CompiledGrammar:
             units = self._units(counting, base_state)
             stay = units.alive & (units.started <= left) & (~units.closed | (units.started >= needed))
             exits = units.exits[(units.exit_started <= left) & (units.exit_started >= needed)]
-            pure = self._shared.pure.keep(key, _Pure(stay=_pack(stay), exits=exits))
+            pure = self._shared.pure.keep(key, _Pure(stay=pack_bool_mask(stay), exits=exits))
         assert isinstance(pure, _Pure)
         return pure
 
@@ -388,7 +376,7 @@ class CompiledGrammar:
         nodes = trie.path(rest)
         complete = 0 < nodes.size == len(rest)
         exits = nodes[-1:] if complete and trie.child_count[nodes[-1]] > 0 else np.zeros(0, np.int64)
-        return _Pure(stay=_pack(self._bool_of(trie.tokens_at(nodes))), exits=exits)
+        return _Pure(stay=pack_bool_mask(self._bool_of(trie.tokens_at(nodes))), exits=exits)
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by this grammar's tables and caches, with the pure masks it
@@ -746,7 +734,7 @@ class _Generation:
             tokens, walk_susp = self._walk(*_starts(starts))
             suspensions += walk_susp
             if tokens.size:
-                words |= _pack(self.grammar._bool_of(tokens))
+                words |= pack_bool_mask(self.grammar._bool_of(tokens))
         parts = (words, suspensions)
         self._config_masks[config] = parts
         if len(self._config_masks) > _MASK_CACHE_ENTRIES:
@@ -800,7 +788,7 @@ class _Generation:
                 tokens, more = self._walk(*_starts(resumes))
                 assert not more, "real stacks never suspend"
                 if tokens.size:
-                    words |= _pack(self.grammar._bool_of(tokens))
+                    words |= pack_bool_mask(self.grammar._bool_of(tokens))
             if self.automaton.accepting(state):
                 words |= self.grammar._eos
             words.setflags(write=False)

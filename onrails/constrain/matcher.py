@@ -8,21 +8,13 @@ import numpy as np
 
 from onrails.constrain._automaton import DEAD
 from onrails.constrain._shortest import shortest_completion
-from onrails.constrain.compiled import CompiledGrammar, Explanation, words_for
+from onrails.constrain.bitmask import words_for
+from onrails.constrain.compiled import CompiledGrammar, Explanation
 from onrails.errors import OnRailsError
 
 
 class MatcherError(OnRailsError, ValueError):
     """A matcher was used wrongly (unknown root, rollback past the start, bad bitmask)."""
-
-
-def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
-    """A zeroed int32 bitmask of shape ``[batch_size, ceil(vocab_size / 32)]``.
-
-    Bit ``i % 32`` of word ``i // 32`` is token ``i``. torch users may wrap it with
-    ``torch.from_numpy`` (no copy).
-    """
-    return np.zeros((batch_size, words_for(vocab_size)), dtype=np.int32)
 
 
 class Matcher:

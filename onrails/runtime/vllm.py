@@ -41,7 +41,7 @@ from onrails.constrain import (
     Vocabulary,
     allocate_token_bitmask,
 )
-from onrails.constrain.compiled import _pack
+from onrails.constrain.bitmask import pack_bool_mask
 from onrails.constrain.torch_ops import apply_token_bitmask_inplace
 from onrails.errors import OnRailsError
 
@@ -213,7 +213,7 @@ class OnRailsLogitsProcessor(LogitsProcessor):
         if self._not_ends is None:
             others = np.ones(vocab.size, dtype=bool)
             others[list(vocab.eos_token_ids)] = False
-            self._not_ends = _pack(others)
+            self._not_ends = pack_bool_mask(others)
         return self._not_ends
 
     def is_argmax_invariant(self) -> bool:
@@ -252,7 +252,7 @@ class OnRailsLogitsProcessor(LogitsProcessor):
         vocab = compiler.vocabulary
         stops = np.zeros(vocab.size, dtype=bool)
         stops[[t for t in params.all_stop_token_ids if 0 <= t < vocab.size]] = True
-        return _Sequence(matcher, output, _pack(stops))
+        return _Sequence(matcher, output, pack_bool_mask(stops))
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self._sequences:
