@@ -1,18 +1,23 @@
-"""Grammar → token-mask engine. Imports nothing heavy (no torch): see ``torch_ops`` for that."""
+"""Grammar → token-mask engine. Imports nothing heavy (no torch): see ``torch_ops`` for that.
 
-from onrails.constrain.compiled import (
-    BUILTIN_ROOTS,
-    WHITESPACE_MODES,
-    CompiledGrammar,
-    Explanation,
-    GrammarCompiler,
-    builtin_grammar_text,
-)
-from onrails.constrain.schema import SchemaGrammar, Unenforced, pydantic_schema, schema_to_grammar
-from onrails.constrain.tools import tools_to_grammar
+The grammar writers (built-in grammar, JSON Schema, tools) live in ``onrails.grammars``; their
+public names are re-exported here, where they were before.
+"""
+
 from onrails.constrain.bitmask import allocate_token_bitmask
+from onrails.constrain.compiled import CompiledGrammar, Explanation, GrammarCompiler
 from onrails.constrain.matcher import Matcher, MatcherError
 from onrails.constrain.vocabulary import Vocabulary
+from onrails.grammars import (
+    BUILTIN_ROOTS,
+    WHITESPACE_MODES,
+    SchemaGrammar,
+    Unenforced,
+    builtin_grammar_text,
+    pydantic_schema,
+    schema_to_grammar,
+    tools_to_grammar,
+)
 
 __all__ = [
     "BUILTIN_ROOTS",

@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-import json
 import re
 import threading
 import time
@@ -39,6 +38,7 @@ except ImportError:  # Python 3.10: the same modules under their old names, no e
     _EXTRA_CASES = {}
 
 from onrails.errors import CompileBudgetError, GrammarError
+from onrails.grammars.regex_notes import split_except
 
 _MAX_CODE_POINT = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
@@ -317,19 +317,6 @@ def _numbered_by_first(first: np.ndarray, inverse: np.ndarray) -> tuple[np.ndarr
     return first[order], rank[inverse.ravel()]
 
 
-_EXCEPT = re.compile(r"\(\?#except:([0-9a-f]*)\)")
-
-
-def except_words(words: list[str]) -> str:
-    """A regex prefix that removes exactly ``words`` from the terminal's language.
-
-    ``(?#except:HEX)`` is a comment to every other regex engine (so other Lark tools read the
-    terminal as the wider language); the engine subtracts the words from the byte DFA, which
-    a regex could only do with a large, slow-to-compile complement construction.
-    """
-    return f"(?#except:{json.dumps(sorted(set(words))).encode('utf-8').hex()})"
-
-
 def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteDFA:
     """``dfa`` minus a finite set of lexemes: the product with the words' trie."""
     children: list[dict[int, int]] = [{}]
@@ -596,13 +583,12 @@ def regex_to_byte_dfa(
     """
     if _LOOKAROUND.search(pattern):
         raise GrammarError(f"lookaround is not supported in terminal regex {pattern!r}", rule=name or None)
-    excepted = _EXCEPT.match(pattern)
+    try:
+        excepted = split_except(pattern)
+    except ValueError as exc:
+        raise GrammarError(f"bad (?#except:...) list in terminal regex: {exc}", rule=name or None) from exc
     if excepted:
-        try:
-            words = [str(w).encode("utf-8") for w in json.loads(bytes.fromhex(excepted.group(1)))]
-        except ValueError as exc:
-            raise GrammarError(f"bad (?#except:...) list in terminal regex: {exc}", rule=name or None) from exc
-        rest = pattern[excepted.end() :]
+        words, rest = excepted
         base = regex_to_byte_dfa(rest, name=name, deadline=deadline, max_states=max_states)
         return _without(base, words, pattern, name)
     literal = _literal(pattern)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from onrails.constrain._frontend import GrammarSpec
+from onrails.constrain.lark_frontend import GrammarSpec
 from onrails.errors import CompileBudgetError, GrammarError
 
 

@@ -21,12 +21,12 @@ state is a dictionary lookup and a 16 KB copy.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from importlib import resources
 
 import numpy as np
 
@@ -44,37 +44,16 @@ from onrails.constrain._automaton import (
 )
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
-from onrails.constrain._frontend import GrammarSpec, parse_lark
+from onrails.constrain.lark_frontend import GrammarSpec, parse_lark
 from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import TokenTrie
 from onrails.constrain.bitmask import pack_bool_mask, words_for
 from onrails.constrain.vocabulary import Vocabulary
 from onrails.errors import GrammarError
+from onrails.grammars.builtin import BUILTIN_ROOTS, builtin_grammar_text
+from onrails.grammars.schema import load_schema, pydantic_schema, schema_to_grammar
+from onrails.grammars.tools import tools_to_grammar
 
-BUILTIN_ROOTS = (
-    "root",
-    "fcall",
-    "nofcall",
-    "insidevalue",
-    "value",
-    "object",
-    "array",
-    "string",
-    "number",
-    "funcarray",
-    "func",
-    "ws",
-)
-WHITESPACE_MODES = ("flexible", "bounded", "compact")
-# Whitespace between JSON tokens per mode: the built-in grammar's WS, and what schema grammars
-# put beside their punctuation (tools embed schemas in the built-in grammar: blanks must read
-# alike in both). json.lark's own WS is the flexible one.
-WHITESPACE_REGEXES = {"flexible": r"[ \t\n\r]+", "bounded": r"\r?\n[ \t]{0,32}|[ \t]{1,32}"}
-_WS_OVERRIDES = {
-    "flexible": "",
-    "bounded": f"\n%override WS: /{WHITESPACE_REGEXES['bounded']}/\n",
-    "compact": "\n%override ws: \n",
-}
 _MASK_CACHE_ENTRIES = 2048
 _GRAMMAR_CACHE_ENTRIES = 256
 _SHARED_DFA_ENTRIES = 2048
@@ -85,14 +64,6 @@ _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
 _Parts = tuple[np.ndarray, list[_Suspension]]
-
-
-def builtin_grammar_text(whitespace: str = "bounded") -> str:
-    """The built-in JSON / function-calling grammar as Lark text, for a whitespace mode."""
-    if whitespace not in WHITESPACE_MODES:
-        raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
-    text = resources.files("onrails.grammars").joinpath("json.lark").read_text(encoding="utf-8")
-    return text + _WS_OVERRIDES[whitespace]
 
 
 _tries: "weakref.WeakKeyDictionary[Vocabulary, TokenTrie]" = weakref.WeakKeyDictionary()
@@ -442,7 +413,7 @@ class GrammarCompiler:
         assert isinstance(compiled, CompiledGrammar)
         return compiled
 
-    # -- JSON Schema, pydantic and tools (onrails.constrain.schema / .tools) ----------------------
+    # -- JSON Schema, pydantic and tools (written by onrails.grammars) ----------------------
 
     def compile_json_schema(
         self,
@@ -458,10 +429,6 @@ class GrammarCompiler:
         CompileBudgetError. ``schema_to_grammar`` shows the Lark text and, in lenient mode,
         what was left out.
         """
-        import json
-
-        from onrails.constrain.schema import load_schema, schema_to_grammar
-
         loaded = load_schema(schema)
         key = (json.dumps(loaded, sort_keys=True, ensure_ascii=False), whitespace, strict)
         cached = self._schema_cache.lookup(key)
@@ -476,8 +443,6 @@ class GrammarCompiler:
         self, model_or_type: object, *, whitespace: str = "flexible", strict: bool = True
     ) -> CompiledGrammar:
         """Compile the JSON Schema of a pydantic BaseModel class or any type TypeAdapter takes."""
-        from onrails.constrain.schema import pydantic_schema
-
         return self.compile_json_schema(pydantic_schema(model_or_type), whitespace=whitespace, strict=strict)
 
     def compile_tools(
@@ -491,10 +456,8 @@ class GrammarCompiler:
     ) -> CompiledGrammar:
         """Compile OpenAI-style tools into the built-in function-calling rules, specialised.
 
-        The grammar's single root depends on ``tool_choice`` (see ``onrails.constrain.tools``).
+        The grammar's single root depends on ``tool_choice`` (see ``onrails.grammars.tools``).
         """
-        from onrails.constrain.tools import tools_to_grammar
-
         converted = tools_to_grammar(
             tools,
             tool_choice=tool_choice,

@@ -289,7 +289,7 @@ class OnRailsLogitsProcessor(LogitsProcessor):
 
 def _check_without_vocabulary(request: _Request) -> None:
     """Raise the errors a compile would raise for syntax, without loading a tokenizer."""
-    from onrails.constrain._frontend import parse_lark
+    from onrails.constrain.lark_frontend import parse_lark
 
     if request.kind == "grammar":
         parse_lark(request.value, [request.options.get("start", "start")])

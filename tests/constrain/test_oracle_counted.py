@@ -9,9 +9,9 @@ import pytest
 
 from onrails import GrammarCompiler, Matcher, Vocabulary
 from onrails.constrain._bytedfa import ByteDFA, except_words, regex_to_byte_dfa
-from onrails.constrain._ecma_regex import GENERIC_CHAR
+from onrails.grammars._ecma_regex import GENERIC_CHAR
 from onrails.constrain.compiled import _trie_for
-from onrails.constrain.schema import schema_to_grammar
+from onrails.grammars.schema import schema_to_grammar
 
 from ..reference import ReferenceGrammar
 from .small_vocab import TRICKY

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from onrails import GrammarCompiler, Matcher, SchemaError, schema_to_grammar
-from onrails.constrain.schema import validator_class
+from onrails.grammars.schema import validator_class
 from onrails.errors import CompileBudgetError
 from tests.constrain.small_vocab import small_vocabulary
 

@@ -19,7 +19,7 @@ import pytest
 
 from onrails import GrammarCompiler, Matcher, SchemaError, schema_to_grammar
 from onrails.constrain.compiled import CompiledGrammar
-from onrails.constrain.schema import SCHEMA_WHITESPACE_MODES
+from onrails.grammars.schema import SCHEMA_WHITESPACE_MODES
 from onrails.errors import CompileBudgetError, GrammarError
 from tests.constrain.small_vocab import small_vocabulary
 

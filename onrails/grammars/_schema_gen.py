@@ -36,10 +36,10 @@ from urllib.parse import unquote, urljoin
 
 import jsonschema
 
-from onrails.constrain import _ecma_regex as rx
-from onrails.constrain._bytedfa import except_words
-from onrails.constrain._schema_formats import FORMATS
-from onrails.constrain._schema_numbers import (
+from onrails.grammars import _ecma_regex as rx
+from onrails.grammars.regex_notes import except_words
+from onrails.grammars._schema_formats import FORMATS
+from onrails.grammars._schema_numbers import (
     INTEGER,
     NUMBER,
     ZERO_FRACTION,

@@ -74,8 +74,8 @@ import jsonschema
 import jsonschema.validators
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 
-from onrails.constrain._schema_gen import Notes, SchemaConverter, absolute_refs
-from onrails.constrain.compiled import WHITESPACE_REGEXES
+from onrails.grammars._schema_gen import Notes, SchemaConverter, absolute_refs
+from onrails.grammars.builtin import WHITESPACE_REGEXES
 from onrails.errors import SchemaError
 
 SCHEMA_WHITESPACE_MODES = ("flexible", "bounded", "compact")

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from onrails.constrain import _ecma_regex as rx
-from onrails.constrain.compiled import builtin_grammar_text
-from onrails.constrain.schema import SchemaGrammar, Unenforced, load_schema, schema_to_grammar
+from onrails.grammars import _ecma_regex as rx
+from onrails.grammars.builtin import builtin_grammar_text
+from onrails.grammars.schema import SchemaGrammar, Unenforced, load_schema, schema_to_grammar
 from onrails.errors import SchemaError
 
 TOOL_CHOICES = ("none", "auto", "required")

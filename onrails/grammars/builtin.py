@@ -1,0 +1,40 @@
+"""The built-in JSON / function-calling grammar (``json.lark``) and its whitespace modes."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from onrails.errors import GrammarError
+
+BUILTIN_ROOTS = (
+    "root",
+    "fcall",
+    "nofcall",
+    "insidevalue",
+    "value",
+    "object",
+    "array",
+    "string",
+    "number",
+    "funcarray",
+    "func",
+    "ws",
+)
+WHITESPACE_MODES = ("flexible", "bounded", "compact")
+# Whitespace between JSON tokens per mode: the built-in grammar's WS, and what schema grammars
+# put beside their punctuation (tools embed schemas in the built-in grammar: blanks must read
+# alike in both). json.lark's own WS is the flexible one.
+WHITESPACE_REGEXES = {"flexible": r"[ \t\n\r]+", "bounded": r"\r?\n[ \t]{0,32}|[ \t]{1,32}"}
+_WS_OVERRIDES = {
+    "flexible": "",
+    "bounded": f"\n%override WS: /{WHITESPACE_REGEXES['bounded']}/\n",
+    "compact": "\n%override ws: \n",
+}
+
+
+def builtin_grammar_text(whitespace: str = "bounded") -> str:
+    """The built-in JSON / function-calling grammar as Lark text, for a whitespace mode."""
+    if whitespace not in WHITESPACE_MODES:
+        raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
+    text = resources.files("onrails.grammars").joinpath("json.lark").read_text(encoding="utf-8")
+    return text + _WS_OVERRIDES[whitespace]
