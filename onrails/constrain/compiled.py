@@ -62,6 +62,8 @@ _SHARED_BELOW_BYTES = 64 << 20
 _MAX_STATES = 100_000
 _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
+# Up to this many trie nodes, a walk's mask is built from the token ids listed at them.
+_LISTED_NODES = 4096
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
 _Parts = tuple[np.ndarray, list[_Suspension]]
 
@@ -197,6 +199,21 @@ class CompiledGrammar:
         allowed = np.zeros(self._words * 32, dtype=bool)
         allowed[np.asarray(ids, dtype=np.int64)] = True
         return allowed
+
+    def _words_at(self, nodes: list[np.ndarray]) -> np.ndarray:
+        """Packed mask of the tokens ending at any of ``nodes`` (arrays of trie nodes, repeats
+        allowed). Walks through adjacent terminals meet many nodes several times: past a few
+        thousand, flagging nodes and reading the flags per token id beats listing tokens."""
+        trie = self._trie
+        total = sum(n.size for n in nodes)
+        if total <= _LISTED_NODES:
+            return pack_bool_mask(self._bool_of(trie.tokens_at(np.concatenate(nodes)) if nodes else []))
+        hit = np.zeros(trie.n_nodes + 1, dtype=bool)  # the last slot: ids without content
+        for n in nodes:
+            hit[n] = True
+        allowed = np.zeros(self._words * 32, dtype=bool)
+        allowed[: trie.node_of_id.size] = hit[trie.node_of_id]
+        return pack_bool_mask(allowed)
 
     def _pure_part(self, terminal: int, dfa_state: int) -> _Pure:
         return self._pure_of(self._dfas[terminal], dfa_state)
@@ -513,12 +530,22 @@ class _Entered:
         self._n_nodes = n_nodes
         self._start: tuple[np.ndarray, np.ndarray] | None = (nodes, states)
         self._flags: dict[int, np.ndarray] = {}
+        self._slot: np.ndarray | None = None
 
     def _flags_of(self, state: int) -> np.ndarray:
         flags = self._flags.get(state)
         if flags is None:
             flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
         return flags
+
+    def _once(self, nodes: np.ndarray) -> np.ndarray:
+        """``nodes`` without repeats, in no particular order: each node keeps the position
+        written last for it (a scatter and a gather, no sort)."""
+        if self._slot is None:
+            self._slot = np.empty(self._n_nodes, dtype=np.int32)
+        positions = np.arange(nodes.size, dtype=np.int32)
+        self._slot[nodes] = positions
+        return nodes[self._slot[nodes] == positions]
 
     def first_time(self, nodes: list[np.ndarray], states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The pairs among ``nodes`` / ``states`` (lists of arrays) not entered before, once each."""
@@ -534,7 +561,7 @@ class _Entered:
             flags = self._flags_of(state)
             fresh = at[~flags[at]]
             if fresh.size > 1:
-                fresh = np.unique(fresh)
+                fresh = self._once(fresh)
             flags[fresh] = True
             out_nodes.append(fresh)
             out_states.append(state_array[: fresh.size])
@@ -566,7 +593,7 @@ class _Generation:
         return total
 
     def _walk(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
-        """Tokens below ``parents`` (each at its automaton state) that stay alive.
+        """Packed mask of the tokens below ``parents`` (each at its automaton state) that stay alive.
 
         Also returns where the walk met suspended configurations (truncated stacks only): the
         subtrees below those nodes are finished on the real stack by the caller.
@@ -618,8 +645,7 @@ class _Generation:
             live = nxt != DEAD
             parents, states = child[live], nxt[live]
             found.append(parents)
-        tokens = trie.tokens_at(np.concatenate(found)) if found else np.zeros(0, np.int64)
-        return tokens, suspensions
+        return self.grammar._words_at(found), suspensions
 
     def _follow_terminals(
         self,
@@ -694,10 +720,9 @@ class _Generation:
             if pure.exits.size:
                 starts.append((pure.exits, boundary))
         if starts:
-            tokens, walk_susp = self._walk(*_starts(starts))
+            walked, walk_susp = self._walk(*_starts(starts))
             suspensions += walk_susp
-            if tokens.size:
-                words |= pack_bool_mask(self.grammar._bool_of(tokens))
+            words |= walked
         parts = (words, suspensions)
         self._config_masks[config] = parts
         if len(self._config_masks) > _MASK_CACHE_ENTRIES:
@@ -748,10 +773,9 @@ class _Generation:
             for config in configs:
                 words |= self._real_config_mask(config, resumes)
             if resumes:
-                tokens, more = self._walk(*_starts(resumes))
+                walked, more = self._walk(*_starts(resumes))
                 assert not more, "real stacks never suspend"
-                if tokens.size:
-                    words |= pack_bool_mask(self.grammar._bool_of(tokens))
+                words |= walked
             if self.automaton.accepting(state):
                 words |= self.grammar._eos
             words.setflags(write=False)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from onrails import GrammarCompiler, Matcher, Vocabulary
-from onrails.constrain._bytedfa import ByteDFA, except_words, regex_to_byte_dfa
+from onrails.constrain._bytedfa import ByteDFA, regex_to_byte_dfa
 from onrails.grammars._ecma_regex import GENERIC_CHAR
+from onrails.grammars.regex_notes import except_words
 from onrails.constrain.compiled import _trie_for
 from onrails.grammars.schema import schema_to_grammar
 
