@@ -419,12 +419,14 @@ class GrammarCompiler:
         Raises GrammarError (with line, column or rule) for grammars that do not parse, use
         undefined rules, unsupported regex features or exceed the time budget.
         """
+        return self._compile_lark(grammar, start, time.monotonic() + self.budget_s)
+
+    def _compile_lark(self, grammar: str, start: "str | list[str] | tuple[str, ...]", deadline: float) -> CompiledGrammar:
         starts = (start,) if isinstance(start, str) else tuple(start)
         key = (grammar, starts)
         cached = self._cache.lookup(key)
         if isinstance(cached, CompiledGrammar):
             return cached
-        deadline = time.monotonic() + self.budget_s
         spec = parse_lark(grammar, starts)
         compiled = self._cache.keep(key, _compile_spec(spec, self.vocabulary, deadline, self._shared))
         assert isinstance(compiled, CompiledGrammar)
@@ -451,8 +453,10 @@ class GrammarCompiler:
         cached = self._schema_cache.lookup(key)
         if isinstance(cached, CompiledGrammar):
             return cached
+        # One budget for converting and compiling, not one each.
+        deadline = time.monotonic() + self.budget_s
         converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=self.budget_s)
-        compiled = self._schema_cache.keep(key, self.compile_lark(converted.lark, converted.start))
+        compiled = self._schema_cache.keep(key, self._compile_lark(converted.lark, converted.start, deadline))
         assert isinstance(compiled, CompiledGrammar)
         return compiled
 
@@ -475,6 +479,7 @@ class GrammarCompiler:
 
         The grammar's single root depends on ``tool_choice`` (see ``onrails.grammars.tools``).
         """
+        deadline = time.monotonic() + self.budget_s
         converted = tools_to_grammar(
             tools,
             tool_choice=tool_choice,
@@ -483,7 +488,7 @@ class GrammarCompiler:
             strict=strict,
             budget_s=self.budget_s,
         )
-        return self.compile_lark(converted.lark, converted.start)
+        return self._compile_lark(converted.lark, converted.start, deadline)
 
 
 def _compile_spec(spec: GrammarSpec, vocabulary: Vocabulary, deadline: float, shared: _Shared) -> CompiledGrammar:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,26 @@ def test_explosive_regex_hits_the_budget_quickly(compiler: GrammarCompiler) -> N
     with pytest.raises(CompileBudgetError):
         compiler.compile_lark("start: X\nX: /(a|b)*a(a|b){18}/\n")
     assert time.monotonic() - began < 10
+
+
+@pytest.mark.parametrize(
+    "compile_over_budget",
+    [
+        lambda c: c.compile_lark("start: A\nA: /(a{1,1000}){1,1000}/\n"),
+        lambda c: c.compile_json_schema({"type": "string", "pattern": "^(a{1,1000}){1,1000}$"}),
+    ],
+    ids=["lark-regex", "schema-pattern"],
+)
+def test_compile_over_budget_raises_within_the_budget_and_a_tenth(compile_over_budget: Any) -> None:
+    """Each step of a regex's automaton construction is checked against the deadline, and a
+    schema's conversion and compile share one budget."""
+    budget = 1.5
+    compiler = GrammarCompiler(small_vocabulary(), budget_s=budget)
+    compiler.compile_lark('start: "warm"')  # Lark's own grammar loads once per process
+    began = time.monotonic()
+    with pytest.raises(CompileBudgetError):
+        compile_over_budget(compiler)
+    assert time.monotonic() - began <= budget * 1.1
 
 
 def test_errors_share_one_hierarchy() -> None:
