@@ -10,8 +10,13 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from onrails.errors import CompileBudgetError
+
 # A level is stepped child by child while the live nodes' children are under 1/8 of it.
 _SPARSE_SHARE = 8
+# The most children one walk step may gather (int64 arrays of a few times this size).
+_MIN_STEP_BUDGET = 1 << 22
+_STEP_BUDGET_PER_NODE = 8
 
 
 class TokenTrie:
@@ -91,6 +96,9 @@ class TokenTrie:
         # ``level_pass`` keeps dead).
         self.node_of_id = np.full(len(token_bytes), total, dtype=np.int64)
         self.node_of_id[ids_sorted] = token_node
+        # Widest step a walk may take: a level has at most ``n_nodes`` nodes, and walks meet
+        # a node once per automaton state (a few) since pairs are entered once.
+        self.max_step_nodes = max(_MIN_STEP_BUDGET, _STEP_BUDGET_PER_NODE * total)
 
     def children(self, nodes: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All children of ``nodes``, grouped by parent in order, and each parent's count
@@ -99,6 +107,12 @@ class TokenTrie:
             counts = self.child_count[nodes]
         ends = np.cumsum(counts)
         total = int(ends[-1]) if ends.size else 0
+        if total > self.max_step_nodes:
+            # A mask walk this wide has lost its way (each step allocates a few arrays of this
+            # size): fail the request rather than the process.
+            raise CompileBudgetError(
+                f"a token mask would step {total:,} trie nodes at once (budget {self.max_step_nodes:,})"
+            )
         # Child k of the run is child_start[parent] + (k - the run's first index).
         return np.arange(total) + np.repeat(self.child_start[nodes] - (ends - counts), counts), counts
 

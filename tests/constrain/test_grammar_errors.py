@@ -101,3 +101,21 @@ def test_unknown_root_for_a_matcher(compiler: GrammarCompiler) -> None:
 def test_whitespace_mode_is_checked(compiler: GrammarCompiler) -> None:
     with pytest.raises(GrammarError, match="whitespace"):
         compiler.compile_builtin("loose")
+
+
+def test_a_mask_walk_past_its_memory_budget_fails_the_request_not_the_process() -> None:
+    """Walk steps are bounded in size: past it, the mask raises CompileBudgetError (which a
+    server answers with a 4xx), the process keeps its memory, and other masks still work."""
+    vocab = small_vocabulary()
+    compiler = GrammarCompiler(vocab)
+    grammar = compiler.compile_lark("start: A*\nA: /[a-z]+/\n")
+    trie = grammar._trie
+    budget = trie.max_step_nodes
+    trie.max_step_nodes = 4
+    try:
+        with pytest.raises(CompileBudgetError, match="trie nodes at once"):
+            Matcher(grammar).allowed_token_ids()
+    finally:
+        trie.max_step_nodes = budget
+    matcher = Matcher(compiler.compile_lark("start: A*\nA: /[a-z]+/\n// again\n"))
+    assert matcher.advance_bytes(b"ab") and matcher.is_allowed(vocab.token_bytes.index(b"abc"))
