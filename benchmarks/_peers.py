@@ -128,6 +128,7 @@ class OnrailsEngine(Engine):
         import onrails
 
         self._onrails = onrails
+        self.vocab = vocab
         self.compiler = onrails.GrammarCompiler(vocab)
         self.root: str | None = None
         bitmask = onrails.allocate_token_bitmask(1, vocab.size)
@@ -142,6 +143,11 @@ class OnrailsEngine(Engine):
     def compile_any_json(self) -> Any:
         self.root = "value"
         return self.compiler.compile_builtin("flexible")
+
+    def compile_lark(self, text: str, start: str) -> Any:
+        """A Lark grammar, compiled by a new compiler (the vocabulary's trie is shared)."""
+        self.root = None
+        return self._onrails.GrammarCompiler(self.vocab).compile_lark(text, start)
 
     def matcher(self, grammar: Any) -> Any:
         return self._onrails.Matcher(grammar, self.root)
@@ -221,9 +227,9 @@ class LLGuidanceEngine(Engine):
         bitmask = llnp.allocate_token_bitmask(1, vocab.size)
         self._set_bitmask(bitmask, bitmask)
 
-    def _compile(self, schema: Any) -> Any:
+    def _compile(self, build: Any, source: Any, defaults: Any = None) -> Any:
         try:
-            grammar = self._llg.LLMatcher.grammar_from_json_schema(schema, defaults={"whitespace_flexible": True})
+            grammar = build(source) if defaults is None else build(source, defaults=defaults)
         except Exception as exc:
             raise CompileError(f"{type(exc).__name__}: {exc}") from exc
         # The constructor never raises: a refused grammar leaves the matcher in an error state.
@@ -233,10 +239,14 @@ class LLGuidanceEngine(Engine):
         return template
 
     def compile_json_schema(self, schema: Any) -> Any:
-        return self._compile(schema)
+        return self._compile(self._llg.LLMatcher.grammar_from_json_schema, schema, {"whitespace_flexible": True})
 
     def compile_any_json(self) -> Any:
-        return self._compile({})
+        return self.compile_json_schema({})
+
+    def compile_lark(self, text: str, start: str) -> Any:
+        """A Lark grammar in llguidance's dialect (which starts at ``start``; its lexer is greedy)."""
+        return self._compile(self._llg.LLMatcher.grammar_from_lark, text if start == "start" else f"start: {start}\n{text}")
 
     def matcher(self, grammar: Any) -> Any:
         return grammar.deep_copy()

@@ -30,14 +30,14 @@ from onrails.errors import OnRailsError, QueueFullError
 from onrails.runtime.generation import (
     SequenceRequest,
     SequenceResult,
+    SequenceState,
     Timing,
-    _eos_row,
-    _left_padded,
-    _max_tokens,
-    _open_row,
-    _per_token_layers,
-    _Sequence,
-    _decode_step,
+    decode_step,
+    eos_row,
+    left_padded,
+    open_row,
+    per_token_layers,
+    token_budget,
 )
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Job:
         self.timing = timing
         self.deadline = deadline
         self.stream = stream
-        self.seqs: list[_Sequence] = []
+        self.seqs: list[SequenceState] = []
         self.error: BaseException | None = None
         self._cancelled = threading.Event()
         self._cond = threading.Condition()
@@ -248,9 +248,9 @@ class _Batch:
         self.eos_ids = sorted(vocab.eos_token_ids)
         self.eos_tensor = torch.tensor(self.eos_ids, dtype=torch.long, device=model.device)
         self.bitmask = torch.from_numpy(allocate_token_bitmask(scheduler.max_sequences, vocab.size))
-        self.open_words = _open_row(vocab)
-        self.eos_words = _eos_row(vocab.size, self.eos_ids)
-        self.rows: list[_Sequence] = []
+        self.open_words = open_row(vocab)
+        self.eos_words = eos_row(vocab.size, self.eos_ids)
+        self.rows: list[SequenceState] = []
         self.owners: list[Job] = []
         self.jobs: list[Job] = []
         self.cache: Any = None
@@ -277,16 +277,16 @@ class _Batch:
 
     def _join(self) -> None:
         """Admit waiting requests: prefill their prompts together, then merge their rows."""
-        if self.rows and not _per_token_layers(self.cache):
+        if self.rows and not per_token_layers(self.cache):
             return  # e.g. sliding-window caches: new requests wait for the batch to drain
         jobs: list[Job] = []
-        new_rows: list[_Sequence] = []
+        new_rows: list[SequenceState] = []
         owners: list[Job] = []
         now = time.perf_counter()
         for job in self.scheduler._admit(self.scheduler.max_sequences - len(self.rows)):
             job.timing.acquired = now
             try:
-                job.seqs = [_Sequence(self.model, r, _max_tokens(self.model, r)) for r in job.requests]
+                job.seqs = [SequenceState(self.model, r, token_budget(self.model, r)) for r in job.requests]
             except Exception as exc:  # this request alone is unusable
                 _log.exception("request refused by the decoder")
                 job._fail(OnRailsError(f"decoding failed: {exc}"))
@@ -325,9 +325,9 @@ class _Batch:
         self.attention, self.cache = self._pass(self.rows, self.attention, self.cache, first=False)
 
     def _pass(
-        self, rows: list[_Sequence], attention: torch.Tensor | None, cache: Any, *, first: bool
+        self, rows: list[SequenceState], attention: torch.Tensor | None, cache: Any, *, first: bool
     ) -> tuple[torch.Tensor, Any]:
-        return _decode_step(
+        return decode_step(
             self.model, rows, self.bitmask, self.open_words, self.eos_tensor, self.eos_words, attention, cache, first=first
         )
 
@@ -357,7 +357,7 @@ class _Batch:
         self.attention = self.attention.index_select(0, index)
         used = torch.nonzero(self.attention.any(dim=0))
         start = int(used[0]) if used.numel() else self.attention.shape[1]
-        if start > 0 and _per_token_layers(self.cache):
+        if start > 0 and per_token_layers(self.cache):
             for layer in self.cache.layers:
                 layer.keys = layer.keys[:, :, start:, :]
                 layer.values = layer.values[:, :, start:, :]
@@ -386,6 +386,6 @@ def _merge(cache: Any, attention: torch.Tensor, other: Any, other_attention: tor
     length; returns the merged attention mask."""
     width = max(attention.shape[1], other_attention.shape[1])
     for layer, extra in zip(cache.layers, other.layers):
-        layer.keys = torch.cat([_left_padded(layer.keys, width, 2), _left_padded(extra.keys, width, 2)])
-        layer.values = torch.cat([_left_padded(layer.values, width, 2), _left_padded(extra.values, width, 2)])
-    return torch.cat([_left_padded(attention, width, 1), _left_padded(other_attention, width, 1)])
+        layer.keys = torch.cat([left_padded(layer.keys, width, 2), left_padded(extra.keys, width, 2)])
+        layer.values = torch.cat([left_padded(layer.values, width, 2), left_padded(extra.values, width, 2)])
+    return torch.cat([left_padded(attention, width, 1), left_padded(other_attention, width, 1)])

@@ -24,6 +24,7 @@ would break that is replaced by that completion, so the output parses and ``fini
 from __future__ import annotations
 
 import codecs
+import inspect
 import secrets
 import time
 from collections.abc import Iterator
@@ -111,7 +112,7 @@ class Timing:
     finished: float | None = None
 
 
-class _Sequence:
+class SequenceState:
     """Mutable decoding state of one sequence."""
 
     def __init__(self, model: "Model", request: SequenceRequest, max_tokens: int) -> None:
@@ -221,7 +222,7 @@ def generate_sequences(
     per constrained sequence per step. Holds the model's generation lock while it runs;
     ``timing`` receives when it got the lock, chose the first tokens and finished.
     """
-    seqs = [_Sequence(model, r, _max_tokens(model, r)) for r in requests]
+    seqs = [SequenceState(model, r, token_budget(model, r)) for r in requests]
     for _ in _locked(model, seqs, timing):
         pass
     return [s.result() for s in seqs]
@@ -235,12 +236,12 @@ def stream_sequences(
     The last yield has every sequence finished. Holds the model's generation lock while it runs
     (until the iterator is exhausted or closed).
     """
-    seqs = [_Sequence(model, r, _max_tokens(model, r)) for r in requests]
+    seqs = [SequenceState(model, r, token_budget(model, r)) for r in requests]
     for _ in _locked(model, seqs, timing):
         yield [s.result() for s in seqs]
 
 
-def _locked(model: "Model", seqs: list[_Sequence], timing: Timing | None) -> Iterator[None]:
+def _locked(model: "Model", seqs: list[SequenceState], timing: Timing | None) -> Iterator[None]:
     timing = timing or Timing()
     with model._generate_lock:
         timing.acquired = time.perf_counter()
@@ -263,14 +264,16 @@ def held_back_chars(result: SequenceResult) -> int:
     return 0
 
 
-def _max_tokens(model: "Model", request: SequenceRequest) -> int:
+def token_budget(model: "Model", request: SequenceRequest) -> int:
+    """How many tokens ``request`` may generate: its ``max_tokens``, capped by the room its
+    prompt leaves in the context (at least 0). O(1)."""
     room = model.context_length - len(request.prompt_ids)
     limit = request.params.max_tokens
     return max(0, room if limit is None else min(limit, room))
 
 
 @torch.inference_mode()
-def _decode(model: "Model", seqs: list[_Sequence]) -> Iterator[None]:
+def _decode(model: "Model", seqs: list[SequenceState]) -> Iterator[None]:
     vocab = model.vocabulary
     device = model.device
     eos_ids = sorted(vocab.eos_token_ids)
@@ -278,8 +281,8 @@ def _decode(model: "Model", seqs: list[_Sequence]) -> Iterator[None]:
     bitmask = torch.from_numpy(allocate_token_bitmask(max(1, len(seqs)), vocab.size))
     if device.type == "cuda":
         bitmask = bitmask.pin_memory()
-    open_words = _open_row(vocab)
-    eos_words = _eos_row(vocab.size, eos_ids)
+    open_words = open_row(vocab)
+    eos_words = eos_row(vocab.size, eos_ids)
 
     for s in seqs:
         if s.max_tokens <= 0:
@@ -289,7 +292,7 @@ def _decode(model: "Model", seqs: list[_Sequence]) -> Iterator[None]:
     attention = None
     first = True
     while active:
-        attention, cache = _decode_step(model, active, bitmask, open_words, eos_tensor, eos_words, attention, cache, first=first)
+        attention, cache = decode_step(model, active, bitmask, open_words, eos_tensor, eos_words, attention, cache, first=first)
         first = False
         yield None
         keep_rows = [i for i, s in enumerate(active) if s.finish is None or (s.unscored and s.scored)]
@@ -307,9 +310,9 @@ def _decode(model: "Model", seqs: list[_Sequence]) -> Iterator[None]:
     yield None
 
 
-def _decode_step(
+def decode_step(
     model: "Model",
-    rows: list[_Sequence],
+    rows: list[SequenceState],
     bitmask: torch.Tensor,
     open_words: np.ndarray,
     eos_tensor: torch.Tensor,
@@ -325,7 +328,7 @@ def _decode_step(
     A row whose feed holds more than this step's width (forced tokens from jump-forward) feeds
     the first part now and the rest at the next steps, without sampling in between: padding
     every row to the longest feed would make the whole batch pay for one row's jump.
-    Returns the new attention mask and cache.
+    Returns the new attention mask and cache. Cost: one forward pass plus the rows' masks.
     """
     width = max(len(s.feed) for s in rows)
     if not first:
@@ -380,15 +383,31 @@ def _forward(
         from transformers import DynamicCache
 
         cache = DynamicCache()
+    name = _cache_argument(model.model)
     out = model.model(
         input_ids=ids,
         attention_mask=attention,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=keep,
+        **{name: cache},
     )
-    return out.logits.float(), attention, out.past_key_values
+    return out.logits.float(), attention, getattr(out, name)
+
+
+_CACHE_ARGUMENTS: dict[type, str] = {}
+
+
+def _cache_argument(module: Any) -> str:
+    """The keyword (and output attribute) of ``module``'s KV cache: ``cache`` from transformers
+    5.24 on (where ``past_key_values`` still works but logs a deprecation), ``past_key_values``
+    before it, as in the older transformers that vLLM pins. Read once per model class."""
+    kind = type(module)
+    name = _CACHE_ARGUMENTS.get(kind)
+    if name is None:
+        name = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+        _CACHE_ARGUMENTS[kind] = name
+    return name
 
 
 def _prefill(model: "Model", prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -402,7 +421,7 @@ def _prefill(model: "Model", prompts: list[list[int]]) -> tuple[torch.Tensor, to
     reused = [store.lookup(p) for p in distinct]
     attention, cache = _past(reused, model.device)
     logits, attention, cache = _forward(model, [p[n:] for p, (n, _) in zip(distinct, reused)], attention, cache, 1)
-    if _per_token_layers(cache):
+    if per_token_layers(cache):
         for row, p in enumerate(distinct):
             columns = torch.nonzero(attention[row]).flatten()
             store.store(p, [(layer.keys[row : row + 1, :, columns], layer.values[row : row + 1, :, columns]) for layer in cache.layers])
@@ -414,7 +433,7 @@ def _prefill(model: "Model", prompts: list[list[int]]) -> tuple[torch.Tensor, to
     return logits, attention, cache
 
 
-def _per_token_layers(cache: Any) -> bool:
+def per_token_layers(cache: Any) -> bool:
     """Whether every layer of ``cache`` keeps one column per token (no sliding window), so rows
     can be padded, stacked, cut on the left and read by position exactly (True when None)."""
     from transformers.cache_utils import DynamicLayer
@@ -435,8 +454,8 @@ def _past(reused: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]], dev
         keys, values = [], []
         for n, layers in reused:
             k, v = layers[i] if n else (k0[:, :, :0], v0[:, :, :0])
-            keys.append(_left_padded(k, width, 2))
-            values.append(_left_padded(v, width, 2))
+            keys.append(left_padded(k, width, 2))
+            values.append(left_padded(v, width, 2))
         cache.update(torch.cat(keys), torch.cat(values), i)
     attention = torch.zeros((len(reused), width), dtype=torch.long, device=device)
     for row, (n, _) in enumerate(reused):
@@ -445,7 +464,7 @@ def _past(reused: list[tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]], dev
     return attention, cache
 
 
-def _left_padded(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+def left_padded(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     """``t`` with zeros prepended along ``dim`` up to ``width`` (``t`` itself when already there)."""
     missing = width - t.shape[dim]
     if missing == 0:
@@ -455,7 +474,7 @@ def _left_padded(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
-def _fill_masks(active: list[_Sequence], bitmask: torch.Tensor, open_words: np.ndarray) -> None:
+def _fill_masks(active: list[SequenceState], bitmask: torch.Tensor, open_words: np.ndarray) -> None:
     rows = bitmask.numpy()
     for i, s in enumerate(active):
         if s.finish is not None:
@@ -474,7 +493,7 @@ def _top(logprobs: torch.Tensor, n: int) -> list[tuple[int, float]]:
     return [(int(t), float(v)) for t, v in zip(ids.tolist(), values.tolist()) if v != float("-inf")]
 
 
-def _score_fed(model: "Model", active: list[_Sequence], logits: torch.Tensor, first: bool, chunks: list[list[int]]) -> None:
+def _score_fed(model: "Model", active: list[SequenceState], logits: torch.Tensor, first: bool, chunks: list[list[int]]) -> None:
     """Log-probabilities of the tokens fed in this pass (``chunks[row]``, the head of each
     row's feed): prompt tokens, or the forced tokens that the fed positions predict."""
     keep = logits.shape[1]
@@ -508,7 +527,7 @@ def _score_fed(model: "Model", active: list[_Sequence], logits: torch.Tensor, fi
 
 def _sample_step(
     model: "Model",
-    seqs: list[_Sequence],
+    seqs: list[SequenceState],
     raw: torch.Tensor,
     bitmask: torch.Tensor,
     eos_tensor: torch.Tensor,
@@ -547,7 +566,7 @@ def _sample_step(
         _commit(model, s, token, lsm, eos_words)
 
 
-def _commit(model: "Model", s: _Sequence, token: int, lsm: torch.Tensor | None, eos_words: np.ndarray) -> None:
+def _commit(model: "Model", s: SequenceState, token: int, lsm: torch.Tensor | None, eos_words: np.ndarray) -> None:
     """Append the sampled ``token`` (or the steered completion instead), then jump forward."""
     vocab = model.vocabulary
     n_top = s.params.logprobs or 0
@@ -586,7 +605,7 @@ def _commit(model: "Model", s: _Sequence, token: int, lsm: torch.Tensor | None, 
     _maybe_finish(model, s, eos_words)
 
 
-def _maybe_finish(model: "Model", s: _Sequence, eos_words: np.ndarray) -> None:
+def _maybe_finish(model: "Model", s: SequenceState, eos_words: np.ndarray) -> None:
     if s.finish is not None:
         return
     matcher = s.matcher
@@ -601,7 +620,7 @@ def _maybe_finish(model: "Model", s: _Sequence, eos_words: np.ndarray) -> None:
         s.finish = "stop" if parsed else "length"
 
 
-def _append_forced(s: _Sequence, tokens: list[int]) -> None:
+def _append_forced(s: SequenceState, tokens: list[int]) -> None:
     """Append tokens without sampling (the matcher advances; scores come from the next pass)."""
     matcher = s.matcher
     vocab_size = s.model.vocabulary.size
@@ -622,7 +641,7 @@ def _append_forced(s: _Sequence, tokens: list[int]) -> None:
         s.check_stop()
 
 
-def _jump_forward(model: "Model", s: _Sequence) -> None:
+def _jump_forward(model: "Model", s: SequenceState) -> None:
     matcher = s.matcher
     assert matcher is not None
     forced = matcher.forced_continuation()
@@ -647,17 +666,17 @@ def _jump_forward(model: "Model", s: _Sequence) -> None:
     _append_forced(s, tokens)
 
 
-def _steers(s: _Sequence) -> bool:
+def _steers(s: SequenceState) -> bool:
     # The limit is max_tokens or, without it, what is left of the context: both are steered.
     return s.matcher is not None and s.params.ensure_parsable
 
 
-def _near_limit(s: _Sequence, extra: int = 0) -> bool:
+def _near_limit(s: SequenceState, extra: int = 0) -> bool:
     left = s.max_tokens - len(s.tokens) - extra
     return left <= s._completion_len + _STEER_MARGIN
 
 
-def _steering(s: _Sequence, token: int) -> list[int] | None:
+def _steering(s: SequenceState, token: int) -> list[int] | None:
     """The completion to emit instead of ``token`` (empty: finish before it), or None to keep it.
 
     Called with the matcher past ``token``; when it returns a completion the matcher is back
@@ -745,11 +764,11 @@ def _byte_table(model: "Model") -> tuple[dict[bytes, int], int]:
     return table
 
 
-def _open_row(vocab: "Vocabulary") -> np.ndarray:
+def open_row(vocab: "Vocabulary") -> np.ndarray:
     """The mask of unconstrained rows: content tokens and end tokens.
 
     Other special tokens (``<|im_start|>``, padding ids past the tokenizer) add no text, so
-    they are never sampled.
+    they are never sampled. Cost: one pass over the vocabulary.
     """
     allowed = np.array([b is not None for b in vocab.token_bytes], dtype=bool)
     allowed[sorted(vocab.eos_token_ids)] = True
@@ -759,7 +778,8 @@ def _open_row(vocab: "Vocabulary") -> np.ndarray:
     return row
 
 
-def _eos_row(vocab_size: int, eos_ids: list[int]) -> np.ndarray:
+def eos_row(vocab_size: int, eos_ids: list[int]) -> np.ndarray:
+    """A packed bitmask row allowing only ``eos_ids``. Cost: one row of ``vocab_size`` bits."""
     row = allocate_token_bitmask(1, vocab_size)[0]
     for t in eos_ids:
         row[t >> 5] |= np.int32(np.uint32(1 << (t & 31)).view(np.int32))

@@ -35,16 +35,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from onrails.errors import BadRequestError, ContextLengthError, OnRailsError, QueueFullError
 from onrails.runtime._batching import Job, Scheduler
-from onrails.runtime.client import (
-    _chat_completion,
-    _completion,
-    _Plan,
-    _plan_chat,
-    _plan_completion,
-    _stream_chat,
-    _stream_completion,
-)
 from onrails.runtime.generation import SequenceResult
+from onrails.runtime.planning import Plan, plan_chat, plan_completion
+from onrails.runtime.responses import chat_completion, completion, stream_chat, stream_completion
 
 if TYPE_CHECKING:
     from onrails.runtime.models import Model
@@ -242,9 +235,9 @@ def _frame(data: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-_PLANNERS: dict[str, Callable[..., tuple[_Plan, bool]]] = {"completion": _plan_completion, "chat": _plan_chat}
-_BUILDERS: dict[str, Callable[[_Plan, list[SequenceResult]], BaseModel]] = {"completion": _completion, "chat": _chat_completion}
-_STREAMERS: dict[str, Callable[..., Iterator[BaseModel]]] = {"completion": _stream_completion, "chat": _stream_chat}
+_PLANNERS: dict[str, Callable[..., tuple[Plan, bool]]] = {"completion": plan_completion, "chat": plan_chat}
+_BUILDERS: dict[str, Callable[[Plan, list[SequenceResult]], BaseModel]] = {"completion": completion, "chat": chat_completion}
+_STREAMERS: dict[str, Callable[..., Iterator[BaseModel]]] = {"completion": stream_completion, "chat": stream_chat}
 
 
 class _Server:
@@ -279,7 +272,7 @@ class _Server:
                 raise BadRequestError(f"at most {self.limits.max_tokens} on this server, got {value}", param=name)
         return kwargs
 
-    def _plan(self, kind: str, kwargs: dict[str, Any]) -> tuple[_Plan, bool]:
+    def _plan(self, kind: str, kwargs: dict[str, Any]) -> tuple[Plan, bool]:
         plan, stream = _PLANNERS[kind](self.model, kwargs)
         if len(plan.requests) > self.limits.max_sequences:
             raise BadRequestError(
@@ -331,7 +324,7 @@ class _Server:
                 waiter.cancel()
                 job.cancel()
 
-    async def _events(self, kind: str, plan: _Plan, job: Job) -> AsyncIterator[bytes]:
+    async def _events(self, kind: str, plan: Plan, job: Job) -> AsyncIterator[bytes]:
         chunks = _STREAMERS[kind](plan, job.snapshots())
         loop = asyncio.get_running_loop()
         try:

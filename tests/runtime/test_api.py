@@ -14,7 +14,8 @@ from pydantic import BaseModel
 
 import onrails
 from onrails import BadRequestError
-from onrails.runtime.client import AsyncClient, Client, _Turn
+from onrails.runtime.chat import Turn
+from onrails.runtime.client import AsyncClient, Client
 
 WEATHER = {
     "type": "function",
@@ -256,7 +257,7 @@ def test_streamed_tool_calls_arrive_in_fragments_that_add_up_to_the_whole_calls(
 def test_a_tool_call_turn_read_a_character_at_a_time_gives_each_calls_raw_arguments() -> None:
     arguments = ['{"a": "}\\"{[", "b": [1, {"c": {}}]}', "{}"]
     text = f' [{{"name": "f\\u00e9", "arguments": {arguments[0]}}},\n {{"name": "g", "arguments": {arguments[1]} }}]'
-    turn = _Turn()
+    turn = Turn()
     pieces: dict[int, str] = {}
     for end in range(len(text) + 1):
         turn.feed(text[:end])

@@ -6,7 +6,9 @@ Generations are short and batched together: the test machine has two shared CPU 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -302,6 +304,44 @@ def test_stream_results_grow_to_the_final_result(smollm2_model: Any) -> None:
     final = generate_sequences(smollm2_model, [request])[0]
     assert snapshots[-1].finished and snapshots[-1].text == final.text
     assert not snapshots[0].finished
+
+
+def test_constrained_generation_raises_no_deprecation_warning_and_logs_no_deprecation(smollm2_model: Any) -> None:
+    # transformers warns of a deprecated argument both ways: a FutureWarning, and a message on its
+    # "transformers" logger (which does not propagate to the root logger, so caplog misses it).
+    from transformers.utils import logging as hf_logging
+
+    once = getattr(hf_logging.warning_once, "cache_clear", None)
+    if once is not None:
+        once()  # a message transformers logged "once" earlier in this process must show again
+    records: list[logging.LogRecord] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Recorder(logging.DEBUG)
+    logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    ids = _prompt(smollm2_model, "Describe a dog as JSON.")
+    grammar = smollm2_model.builtin_grammar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)
+            warnings.simplefilter("error", DeprecationWarning)
+            # A batch from scratch, then the same prompt again: its KV comes from the prefix cache.
+            first = generate_sequences(
+                smollm2_model, [SequenceRequest(ids, SamplingParams(seed=s, max_tokens=4), grammar, "object") for s in (1, 2)]
+            )
+            again = generate_sequences(smollm2_model, [SequenceRequest(ids, SamplingParams(temperature=0, max_tokens=4), grammar, "object")])
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert all(r.text.lstrip().startswith("{") for r in first + again)
+    messages = [r.getMessage() for r in records]
+    assert not [m for m in messages if "deprecated" in m.lower()], messages
 
 
 def test_the_end_of_the_context_is_steered_like_max_tokens(smollm2_model: Any) -> None:
