@@ -49,6 +49,12 @@ DEAD = -1
 _SIGNATURE_LEVELS = 32
 _SERIALS = itertools.count()
 _LOOKAROUND = re.compile(r"(?<!\\)\(\?<?[=!]")
+# Lark's common.ESCAPED_STRING (through _STRING_ESC_INNER) says "the closing quote is not
+# escaped" with a lookbehind: the content must not end in an odd run of backslashes. The same
+# language without lookaround: empty, or ending in a character other than a backslash or a line
+# break, then pairs of backslashes. Matched only where ``.`` is not itself escaped.
+_LARK_ESCAPED_INNER = re.compile(r"(?<!\\)\.\*\?\(\?<!\\\\\)\(\\\\\\\\\)\*\?")
+_ESCAPED_INNER_PLAIN = r"(?:.*[^\\\n])?(?:\\\\)*"
 
 
 @dataclass(frozen=True)
@@ -583,6 +589,7 @@ def regex_to_byte_dfa(
     Raises GrammarError when interegular cannot parse the pattern (lookaround, backreferences),
     when it matches the empty string, or when it matches nothing.
     """
+    pattern = _LARK_ESCAPED_INNER.sub(lambda _: _ESCAPED_INNER_PLAIN, pattern)
     if _LOOKAROUND.search(pattern):
         raise GrammarError(f"lookaround is not supported in terminal regex {pattern!r}", rule=name or None)
     try:

@@ -63,7 +63,9 @@ _MAX_STATES = 100_000
 _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
 # Up to this many trie nodes, a walk's mask is built from the token ids listed at them.
-_LISTED_NODES = 4096
+_LISTED_NODES = 8192
+# Up to this many, the nodes a walk entered at one state are kept sorted, past it as flags.
+_SORTED_ENTERED = 4096
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
 _Parts = tuple[np.ndarray, list[_Suspension]]
 
@@ -527,21 +529,18 @@ class _Entered:
     run of an ignored terminal), a run of bytes splits into terminals in exponentially many
     ways, each reaching the same node at the same boundary; each such pair goes on once.
 
-    Kept as one flag per trie node for each state met (pages of zeros cost nothing until
-    written), so a check costs a gather, not a sort of everything seen.
+    The nodes entered at a state are a sorted array while they are few (most walks: a JSON
+    value's ends), then one flag per trie node, so a check costs a gather, not a sort of
+    everything seen.
     """
 
     def __init__(self, n_nodes: int, nodes: np.ndarray, states: np.ndarray) -> None:
         self._n_nodes = n_nodes
-        self._start: tuple[np.ndarray, np.ndarray] | None = (nodes, states)
+        self._start = (nodes, states)
+        self._first: dict[int, np.ndarray] = {}
+        self._sorted: dict[int, np.ndarray] = {}
         self._flags: dict[int, np.ndarray] = {}
         self._slot: np.ndarray | None = None
-
-    def _flags_of(self, state: int) -> np.ndarray:
-        flags = self._flags.get(state)
-        if flags is None:
-            flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
-        return flags
 
     def _once(self, nodes: np.ndarray) -> np.ndarray:
         """``nodes`` without repeats, in no particular order: each node keeps the position
@@ -552,27 +551,44 @@ class _Entered:
         self._slot[nodes] = positions
         return nodes[self._slot[nodes] == positions]
 
-    def first_time(self, nodes: list[np.ndarray], states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The pairs among ``nodes`` / ``states`` (lists of arrays) not entered before, once each."""
-        if self._start is not None:
-            # Only walks that follow terminals need the starts marked: mark them on first use.
-            start_nodes, start_states = self._start
-            self._start = None
-            for state in set(start_states.tolist()):
-                self._flags_of(state)[start_nodes[start_states == state]] = True
-        out_nodes, out_states = [], []
-        for at, state_array in zip(nodes, states):
-            state = int(state_array[0])
-            flags = self._flags_of(state)
+    def _fresh(self, at: np.ndarray, state: int) -> np.ndarray:
+        """The nodes of ``at`` not entered at ``state`` before, once each; marks them entered."""
+        flags = self._flags.get(state)
+        if flags is not None:
             fresh = at[~flags[at]]
             if fresh.size > 1:
                 fresh = self._once(fresh)
             flags[fresh] = True
-            out_nodes.append(fresh)
-            out_states.append(state_array[: fresh.size])
-        if not out_nodes:
+            return fresh
+        seen = self._sorted.get(state)
+        if seen is None:
+            start_nodes, start_states = self._start
+            first = self._first.pop(state, None)
+            if first is None and not (start_states == state).any():
+                # The first arrival at a state the walk did not start at is taken as it is:
+                # most states are met once, and repeats cost a sort only from the second on.
+                self._first[state] = at
+                return at
+            seen = np.unique(start_nodes[start_states == state] if first is None else first)
+        fresh = np.unique(at)
+        if seen.size:
+            fresh = fresh[~np.isin(fresh, seen, assume_unique=True)]
+        if seen.size + fresh.size > _SORTED_ENTERED:
+            flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
+            flags[seen] = True
+            flags[fresh] = True
+            self._sorted.pop(state, None)
+        else:
+            self._sorted[state] = np.union1d(seen, fresh)
+        return fresh
+
+    def first_time(self, nodes: list[np.ndarray], states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs among ``nodes`` / ``states`` (lists of arrays, one state each) not entered
+        before, once each."""
+        if not nodes:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate(out_nodes), np.concatenate(out_states)
+        fresh = [self._fresh(at, int(state_array[0])) for at, state_array in zip(nodes, states)]
+        return np.concatenate(fresh), np.concatenate([s[: f.size] for s, f in zip(states, fresh)])
 
 
 class _Generation:
