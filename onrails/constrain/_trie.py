@@ -17,6 +17,8 @@ _SPARSE_SHARE = 8
 # The most children one walk step may gather (int64 arrays of a few times this size).
 _MIN_STEP_BUDGET = 1 << 22
 _STEP_BUDGET_PER_NODE = 8
+# From this many starts at several depths, a ``below`` walk removes repeated (node, state) pairs.
+_NESTED_STARTS = 256
 
 
 class TokenTrie:
@@ -251,9 +253,47 @@ class TokenTrie:
         ends: list[np.ndarray] = []
         if accepting[start]:
             ends.append(current[self.child_count[current] > 0])
+        # Starts at several depths may lie one below another (a walk through letters next to
+        # letters starts at every letter node): their readings then meet at the same (node,
+        # state) pairs, each of which goes on once, so the cost is the nodes below, not the
+        # nodes below times their depth.
+        seen = _Seen(self.n_nodes) if nodes.size >= _NESTED_STARTS and self._depth(nodes.min()) != self._depth(nodes.max()) else None
         while current.size:
             current, states = self._step(flat_table, dead, current, states)
+            if seen is not None:
+                current, states = seen.first_time(current, states)
             alive.append(current)
             ends.append(current[accepting[states >> 8] & (self.child_count[current] > 0)])
         none = np.zeros(0, dtype=np.int64)
         return (np.concatenate(alive) if alive else none), (np.concatenate(ends) if ends else none)
+
+    def _depth(self, node: int) -> int:
+        return int(np.searchsorted(self.level_start, node, side="right")) - 1
+
+
+class _Seen:
+    """(node, state) pairs met by one walk: a flag per trie node for each state met."""
+
+    def __init__(self, n_nodes: int) -> None:
+        self._n_nodes = n_nodes
+        self._flags: dict[int, np.ndarray] = {}
+        self._slot = np.empty(n_nodes, dtype=np.int32)
+
+    def first_time(self, nodes: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs not met before, once each (in no particular order); marks them met."""
+        if not nodes.size:
+            return nodes, states
+        keep = np.zeros(nodes.size, dtype=bool)
+        present = np.flatnonzero(np.bincount(states >> 8)) * 256 if nodes.size > 1 else states
+        for state in present.tolist():
+            at = np.flatnonzero(states == state) if present.size > 1 else np.arange(nodes.size)
+            flags = self._flags.get(state)
+            if flags is None:
+                flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
+            at = at[~flags[nodes[at]]]
+            # Repeats within the step: each node keeps the position written last for it.
+            self._slot[nodes[at]] = at
+            at = at[self._slot[nodes[at]] == at]
+            flags[nodes[at]] = True
+            keep[at] = True
+        return nodes[keep], states[keep]

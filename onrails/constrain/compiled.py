@@ -554,32 +554,29 @@ class _Entered:
     def _fresh(self, at: np.ndarray, state: int) -> np.ndarray:
         """The nodes of ``at`` not entered at ``state`` before, once each; marks them entered."""
         flags = self._flags.get(state)
-        if flags is not None:
-            fresh = at[~flags[at]]
-            if fresh.size > 1:
-                fresh = self._once(fresh)
-            flags[fresh] = True
-            return fresh
-        seen = self._sorted.get(state)
-        if seen is None:
-            start_nodes, start_states = self._start
-            first = self._first.pop(state, None)
-            if first is None and not (start_states == state).any():
-                # The first arrival at a state the walk did not start at is taken as it is:
-                # most states are met once, and repeats cost a sort only from the second on.
-                self._first[state] = at
-                return at
-            seen = np.unique(start_nodes[start_states == state] if first is None else first)
-        fresh = np.unique(at)
-        if seen.size:
-            fresh = fresh[~np.isin(fresh, seen, assume_unique=True)]
-        if seen.size + fresh.size > _SORTED_ENTERED:
+        if flags is None:
+            seen = self._sorted.pop(state, None)
+            if seen is None:
+                start_nodes, start_states = self._start
+                first = self._first.pop(state, None)
+                if first is None and not (start_states == state).any():
+                    # The first arrival at a state the walk did not start at is taken as it
+                    # is: most states are met once, and repeats cost work only from the second.
+                    self._first[state] = at
+                    return at
+                seen = start_nodes[start_states == state] if first is None else first
+            if seen.size + at.size <= _SORTED_ENTERED:
+                seen = np.unique(seen)
+                fresh = np.unique(at)
+                fresh = fresh[~np.isin(fresh, seen, assume_unique=True)]
+                self._sorted[state] = np.union1d(seen, fresh)
+                return fresh
             flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
             flags[seen] = True
-            flags[fresh] = True
-            self._sorted.pop(state, None)
-        else:
-            self._sorted[state] = np.union1d(seen, fresh)
+        fresh = at[~flags[at]]
+        if fresh.size > 1:
+            fresh = self._once(fresh)
+        flags[fresh] = True
         return fresh
 
     def first_time(self, nodes: list[np.ndarray], states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
