@@ -64,6 +64,8 @@ def parse_lark(text: str, starts: list[str] | tuple[str, ...], source: str = "<g
         builder = GrammarBuilder()
         builder.load_grammar(text, source)
         grammar = builder.build()
+    except RecursionError as exc:
+        raise GrammarError("grammar nests too deeply for Lark's grammar parser (Python's recursion limit)") from exc
     except UnexpectedInput as exc:
         raise GrammarError(
             f"grammar does not parse: {str(exc).splitlines()[0]}",

@@ -80,6 +80,8 @@ from onrails.errors import SchemaError
 
 SCHEMA_WHITESPACE_MODES = ("flexible", "bounded", "compact")
 _MAX_SYMBOLS = 400_000
+# Deepest JSON nesting a schema may have (64 nested object schemas are 128 levels).
+MAX_SCHEMA_DEPTH = 128
 _DEFAULT_BUDGET_S = 30.0
 
 
@@ -115,7 +117,28 @@ def load_schema(schema: "dict[str, Any] | bool | str") -> "dict[str, Any] | bool
             raise SchemaError(f"schema is not valid JSON: {exc}", pointer="") from exc
     if not isinstance(schema, (dict, bool)):
         raise SchemaError(f"a schema must be an object or a boolean, not {type(schema).__name__}", pointer="")
+    deep = _deeper_than(schema, MAX_SCHEMA_DEPTH)
+    if deep is not None:
+        raise SchemaError(f"the schema nests more than {MAX_SCHEMA_DEPTH} levels of JSON", pointer=deep)
     return schema
+
+
+def _deeper_than(value: Any, limit: int) -> str | None:
+    """The JSON pointer of the first value nested more than ``limit`` levels down, or None.
+
+    Iterative: validating and converting recurse over the schema, and a schema deep enough to
+    exhaust Python's recursion must be refused before either runs.
+    """
+    todo: list[tuple[Any, int, str]] = [(value, 0, "")]
+    while todo:
+        node, depth, pointer = todo.pop()
+        if depth > limit:
+            return pointer
+        if isinstance(node, dict):
+            todo.extend((v, depth + 1, f"{pointer}/{str(k).replace('~', '~0').replace('/', '~1')}") for k, v in node.items())
+        elif isinstance(node, list):
+            todo.extend((v, depth + 1, f"{pointer}/{i}") for i, v in enumerate(node))
+    return None
 
 
 def validator_class(schema: "dict[str, Any] | bool") -> Any:
@@ -176,7 +199,10 @@ def schema_to_grammar(
         draft7=cls in (jsonschema.Draft7Validator, jsonschema.Draft6Validator, jsonschema.Draft4Validator, jsonschema.Draft3Validator),
         integer_fraction=cls not in (jsonschema.Draft4Validator, jsonschema.Draft3Validator),
     )
-    top = converter.symbol(converter.root, "")
+    try:
+        top = converter.symbol(converter.root, "")
+    except RecursionError as exc:  # deep $ref chains: the nesting check sees one level each
+        raise SchemaError("the schema's references nest too deeply to convert", pointer="") from exc
     if top is None:
         raise SchemaError("the schema accepts no JSON value", pointer="")
     start = f"{prefix}start"

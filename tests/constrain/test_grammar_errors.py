@@ -119,3 +119,12 @@ def test_a_mask_walk_past_its_memory_budget_fails_the_request_not_the_process() 
         trie.max_step_nodes = budget
     matcher = Matcher(compiler.compile_lark("start: A*\nA: /[a-z]+/\n// again\n"))
     assert matcher.advance_bytes(b"ab") and matcher.is_allowed(vocab.token_bytes.index(b"abc"))
+
+
+def test_grammar_nested_past_python_recursion_is_refused_cleanly(compiler: GrammarCompiler) -> None:
+    """Lark's grammar parser recurses per parenthesis: 500 nested groups raise a GrammarError,
+    not a RecursionError, and 300 still compile."""
+    with pytest.raises(GrammarError, match="nests too deeply"):
+        compiler.compile_lark("start: " + "(" * 500 + '"a"' + ")" * 500 + "\n")
+    matcher = Matcher(compiler.compile_lark("start: " + "(" * 300 + '"a"' + ")" * 300 + "\n"))
+    assert matcher.advance_bytes(b"a") and matcher.is_accepting()

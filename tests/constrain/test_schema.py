@@ -427,3 +427,32 @@ def test_long_lists_keep_the_parser_stack_as_deep_as_a_short_one() -> None:
     members = lambda n: ",".join(f'"{k}":1' for k in ("abcdefg" * 50)[:n])  # noqa: E731
     assert depth_after('{"xs":[1],' + members(3)) == depth_after('{"xs":[1],' + members(300))
     assert depth_after('{"xs":[1],"any":[' + items(3)) == depth_after('{"xs":[1],"any":[' + items(300))
+
+
+def _nested_objects(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}, "required": ["a"]}
+    return schema
+
+
+def _nested_document(levels: int) -> Any:
+    document: Any = "x"
+    for _ in range(levels):
+        document = {"a": document}
+    return document
+
+
+def test_schema_nested_past_the_depth_limit_is_refused_with_its_pointer_at_once() -> None:
+    """100 nested objects used to exhaust Python's recursion inside validation (a
+    RecursionError, which the server answered with a 500); the limit is checked before
+    anything recurses, and 60 levels still compile exactly."""
+    assert accepts(_nested_objects(60), _nested_document(60))
+    assert not accepts(_nested_objects(60), _nested_document(59))
+    start = time.monotonic()
+    with pytest.raises(SchemaError, match="more than 128 levels") as info:
+        schema_to_grammar(_nested_objects(100))
+    assert time.monotonic() - start < 1
+    assert info.value.pointer.startswith("/properties/a" * 60)
+    with pytest.raises(SchemaError, match="more than 128 levels"):
+        _COMPILER.compile_tools([{"type": "function", "function": {"name": "f", "parameters": _nested_objects(100)}}])

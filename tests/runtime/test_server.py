@@ -299,6 +299,31 @@ def test_error_bodies_have_openai_shape_and_status(http: Any) -> None:
     error(http.post("/v1/completions", content=b"x" * (2 << 20), headers={"content-type": "application/json"}), 413)
 
 
+def test_deeply_nested_constraints_get_a_400_and_the_connection_stays_usable(http: Any) -> None:
+    """A schema or tool parameters 100 objects deep, or a Lark grammar of 500 nested groups,
+    used to end in a RecursionError: a 500 and a reset connection. Now a 400 naming the
+    parameter and the limit, on the same keep-alive connection as the next good request."""
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(100):
+        deep = {"type": "object", "properties": {"a": deep}}
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    cases = [
+        {**chat, "response_format": {"type": "json_schema", "json_schema": {"name": "d", "schema": deep}}},
+        {**chat, "tools": [{"type": "function", "function": {"name": "f", "parameters": deep}}], "tool_choice": "required"},
+    ]
+    for body in cases:
+        started = time.monotonic()
+        response = http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 400, response.text
+        assert "128 levels" in response.json()["error"]["message"]
+        assert response.json()["error"]["param"]
+        assert time.monotonic() - started < 1
+    grammar = {"prompt": "x", "max_tokens": 2, "grammar": "start: " + "(" * 500 + '"a"' + ")" * 500}
+    response = http.post("/v1/completions", json=grammar)
+    assert response.status_code == 400 and "nests too deeply" in response.json()["error"]["message"], response.text
+    assert http.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
+
+
 # -- limits, cancellation, concurrency -------------------------------------------------------------
 
 
