@@ -58,6 +58,9 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
 * ``unevaluatedProperties``/``unevaluatedItems`` next to ``anyOf``, ``oneOf``, ``not``, ``if`` or
   ``dependentSchemas``; two ``contains`` merged by ``allOf``.
 
+A schema nesting more than ``MAX_SCHEMA_DEPTH`` (128) levels of JSON raises SchemaError with the
+pointer of the first value past it, before validation or conversion recurse over it.
+
 A schema whose grammar would be too large (64 alternatives after distributing ``anyOf``/``oneOf``
 over siblings, 4096 counting states for ``min/maxItems`` with ``contains`` or
 ``min/maxProperties``, 400,000 grammar symbols, the time budget) raises CompileBudgetError.
