@@ -11,7 +11,9 @@ A request opts in through ``SamplingParams(extra_args={"onrails": {...}})`` with
 - ``"json_schema"``: a JSON Schema (dict or JSON text), optionally ``"strict"`` (default true);
 - ``"tools"``: OpenAI-style tools, with ``"tool_choice"`` and ``"parallel_tool_calls"``;
 
-and optionally ``"whitespace"`` (``"flexible"``, ``"bounded"``, ``"compact"``). Requests without
+and optionally ``"whitespace"`` (``"flexible"``, ``"bounded"``, ``"compact"``; ``"bounded"`` for
+every kind by default, as in onrails' own runtime: a small model given flexible whitespace can
+run on with blank lines to its token limit). Requests without
 the key are left alone. Arguments are checked by ``validate_params`` when vLLM admits the request,
 so a bad one fails that request (vLLM's 400) and never the engine. Each worker compiles through
 one ``GrammarCompiler`` for the model's vocabulary, shared by all requests: a schema compiles once.
@@ -77,7 +79,7 @@ class _Request:
             return compiler.compile_lark(self.value, start), start
         if self.kind == "json_schema":
             return compiler.compile_json_schema(
-                self.value, whitespace=opts.get("whitespace", "flexible"), strict=opts.get("strict", True)
+                self.value, whitespace=opts.get("whitespace", "bounded"), strict=opts.get("strict", True)
             ), None
         return compiler.compile_tools(
             self.value,

@@ -190,3 +190,25 @@ def test_sequence_follows_vllm_output_list_through_take_backs() -> None:
     output[3] = ids[b"x"]
     sequence.sync()
     assert sequence.matcher is None
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    [{"json_schema": PERSON}, {"grammar_root": "object"}, {"tools": [WEATHER_TOOL], "tool_choice": "required"}],
+    ids=["json_schema", "grammar_root", "tools"],
+)
+def test_every_kind_of_constraint_defaults_to_bounded_whitespace(constraint: dict[str, Any]) -> None:
+    """As in onrails' own runtime: one blank line between JSON tokens, never two (flexible
+    whitespace let a small model run on with blank lines to its token limit)."""
+    from onrails import GrammarCompiler, Matcher
+    from onrails.runtime.vllm import _parse_request
+    from tests.constrain.small_vocab import small_vocabulary
+    from vllm import SamplingParams
+
+    request = _parse_request(SamplingParams(extra_args={"onrails": constraint}))
+    assert request is not None
+    grammar, root = request.compile(GrammarCompiler(small_vocabulary()))
+    opening = b'[{"name": "get_weather", "arguments": {' if "tools" in constraint else b"{"
+    once, twice = Matcher(grammar, root), Matcher(grammar, root)
+    assert once.advance_bytes(opening + b"\n  ")
+    assert not twice.advance_bytes(opening + b"\n\n")
