@@ -257,7 +257,7 @@ class TokenTrie:
         # letters starts at every letter node): their readings then meet at the same (node,
         # state) pairs, each of which goes on once, so the cost is the nodes below, not the
         # nodes below times their depth.
-        seen = _Seen(self.n_nodes) if nodes.size >= _NESTED_STARTS and self._depth(nodes.min()) != self._depth(nodes.max()) else None
+        seen = NodePairs(self.n_nodes) if nodes.size >= _NESTED_STARTS and self._depth(nodes.min()) != self._depth(nodes.max()) else None
         while current.size:
             current, states = self._step(flat_table, dead, current, states)
             if seen is not None:
@@ -271,27 +271,38 @@ class TokenTrie:
         return int(np.searchsorted(self.level_start, node, side="right")) - 1
 
 
-class _Seen:
-    """(node, state) pairs met by one walk: a flag per trie node for each state met."""
+class NodePairs:
+    """A set of (trie node, state) pairs: a flag per trie node for each state met (pages of
+    zeros cost nothing until written), so a check costs a gather, not a sort."""
 
     def __init__(self, n_nodes: int) -> None:
         self._n_nodes = n_nodes
         self._flags: dict[int, np.ndarray] = {}
-        self._slot = np.empty(n_nodes, dtype=np.int32)
+        self._slot: np.ndarray | None = None
+
+    def _of(self, state: int) -> np.ndarray:
+        flags = self._flags.get(state)
+        if flags is None:
+            flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
+        return flags
+
+    def add(self, nodes: np.ndarray, state: int) -> None:
+        self._of(state)[nodes] = True
 
     def first_time(self, nodes: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The pairs not met before, once each (in no particular order); marks them met."""
+        """The pairs not in the set, once each (in no particular order); adds them."""
         if not nodes.size:
             return nodes, states
+        if self._slot is None:
+            self._slot = np.empty(self._n_nodes, dtype=np.int32)
         keep = np.zeros(nodes.size, dtype=bool)
-        present = np.flatnonzero(np.bincount(states >> 8)) * 256 if nodes.size > 1 else states
+        low = int(states.min())
+        present = np.flatnonzero(np.bincount(states - low)) + low
         for state in present.tolist():
             at = np.flatnonzero(states == state) if present.size > 1 else np.arange(nodes.size)
-            flags = self._flags.get(state)
-            if flags is None:
-                flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
+            flags = self._of(state)
             at = at[~flags[nodes[at]]]
-            # Repeats within the step: each node keeps the position written last for it.
+            # Repeats among ``nodes``: each node keeps the position written last for it.
             self._slot[nodes[at]] = at
             at = at[self._slot[nodes[at]] == at]
             flags[nodes[at]] = True

@@ -46,7 +46,7 @@ from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
 from onrails.constrain.lark_frontend import GrammarSpec, parse_lark
 from onrails.constrain._lr import ParseTable, build_parse_table
-from onrails.constrain._trie import TokenTrie
+from onrails.constrain._trie import NodePairs, TokenTrie
 from onrails.constrain.bitmask import pack_bool_mask, words_for
 from onrails.constrain.vocabulary import Vocabulary
 from onrails.errors import GrammarError
@@ -530,31 +530,19 @@ class _Entered:
     ways, each reaching the same node at the same boundary; each such pair goes on once.
 
     The nodes entered at a state are a sorted array while they are few (most walks: a JSON
-    value's ends), then one flag per trie node, so a check costs a gather, not a sort of
-    everything seen.
+    value's ends), then flags per trie node (``NodePairs``).
     """
 
     def __init__(self, n_nodes: int, nodes: np.ndarray, states: np.ndarray) -> None:
-        self._n_nodes = n_nodes
         self._start = (nodes, states)
         self._first: dict[int, np.ndarray] = {}
         self._sorted: dict[int, np.ndarray] = {}
-        self._flags: dict[int, np.ndarray] = {}
-        self._slot: np.ndarray | None = None
-
-    def _once(self, nodes: np.ndarray) -> np.ndarray:
-        """``nodes`` without repeats, in no particular order: each node keeps the position
-        written last for it (a scatter and a gather, no sort)."""
-        if self._slot is None:
-            self._slot = np.empty(self._n_nodes, dtype=np.int32)
-        positions = np.arange(nodes.size, dtype=np.int32)
-        self._slot[nodes] = positions
-        return nodes[self._slot[nodes] == positions]
+        self._many = NodePairs(n_nodes)
+        self._flagged: set[int] = set()
 
     def _fresh(self, at: np.ndarray, state: int) -> np.ndarray:
         """The nodes of ``at`` not entered at ``state`` before, once each; marks them entered."""
-        flags = self._flags.get(state)
-        if flags is None:
+        if state not in self._flagged:
             seen = self._sorted.pop(state, None)
             if seen is None:
                 start_nodes, start_states = self._start
@@ -571,13 +559,9 @@ class _Entered:
                 fresh = fresh[~np.isin(fresh, seen, assume_unique=True)]
                 self._sorted[state] = np.union1d(seen, fresh)
                 return fresh
-            flags = self._flags[state] = np.zeros(self._n_nodes, dtype=bool)
-            flags[seen] = True
-        fresh = at[~flags[at]]
-        if fresh.size > 1:
-            fresh = self._once(fresh)
-        flags[fresh] = True
-        return fresh
+            self._many.add(seen, state)
+            self._flagged.add(state)
+        return self._many.first_time(at, np.full(at.size, state, dtype=np.int64))[0]
 
     def first_time(self, nodes: list[np.ndarray], states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The pairs among ``nodes`` / ``states`` (lists of arrays, one state each) not entered
