@@ -83,7 +83,15 @@ def _stream_options(options: Any, stream: bool) -> bool:
     return _bool(options.get("include_usage"), "stream_options.include_usage")
 
 
-def _reject_unknown(extra: Mapping[str, Any]) -> None:
+# Fields the official SDKs send or document that change nothing here: who the caller is, a
+# prompt-cache routing key (the prefix cache is automatic), a service tier, and a reasoning
+# effort (the served models have no reasoning mode). Accepted and ignored, as the README says.
+IGNORED_FIELDS = ("user", "prompt_cache_key", "service_tier", "reasoning_effort")
+
+
+def _reject_unknown(extra: dict[str, Any]) -> None:
+    for name in IGNORED_FIELDS:
+        extra.pop(name, None)
     if extra:
         name = next(iter(extra))
         raise BadRequestError("unknown parameter", param=name)
@@ -182,7 +190,6 @@ def plan_completion(client_model: Model, kwargs: dict[str, Any]) -> tuple[Plan, 
     suffix = k.pop("suffix", None)
     if suffix is not None and echo:
         raise BadRequestError("cannot be combined with echo", param="suffix")
-    k.pop("user", None)  # accepted for compatibility; it identifies the caller, nothing more
     logprobs = k.pop("logprobs", None)
     constraint = resolve_constraint(
         model,
@@ -241,7 +248,6 @@ def plan_chat(client_model: Model, kwargs: dict[str, Any]) -> tuple[Plan, bool]:
     stream = _bool(k.pop("stream", None), "stream")
     include_usage = _stream_options(k.pop("stream_options", None), stream)
     n = _count(k.pop("n", None), "n", 1)
-    k.pop("user", None)
     want_logprobs = _bool(k.pop("logprobs", None), "logprobs")
     top = k.pop("top_logprobs", None)
     if top is not None and not want_logprobs:
@@ -252,6 +258,12 @@ def plan_chat(client_model: Model, kwargs: dict[str, Any]) -> tuple[Plan, bool]:
     if max_tokens is not None and legacy is not None:
         raise BadRequestError("give max_completion_tokens or max_tokens, not both", param="max_tokens")
     max_tokens = legacy if max_tokens is None else max_tokens
+    # The Cerebras chat signature has min_completion_tokens beside min_tokens: the same limit.
+    min_completion = k.pop("min_completion_tokens", None)
+    if min_completion is not None:
+        if k.get("min_tokens") is not None:
+            raise BadRequestError("give min_completion_tokens or min_tokens, not both", param="min_tokens")
+        k["min_tokens"] = min_completion
 
     tools = k.pop("tools", None)
     tool_choice = k.pop("tool_choice", None)

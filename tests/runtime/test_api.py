@@ -352,6 +352,8 @@ def test_invalid_completion_parameters_are_bad_requests(client: Client, kwargs: 
         ({"tools": [{"type": "function"}]}, "tools"),
         ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}}}, "response_format.json_schema.schema"),
         ({"max_tokens": 5, "max_completion_tokens": 5}, "max_tokens"),
+        ({"min_tokens": 2, "min_completion_tokens": 2}, "min_tokens"),
+        ({"min_completion_tokens": "two"}, "min_tokens"),
     ],
 )
 def test_invalid_chat_parameters_are_bad_requests(client: Client, kwargs: dict[str, Any], param: str) -> None:
@@ -359,6 +361,25 @@ def test_invalid_chat_parameters_are_bad_requests(client: Client, kwargs: dict[s
     with pytest.raises(BadRequestError) as info:
         client.chat.completions.create(**params)
     assert info.value.param == param
+
+
+def test_min_completion_tokens_holds_the_end_back_like_min_tokens(client: Client) -> None:
+    """The Cerebras chat signature's min_completion_tokens: "yes" may end after one token, and
+    with the minimum at 4 it cannot end before 4."""
+    chat = {"messages": [{"role": "user", "content": "Yes?"}], "grammar": 'start: "yes" (" yes")*', "temperature": 0, "max_tokens": 8}
+    short = client.chat.completions.create(**chat)
+    held = client.chat.completions.create(**chat, min_completion_tokens=4)
+    assert short.usage.completion_tokens < 4, short.choices[0].message.content
+    assert held.usage.completion_tokens >= 4 and held.choices[0].message.content.startswith("yes yes")
+
+
+def test_sdk_fields_without_an_effect_here_are_accepted_and_change_nothing(client: Client) -> None:
+    plain = {"prompt": "Hi", "max_tokens": 4, "temperature": 0}
+    ignored = {"user": "u1", "prompt_cache_key": "k", "service_tier": "auto", "reasoning_effort": "low"}
+    assert client.completions.create(**plain, **ignored).choices[0].text == client.completions.create(**plain).choices[0].text
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}
+    reply = client.chat.completions.create(**chat, **ignored).choices[0].message.content
+    assert reply == client.chat.completions.create(**chat).choices[0].message.content
 
 
 def test_a_bad_request_leaves_the_model_usable(client: Client) -> None:

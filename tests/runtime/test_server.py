@@ -258,6 +258,26 @@ def test_invalid_parameters_raise_each_sdks_bad_request_error(oai: Any, cb: Any)
         oai.completions.create(model=MODEL, prompt="x", max_tokens=4, extra_body={"grammar": "start: undefined_rule"})
 
 
+def test_cerebras_sdk_fields_are_taken_over_http(cb: Any) -> None:
+    """Fields of the Cerebras SDK's signatures that used to get a 400: prompt_cache_key on
+    completions; min_completion_tokens (holding the end back), reasoning_effort and
+    service_tier on chat."""
+    text = cb.completions.create(model=MODEL, prompt="Hi", max_tokens=3, temperature=0, prompt_cache_key="k1")
+    assert text.choices[0].finish_reason in ("stop", "length")
+    chat = cb.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Yes?"}],
+        max_tokens=8,
+        temperature=0,
+        min_completion_tokens=4,
+        reasoning_effort="low",
+        service_tier="auto",
+        prompt_cache_key="k2",
+        extra_body={"grammar": 'start: "yes" (" yes")*'},
+    )
+    assert chat.usage.completion_tokens >= 4 and chat.choices[0].message.content.startswith("yes yes")
+
+
 def test_temperature_two_is_accepted(oai: Any) -> None:
     out = oai.completions.create(model=MODEL, prompt="Hi", temperature=2, max_tokens=2, seed=1)
     assert out.choices[0].finish_reason in ("stop", "length")
