@@ -17,8 +17,6 @@ from __future__ import annotations
 import _peers  # noqa: F401  (thread settings first)
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,16 +29,7 @@ from _peers import fmt, make_engine, percentiles
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.constrain.grammar_limits import stress_grammars  # noqa: E402
-
-
-def _hwm_kb() -> tuple[int, int]:
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            fields[key] = int(value.split()[0])
-    return fields["VmRSS"], fields["VmHWM"]
+from tests.constrain.grammar_limits import in_child, status_kb, stress_grammars  # noqa: E402
 
 
 def _walk_tokens(vocab: Any, entry: dict[str, Any], walks: int, steps: int, seed: int) -> list[list[int]]:
@@ -67,7 +56,7 @@ def _walk_tokens(vocab: Any, entry: dict[str, Any], walks: int, steps: int, seed
 
 
 def _measure(engine: Any, entry: dict[str, Any], walks: list[list[int]]) -> dict[str, Any]:
-    rss0, _ = _hwm_kb()
+    rss0 = status_kb("VmRSS")
     t0 = time.perf_counter()
     grammar = engine.compile_lark(entry["text"], entry["start"])
     t1 = time.perf_counter()
@@ -85,7 +74,7 @@ def _measure(engine: Any, entry: dict[str, Any], walks: list[list[int]]) -> dict
             if not engine.advance(matcher, token):
                 refused += 1
                 break
-    _, hwm = _hwm_kb()
+    hwm = status_kb("VmHWM")
     return {
         "compile_ms": (t1 - t0) * 1e3,
         "first_mask_ms": (t2 - t1) * 1e3,
@@ -93,25 +82,6 @@ def _measure(engine: Any, entry: dict[str, Any], walks: list[list[int]]) -> dict
         "peak_mb": (hwm - rss0) / 1024,
         "refused_walks": refused,
     }
-
-
-def _in_child(fn: Any) -> dict[str, Any]:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            result = fn()
-        except Exception as exc:  # noqa: BLE001 - reported in the table
-            result = {"error": f"{type(exc).__name__}: {str(exc)[:120]}"}
-        with os.fdopen(write_fd, "w") as pipe:
-            json.dump(result, pipe)
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        text = pipe.read()
-    os.waitpid(pid, 0)
-    return json.loads(text) if text else {"error": "child died"}
 
 
 def main() -> None:
@@ -147,11 +117,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         entry = grammars[name]
-        walks = _in_child(lambda: {"walks": _walk_tokens(vocab, entry, args.walks, args.steps, args.seed)})
+        walks = in_child(lambda: {"walks": _walk_tokens(vocab, entry, args.walks, args.steps, args.seed)})
         for key, (engine, label) in engines.items():
-            result = _in_child(lambda: _measure(engine, entry, walks.get("walks", [])))
-            if "error" in result:
-                print(f"| {name} | {label} | {result['error']} | | | | | | |")
+            result = in_child(lambda: _measure(engine, entry, walks.get("walks", [])))
+            if not result["ok"]:
+                print(f"| {name} | {label} | {result['error'][:120]} | | | | | | |")
                 continue
             m = result["masks"]
             print(

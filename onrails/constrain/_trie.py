@@ -257,7 +257,8 @@ class TokenTrie:
         # letters starts at every letter node): their readings then meet at the same (node,
         # state) pairs, each of which goes on once, so the cost is the nodes below, not the
         # nodes below times their depth.
-        seen = NodePairs(self.n_nodes) if nodes.size >= _NESTED_STARTS and self._depth(nodes.min()) != self._depth(nodes.max()) else None
+        nested = nodes.size >= _NESTED_STARTS and self._depth(nodes.min()) != self._depth(nodes.max())
+        seen = NodePairs(self.n_nodes) if nested else None
         while current.size:
             current, states = self._step(flat_table, dead, current, states)
             if seen is not None:

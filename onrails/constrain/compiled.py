@@ -563,13 +563,14 @@ class _Entered:
             self._flagged.add(state)
         return self._many.first_time(at, np.full(at.size, state, dtype=np.int64))[0]
 
-    def first_time(self, nodes: list[np.ndarray], states: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The pairs among ``nodes`` / ``states`` (lists of arrays, one state each) not entered
-        before, once each."""
-        if not nodes:
+    def first_time(self, ends_at: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """The (node, state) pairs among ``ends_at`` (nodes, the state they reach) not entered
+        before, once each, as nodes and their states."""
+        if not ends_at:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        fresh = [self._fresh(at, int(state_array[0])) for at, state_array in zip(nodes, states)]
-        return np.concatenate(fresh), np.concatenate([s[: f.size] for s, f in zip(states, fresh)])
+        fresh = [self._fresh(at, state) for at, state in ends_at]
+        states = np.repeat(np.array([state for _, state in ends_at], dtype=np.int64), [f.size for f in fresh])
+        return np.concatenate(fresh), states
 
 
 class _Generation:
@@ -669,7 +670,7 @@ class _Generation:
         """
         nodes, at_states = parents[split], states[split]
         automaton = self.automaton
-        end_nodes, end_states = [], []
+        ends_at: list[tuple[np.ndarray, int]] = []
         for state in set(at_states.tolist()):
             at = nodes[at_states == state]
             ways = automaton.split(state)
@@ -680,10 +681,8 @@ class _Generation:
                 if ends.size:
                     # Never needs the stack below a truncation: the terminal was allowed on this
                     # stack, which took the same reduction closure that shifting it takes.
-                    boundary = automaton.boundary_after(stack, terminal)
-                    end_nodes.append(ends)
-                    end_states.append(np.full(ends.size, boundary, dtype=states.dtype))
-        new_nodes, new_states = entered.first_time(end_nodes, end_states)
+                    ends_at.append((ends, automaton.boundary_after(stack, terminal)))
+        new_nodes, new_states = entered.first_time(ends_at)
         return np.concatenate([parents[~split], new_nodes]), np.concatenate([states[~split], new_states])
 
     @staticmethod

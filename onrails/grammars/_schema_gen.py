@@ -118,7 +118,8 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _escape_pointer(token: str) -> str:
+def pointer_token(token: str) -> str:
+    """``token`` escaped for a JSON pointer (RFC 6901: ``~`` as ``~0``, ``/`` as ``~1``)."""
     return token.replace("~", "~0").replace("/", "~1")
 
 
@@ -370,7 +371,7 @@ class SchemaConverter:
         for key, value in schema.items():
             if key in _ANNOTATIONS or key in ("then", "else", "dependencies", "dependentRequired", "dependentSchemas"):
                 continue
-            here = f"{pointer}/{_escape_pointer(key)}"
+            here = f"{pointer}/{pointer_token(key)}"
             if key == "$ref":
                 try:
                     target, where = self.resolve(value, pointer)
@@ -406,7 +407,7 @@ class SchemaConverter:
                     present: Flat = {"required": [name, *dep]}
                     conjuncts.append([absent, present])
                 else:
-                    subs = self.flatten(dep, f"{pointer}/{key}/{_escape_pointer(name)}", depth + 1)
+                    subs = self.flatten(dep, f"{pointer}/{key}/{pointer_token(name)}", depth + 1)
                     present_with = [self.merge({"required": [name]}, s, pointer) for s in subs]
                     conjuncts.append([absent] + [m for m in present_with if m is not None])
         own = self._normalize(own, pointer)
@@ -743,7 +744,7 @@ class SchemaConverter:
                 for name, sub in value.items():
                     if _is_true(sub):
                         continue
-                    negs_sub = self.negate(sub, f"{pointer}/properties/{_escape_pointer(name)}", depth + 1)
+                    negs_sub = self.negate(sub, f"{pointer}/properties/{pointer_token(name)}", depth + 1)
                     if negs_sub:
                         out.append({**base, "required": [name], "properties": {name: {"anyOf": negs_sub}}})
             elif key == "items" and "prefixItems" not in flat:
@@ -1009,7 +1010,7 @@ class SchemaConverter:
         names_check = None if _is_true(names_schema) else self._validator.evolve(schema=names_schema)
         members: list[tuple[str, bool]] = []  # (rule for "key": value, required)
         for name, sub in props.items():
-            here = f"{pointer}/properties/{_escape_pointer(name)}"
+            here = f"{pointer}/properties/{pointer_token(name)}"
             matched = [s for p, s in patterns.items() if self._search(p, name)]
             schema = sub
             for m in matched:
@@ -1188,7 +1189,7 @@ class SchemaConverter:
         if len(patterns) == 1 and _matches_everything(next(iter(patterns))):
             # every key matches: declared ones took the pattern's schema in _object
             pat, sub = next(iter(patterns.items()))
-            value = self.symbol(sub, f"{pointer}/patternProperties/{_escape_pointer(pat)}")
+            value = self.symbol(sub, f"{pointer}/patternProperties/{pointer_token(pat)}")
             key = self._key_terminal(names_schema, declared, pointer) if value else None
             return self._extras_rule([self._member(key, value)] if key and value else [])
         if patterns:
@@ -1198,7 +1199,7 @@ class SchemaConverter:
             if not _is_true(names_schema):
                 self.notes.add(pointer, "propertyNames", "together with patternProperties")
             for pat, sub in patterns.items():
-                here = f"{pointer}/patternProperties/{_escape_pointer(pat)}"
+                here = f"{pointer}/patternProperties/{pointer_token(pat)}"
                 if any(self._search(pat, n) for n in declared):
                     self.notes.add(here, "patternProperties", "the pattern also matches a declared property")
                 try:
@@ -1373,7 +1374,7 @@ def absolute_refs(root: Any) -> Any:
                 anchors.setdefault(f"{base}{value}", pointer)  # draft-04/06 location ids
             for k, v in node.items():
                 if k not in _NOT_SCHEMAS:
-                    index(v, base, f"{pointer}/{_escape_pointer(k)}")
+                    index(v, base, f"{pointer}/{pointer_token(k)}")
         elif isinstance(node, list):
             for i, v in enumerate(node):
                 index(v, base, f"{pointer}/{i}")

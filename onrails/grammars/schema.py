@@ -77,11 +77,12 @@ import jsonschema
 import jsonschema.validators
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 
-from onrails.grammars._schema_gen import Notes, SchemaConverter, absolute_refs
-from onrails.grammars.builtin import WHITESPACE_REGEXES
+from onrails.grammars._schema_gen import Notes, SchemaConverter, absolute_refs, pointer_token
+from onrails.grammars.builtin import WHITESPACE_MODES, WHITESPACE_REGEXES
 from onrails.errors import SchemaError
 
-SCHEMA_WHITESPACE_MODES = ("flexible", "bounded", "compact")
+# The built-in grammar's modes: tools embed schema grammars in it.
+SCHEMA_WHITESPACE_MODES = WHITESPACE_MODES
 _MAX_SYMBOLS = 400_000
 # Deepest JSON nesting a schema may have (64 nested object schemas are 128 levels).
 MAX_SCHEMA_DEPTH = 128
@@ -130,17 +131,23 @@ def _deeper_than(value: Any, limit: int) -> str | None:
     """The JSON pointer of the first value nested more than ``limit`` levels down, or None.
 
     Iterative: validating and converting recurse over the schema, and a schema deep enough to
-    exhaust Python's recursion must be refused before either runs.
+    exhaust Python's recursion must be refused before either runs. Each value carries a link to
+    its parent's path; the pointer is spelled only for the value found.
     """
-    todo: list[tuple[Any, int, str]] = [(value, 0, "")]
+    Path = tuple[Any, Any] | None  # (parent's path, key), None at the root
+    todo: list[tuple[Any, int, Path]] = [(value, 0, None)]
     while todo:
-        node, depth, pointer = todo.pop()
+        node, depth, path = todo.pop()
         if depth > limit:
-            return pointer
+            keys = []
+            while path is not None:
+                path, key = path
+                keys.append(pointer_token(str(key)))
+            return "".join(f"/{k}" for k in reversed(keys))
         if isinstance(node, dict):
-            todo.extend((v, depth + 1, f"{pointer}/{str(k).replace('~', '~0').replace('/', '~1')}") for k, v in node.items())
+            todo.extend((v, depth + 1, (path, k)) for k, v in node.items())
         elif isinstance(node, list):
-            todo.extend((v, depth + 1, f"{pointer}/{i}") for i, v in enumerate(node))
+            todo.extend((v, depth + 1, (path, i)) for i, v in enumerate(node))
     return None
 
 
@@ -166,7 +173,7 @@ def validator_class(schema: "dict[str, Any] | bool") -> Any:
                 return jsonschema.Draft7Validator
             except JsonSchemaError:
                 pass
-        pointer = "".join(f"/{str(p).replace('~', '~0').replace('/', '~1')}" for p in exc.path)
+        pointer = "".join(f"/{pointer_token(str(p))}" for p in exc.path)
         keyword = str(exc.validator) if exc.validator else None
         raise SchemaError(f"invalid schema: {exc.message}", pointer=pointer, keyword=keyword) from exc
 

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 GRAMMARS = Path(__file__).resolve().parent.parent / "grammars"
 
@@ -34,7 +34,8 @@ def stress_grammars() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _status_kb(field: str) -> int:
+def status_kb(field: str) -> int:
+    """A field of /proc/self/status in kB (VmRSS, VmHWM, VmSize...)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -49,7 +50,7 @@ def _run_one(vocab: Any, entry: dict[str, Any], walks: int, seed: int) -> dict[s
 
     from .walks import random_walk
 
-    rss0 = _status_kb("VmRSS")
+    rss0 = status_kb("VmRSS")
     t0 = time.perf_counter()
     grammar = GrammarCompiler(vocab).compile_lark(entry["text"], entry["start"])
     t1 = time.perf_counter()
@@ -63,7 +64,7 @@ def _run_one(vocab: Any, entry: dict[str, Any], walks: int, seed: int) -> dict[s
         start = time.perf_counter()
         assert matcher.allowed_token_ids().size, f"empty mask after {prefix!r}"
         prefix_masks_s.append(time.perf_counter() - start)
-    peak_after_masks_mb = (_status_kb("VmHWM") - rss0) / 1024
+    peak_after_masks_mb = (status_kb("VmHWM") - rss0) / 1024
     parser = lark.Lark(entry["text"], start=entry["start"], parser="earley", lexer="dynamic_complete")
     rng = np.random.default_rng(seed)
     ended = 0
@@ -86,24 +87,42 @@ def _run_one(vocab: Any, entry: dict[str, Any], walks: int, seed: int) -> dict[s
         "first_mask_s": t2 - t1,
         "prefix_mask_s": max(prefix_masks_s),
         "peak_mb": peak_after_masks_mb,
-        "peak_with_walks_mb": (_status_kb("VmHWM") - rss0) / 1024,
+        "peak_with_walks_mb": (status_kb("VmHWM") - rss0) / 1024,
         "walks": walks,
         "walks_ended": ended,
     }
 
 
-def _child(vocab: Any, entry: dict[str, Any], args: argparse.Namespace, write_fd: int) -> None:
-    headroom = args.headroom_mb << 20
-    limit = _status_kb("VmSize") * 1024 + headroom
+def in_child(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``fn()``'s JSON result, computed in a forked child: whatever ``fn`` allocates or limits
+    is the child's. An exception becomes ``{"ok": False, "error", "trace"}``, a child that died
+    (a signal, the kernel) ``{"ok": False, "error": "child died (...)"}``."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            result = {"ok": True, "error": None, **fn()}
+        except BaseException as exc:  # noqa: BLE001 - a child reports whatever stopped it
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "trace": traceback.format_exc()[-3000:]}
+        with os.fdopen(write_fd, "w") as out:
+            json.dump(result, out)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        text = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if text:
+        return dict(json.loads(text))
+    how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
+    return {"ok": False, "error": f"child died ({how})"}
+
+
+def _limited(vocab: Any, entry: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    limit = status_kb("VmSize") * 1024 + (args.headroom_mb << 20)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     signal.alarm(args.timeout_s)
-    try:
-        result = {"ok": True, "error": None, **_run_one(vocab, entry, args.walks, args.seed)}
-    except BaseException as exc:  # noqa: BLE001 - a child reports whatever stopped it
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000], "trace": traceback.format_exc()[-3000:]}
-    with os.fdopen(write_fd, "w") as out:
-        json.dump(result, out)
-    os._exit(0)
+    return _run_one(vocab, entry, args.walks, args.seed)
 
 
 def main() -> None:
@@ -124,20 +143,7 @@ def main() -> None:
     grammars = stress_grammars()
     names = args.grammars.split(",") if args.grammars else list(grammars)
     for name in names:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            _child(vocab, grammars[name], args, write_fd)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            text = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        if text:
-            result = json.loads(text)
-        else:
-            how = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}"
-            result = {"ok": False, "error": f"child died ({how})"}
+        result = in_child(lambda: _limited(vocab, grammars[name], args))
         print(json.dumps({"name": name, "vocab": args.vocab, **result}), flush=True)
     sys.exit(0)
 
