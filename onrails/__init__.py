@@ -29,6 +29,7 @@ from onrails.errors import (
     CompileBudgetError,
     GrammarError,
     OnRailsError,
+    QueueFullError,
     SchemaError,
     TokenizerError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "MatcherError",
     "Model",
     "OnRailsError",
+    "QueueFullError",
     "SchemaError",
     "SchemaGrammar",
     "SamplingParams",

@@ -49,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     srv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="request body limit (default 1 MiB)")
     srv.add_argument("--request-timeout", type=float, default=300.0, help="seconds before a request's sequences end")
     srv.add_argument("--compile-budget", type=float, default=10.0, help="seconds one grammar may take to compile")
+    srv.add_argument("--compile-processes", type=int, default=2, help="grammar compiles running at once, one process each (default 2)")
+    srv.add_argument("--max-waiting-compiles", type=int, default=8, help="compiles waiting for a process before 429 (default 8)")
     srv.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -122,6 +124,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             request_timeout_s=args.request_timeout,
             compile_budget_s=args.compile_budget,
+            compile_processes=args.compile_processes,
+            max_waiting_compiles=args.max_waiting_compiles,
         )
         serve(args.model, host=args.host, port=args.port, api_key=args.api_key, limits=limits)
     except (OSError, ValueError, OnRailsError) as exc:

@@ -78,4 +78,9 @@ class ContextLengthError(BadRequestError):
 
 
 class QueueFullError(OnRailsError):
-    """The server's request queue is full: the request was not accepted; retry later."""
+    """A queue is full (requests waiting for room in the batch, or grammar compiles waiting for
+    a compile process): the work was not accepted; retry in about ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -110,3 +110,19 @@ def test_readme_layout_lists_every_folder_in_stack_order() -> None:
     positions = [section.index(f"`onrails/{layer}/`") for layer in ("runtime", "constrain", "grammars")]
     assert positions == sorted(positions), "README layout lists the folders out of stack order"
     assert "cli → runtime → constrain → grammars → errors" in section
+
+
+def test_the_public_names_are_exactly_these_and_every_error_derives_from_onrails_error() -> None:
+    import onrails
+
+    assert sorted(onrails.__all__) == [
+        "AsyncClient", "BUILTIN_ROOTS", "BadRequestError", "CompileBudgetError", "CompiledGrammar",
+        "Explanation", "GrammarCompiler", "GrammarError", "Matcher", "MatcherError", "Model",
+        "OnRailsError", "QueueFullError", "SamplingParams", "SchemaError", "SchemaGrammar",
+        "ServerLimits", "TokenizerError", "Unenforced", "Vocabulary", "WHITESPACE_MODES",
+        "allocate_token_bitmask", "apply_token_bitmask_inplace", "builtin_grammar_text",
+        "create_app", "generate", "load_model", "pydantic_schema", "schema_to_grammar",
+        "tools_to_grammar",
+    ]  # fmt: skip
+    errors = [getattr(onrails, n) for n in onrails.__all__ if n.endswith("Error")]
+    assert all(issubclass(e, onrails.OnRailsError) for e in errors)

@@ -103,6 +103,11 @@ class ByteDFA:
     _classes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, compare=False, repr=False)
     _counting: list["Counted | None"] = field(default_factory=list, compare=False, repr=False)
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # A copy from another process (a compile worker) must not keep that process's serial,
+        # which keys shared work here, nor caches derived there.
+        return (_restored, (self.table, self.accepting, self.literal, self.shadow, self.count_form))
+
     def flat_table(self) -> np.ndarray:
         """``table`` flattened for ``TokenTrie.level_pass``: entry ``state * 256 + byte`` is the
         next state times 256 (int32), with one extra all-dead state ``n_states`` that DEAD maps
@@ -204,6 +209,16 @@ class ByteDFA:
             if state == DEAD:
                 return False
         return bool(self.accepting[state])
+
+
+def _restored(
+    table: np.ndarray,
+    accepting: np.ndarray,
+    literal: bytes | None,
+    shadow: Shadow | None,
+    count_form: "tuple[str, int, int | None] | None",
+) -> ByteDFA:
+    return ByteDFA(table=table, accepting=accepting, literal=literal, shadow=shadow, count_form=count_form)
 
 
 # A string of counted units, as the schema converter writes lengths: ``"(?:X){lo,hi}"``.

@@ -26,6 +26,8 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +46,7 @@ from onrails.constrain._automaton import (
 )
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
+from onrails.constrain._compile_processes import CompileProcesses
 from onrails.constrain.lark_frontend import GrammarSpec, parse_lark
 from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import NodePairs, TokenTrie
@@ -396,18 +399,59 @@ class CompiledGrammar:
 class GrammarCompiler:
     """Compiles grammars for one vocabulary and caches them by grammar text and options.
 
-    Thread-safe. The first compile of a vocabulary also builds its byte trie (about a second for
-    a 128k vocabulary); later compiles reuse it, and share terminal DFAs and the masks inside
-    terminals with every grammar this compiler compiled before. Keeps the ``cache_size`` most
-    recently used compiled grammars.
+    Thread-safe; concurrent compiles of one grammar are done once. The first compile of a
+    vocabulary also builds its byte trie (about a second for a 128k vocabulary); later compiles
+    reuse it, and share terminal DFAs and the masks inside terminals with every grammar this
+    compiler compiled before. Keeps the ``cache_size`` most recently used compiled grammars.
+    Every compile, conversion included, must finish within ``budget_s`` (``CompileBudgetError``).
+    ``processes`` > 0 compiles in that many worker processes instead of the calling thread (see
+    ``use_processes``).
     """
 
-    def __init__(self, vocabulary: Vocabulary, *, budget_s: float = 30.0, cache_size: int = _GRAMMAR_CACHE_ENTRIES) -> None:
+    def __init__(
+        self,
+        vocabulary: Vocabulary,
+        *,
+        budget_s: float = 30.0,
+        cache_size: int = _GRAMMAR_CACHE_ENTRIES,
+        processes: int = 0,
+        max_waiting: int = 8,
+    ) -> None:
         self.vocabulary = vocabulary
         self.budget_s = budget_s
         self._cache = _LRU(cache_size)
-        self._schema_cache = _LRU(cache_size)
         self._shared = _Shared()
+        self._pending: dict[object, Future[CompiledGrammar]] = {}
+        self._pending_lock = threading.Lock()
+        self._processes: CompileProcesses | None = None
+        self.use_processes(processes, max_waiting=max_waiting)
+
+    def use_processes(self, processes: int, *, max_waiting: int = 8) -> None:
+        """Compile in ``processes`` worker processes (0: in the calling thread), with up to
+        ``max_waiting`` more compiles waiting for one; beyond that a compile raises
+        ``QueueFullError`` at once. A compile in a worker holds no lock of this process (the
+        calling thread only waits) and is killed at its budget; cached grammars never wait.
+        Workers start in the background (about half a second each) and run at a lower CPU
+        priority than this process.
+        """
+        for name, value in (("processes", processes), ("max_waiting", max_waiting)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        old, self._processes = self._processes, None
+        if old is not None:
+            old.close()
+        if processes:
+            self._processes = CompileProcesses(processes, max_waiting, _warm_worker)
+
+    @property
+    def processes(self) -> tuple[int, int]:
+        """``(processes, max_waiting)`` as last set by ``use_processes`` (``(0, 0)``: in-thread)."""
+        pool = self._processes
+        return (0, 0) if pool is None else (pool.processes, pool.max_waiting)
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (compiles after this run in the calling thread)."""
+        self.use_processes(0)
 
     def compile_builtin(self, whitespace: str = "bounded") -> CompiledGrammar:
         """The built-in JSON / function-calling grammar with every documented root."""
@@ -421,18 +465,8 @@ class GrammarCompiler:
         Raises GrammarError (with line, column or rule) for grammars that do not parse, use
         undefined rules, unsupported regex features or exceed the time budget.
         """
-        return self._compile_lark(grammar, start, time.monotonic() + self.budget_s)
-
-    def _compile_lark(self, grammar: str, start: "str | list[str] | tuple[str, ...]", deadline: float) -> CompiledGrammar:
         starts = (start,) if isinstance(start, str) else tuple(start)
-        key = (grammar, starts)
-        cached = self._cache.lookup(key)
-        if isinstance(cached, CompiledGrammar):
-            return cached
-        spec = parse_lark(grammar, starts)
-        compiled = self._cache.keep(key, _compile_spec(spec, self.vocabulary, deadline, self._shared))
-        assert isinstance(compiled, CompiledGrammar)
-        return compiled
+        return self._compiled(("lark", grammar, starts), _build_lark, (grammar, starts))
 
     # -- JSON Schema, pydantic and tools (written by onrails.grammars) ----------------------
 
@@ -451,16 +485,8 @@ class GrammarCompiler:
         what was left out.
         """
         loaded = load_schema(schema)
-        key = (json.dumps(loaded, sort_keys=True, ensure_ascii=False), whitespace, strict)
-        cached = self._schema_cache.lookup(key)
-        if isinstance(cached, CompiledGrammar):
-            return cached
-        # One budget for converting and compiling, not one each.
-        deadline = time.monotonic() + self.budget_s
-        converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=self.budget_s)
-        compiled = self._schema_cache.keep(key, self._compile_lark(converted.lark, converted.start, deadline))
-        assert isinstance(compiled, CompiledGrammar)
-        return compiled
+        key = ("schema", json.dumps(loaded, sort_keys=True, ensure_ascii=False), whitespace, strict)
+        return self._compiled(key, _build_schema, (loaded, whitespace, strict))
 
     def compile_pydantic(
         self, model_or_type: object, *, whitespace: str = "flexible", strict: bool = True
@@ -481,39 +507,151 @@ class GrammarCompiler:
 
         The grammar's single root depends on ``tool_choice`` (see ``onrails.grammars.tools``).
         """
+        options = (tool_choice, parallel_tool_calls, whitespace, strict)
+        try:
+            key: object = ("tools", json.dumps([tools, *options], sort_keys=True, ensure_ascii=False))
+        except (TypeError, ValueError):
+            key = None  # not JSON: the conversion refuses it with a message naming the place
+        return self._compiled(key, _build_tools, (tools, *options))
+
+    def _compiled(self, key: object, build: "Callable[..., _Built]", args: tuple[object, ...]) -> CompiledGrammar:
+        """The cached grammar of ``key``, or ``build(*args, deadline)`` attached to this
+        vocabulary; callers asking for a key being compiled wait for that compile."""
         deadline = time.monotonic() + self.budget_s
-        converted = tools_to_grammar(
-            tools,
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
-            whitespace=whitespace,
-            strict=strict,
-            budget_s=self.budget_s,
+        cached = self._cache.lookup(key) if key is not None else None
+        if isinstance(cached, CompiledGrammar):
+            return cached
+        with self._pending_lock:
+            running = self._pending.get(key) if key is not None else None
+            if running is None:
+                mine: Future[CompiledGrammar] = Future()
+                if key is not None:
+                    self._pending[key] = mine
+        if running is not None:
+            return running.result()
+        try:
+            processes = self._processes
+            if processes is None:
+                built = build(*args, deadline, self._shared.dfas)
+            else:
+                built = processes.run(build, (*args, deadline), deadline)
+            compiled = self._attach(built)
+            if key is not None:
+                stored = self._cache.keep(key, compiled)
+                assert isinstance(stored, CompiledGrammar)
+                compiled = stored
+            mine.set_result(compiled)
+            return compiled
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        finally:
+            if key is not None:
+                with self._pending_lock:
+                    del self._pending[key]
+
+    def _attach(self, built: "_Built") -> CompiledGrammar:
+        shared = self._shared
+        # Automata built elsewhere give way to equal ones already here, whose work is cached.
+        dfas = []
+        for regex, dfa in zip(built.regexes, built.dfas):
+            kept = shared.dfas.keep(regex, dfa)
+            assert isinstance(kept, ByteDFA)
+            dfas.append(kept)
+        return CompiledGrammar(
+            vocabulary=self.vocabulary,
+            roots=built.starts,
+            terminal_names=built.terminal_names,
+            _table=built.table,
+            _dfas=dfas,
+            _ignored=built.ignored,
+            _trie=_trie_for(self.vocabulary),
+            _shared=shared,
         )
-        return self._compile_lark(converted.lark, converted.start, deadline)
 
 
-def _compile_spec(spec: GrammarSpec, vocabulary: Vocabulary, deadline: float, shared: _Shared) -> CompiledGrammar:
-    dfas = []
+@dataclass(frozen=True)
+class _Built:
+    """A compiled grammar before it meets a vocabulary (what a compile process sends back)."""
+
+    starts: tuple[str, ...]
+    terminal_names: tuple[str, ...]
+    regexes: tuple[str, ...]
+    dfas: tuple[ByteDFA, ...]
+    table: ParseTable
+    ignored: list[int]
+
+
+# Terminal automata a compile process built, by regex, kept for its later compiles.
+_worker_dfas: "_LRU | None" = None
+
+
+def _dfa_cache(dfas: "_LRU | None") -> _LRU:
+    global _worker_dfas
+    if dfas is not None:
+        return dfas
+    if _worker_dfas is None:
+        _worker_dfas = _LRU(_SHARED_DFA_ENTRIES)
+    return _worker_dfas
+
+
+def _build_spec(spec: GrammarSpec, deadline: float, dfas: "_LRU | None") -> _Built:
+    cache = _dfa_cache(dfas)
+    built = []
     for t in spec.terminals:
-        dfa = shared.dfas.lookup(t.regex)
+        dfa = cache.lookup(t.regex)
         if dfa is None:
-            dfa = shared.dfas.keep(t.regex, regex_to_byte_dfa(t.regex, name=t.name, deadline=deadline))
+            dfa = cache.keep(t.regex, regex_to_byte_dfa(t.regex, name=t.name, deadline=deadline))
         assert isinstance(dfa, ByteDFA)
-        dfas.append(dfa)
+        built.append(dfa)
     table = build_parse_table(spec, deadline)
     index = {t.name: i for i, t in enumerate(spec.terminals)}
-    ignored = [index[name] for name in spec.ignore if name in index]
-    return CompiledGrammar(
-        vocabulary=vocabulary,
-        roots=spec.starts,
+    return _Built(
+        starts=spec.starts,
         terminal_names=tuple(t.name for t in spec.terminals),
-        _table=table,
-        _dfas=dfas,
-        _ignored=ignored,
-        _trie=_trie_for(vocabulary),
-        _shared=shared,
+        regexes=tuple(t.regex for t in spec.terminals),
+        dfas=tuple(built),
+        table=table,
+        ignored=[index[name] for name in spec.ignore if name in index],
     )
+
+
+def _build_lark(grammar: str, starts: tuple[str, ...], deadline: float, dfas: "_LRU | None" = None) -> _Built:
+    return _build_spec(parse_lark(grammar, starts), deadline, dfas)
+
+
+def _build_schema(
+    loaded: "dict[str, object] | bool", whitespace: str, strict: bool, deadline: float, dfas: "_LRU | None" = None
+) -> _Built:
+    # One budget for converting and compiling, not one each.
+    budget = max(0.0, deadline - time.monotonic())
+    converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=budget)
+    return _build_lark(converted.lark, (converted.start,), deadline, dfas)
+
+
+def _build_tools(
+    tools: "list[dict[str, object]]",
+    tool_choice: "str | dict[str, object]",
+    parallel_tool_calls: bool,
+    whitespace: str,
+    strict: bool,
+    deadline: float,
+    dfas: "_LRU | None" = None,
+) -> _Built:
+    converted = tools_to_grammar(
+        tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=parallel_tool_calls,
+        whitespace=whitespace,
+        strict=strict,
+        budget_s=max(0.0, deadline - time.monotonic()),
+    )
+    return _build_lark(converted.lark, (converted.start,), deadline, dfas)
+
+
+def _warm_worker() -> None:
+    """Load what every compile needs (Lark's own grammar, a few hundred ms) before the first."""
+    _build_lark('start: "a"', ("start",), time.monotonic() + 60.0)
 
 
 def _starts(pairs: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:

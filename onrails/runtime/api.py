@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from onrails.constrain import BUILTIN_ROOTS, WHITESPACE_MODES
-from onrails.errors import BadRequestError, ContextLengthError, OnRailsError
+from onrails.errors import BadRequestError, ContextLengthError, GrammarError
 from onrails.runtime.generation import SequenceRequest, generate_sequences
 from onrails.runtime.models import Model, load_model
 from onrails.runtime.sampling import REQUEST_FIELDS, SamplingParams
@@ -94,7 +94,7 @@ def resolve_constraint(
             raise BadRequestError("must name a rule of the grammar", param="grammar_start")
         try:
             compiled = model.compiler.compile_lark(grammar, grammar_start)
-        except OnRailsError as exc:
+        except GrammarError as exc:
             raise BadRequestError(str(exc), param="grammar") from exc
         return Constraint(compiled, grammar_start)
     return Constraint()
@@ -108,7 +108,7 @@ def _response_format(model: Model, response_format: Any, whitespace: str) -> Con
             raise BadRequestError("a class given as response_format must be a pydantic model", param="response_format")
         try:
             compiled = model.compiler.compile_pydantic(response_format, whitespace=whitespace)
-        except OnRailsError as exc:
+        except GrammarError as exc:
             raise BadRequestError(str(exc), param="response_format") from exc
         return Constraint(compiled, None, json_output=True, pydantic_model=response_format)
     if not isinstance(response_format, Mapping):
@@ -127,7 +127,7 @@ def _response_format(model: Model, response_format: Any, whitespace: str) -> Con
             raise BadRequestError("must be a bool", param="response_format.json_schema.strict")
         try:
             compiled = model.compiler.compile_json_schema(dict(spec["schema"]), whitespace=whitespace, strict=strict)
-        except OnRailsError as exc:
+        except GrammarError as exc:
             raise BadRequestError(str(exc), param="response_format.json_schema.schema") from exc
         return Constraint(compiled, None, json_output=True)
     raise BadRequestError(f"type must be 'text', 'json_object' or 'json_schema', got {kind!r}", param="response_format.type")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from onrails.errors import BadRequestError, OnRailsError
+from onrails.errors import BadRequestError, GrammarError
 from onrails.runtime.api import (
     Constraint,
     chat_prompt,
@@ -292,7 +292,7 @@ def plan_chat(client_model: Model, kwargs: dict[str, Any]) -> tuple[Plan, bool]:
                 parallel_tool_calls=True if parallel is None else parallel,
                 whitespace=whitespace,
             )
-        except OnRailsError as exc:
+        except GrammarError as exc:
             param = "tool_choice" if "tool_choice" in str(exc) else "tools"
             raise BadRequestError(str(exc), param=param) from exc
         constraint = Constraint(compiled, None)

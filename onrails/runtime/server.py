@@ -3,14 +3,14 @@
 ``create_app(model)`` builds the app; ``onrails serve`` runs it. Requests go through the same
 planning and response building as ``onrails.Client`` (every parameter, every check), then into
 one ``Scheduler``: a decoding thread that batches the sequences of concurrent requests
-continuously (they join and leave the running batch between steps). Planning, which compiles
-grammars, runs in a small thread pool off the event loop; the model's grammar compiler and its
-cache are shared, so the same schema compiles once.
+continuously (they join and leave the running batch between steps). Planning runs in threads
+off the event loop; grammar compiles run in worker processes (``ServerLimits``), killed at their
+budget; the model's grammar compiler and its cache are shared, so the same schema compiles once.
 
 Errors use OpenAI's body ``{"error": {"message", "type", "param", "code"}}``: 400 for invalid
 parameters (code ``context_length_exceeded`` for a prompt that does not fit), 401 for a wrong or
-missing key, 404 for an unknown model or route, 413 for an oversized body, 429 when the queue is
-full. Streams are server-sent events: ``data: <json>`` frames and one final ``data: [DONE]``.
+missing key, 404 for an unknown model or route, 413 for an oversized body, 429 (with
+``Retry-After``) when the request queue or the compile queue is full. Streams are server-sent events: ``data: <json>`` frames and one final ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -56,7 +57,10 @@ class ServerLimits:
     ``max_tokens`` a request may ask (beyond: 400) and the default when it asks none;
     ``max_body_bytes``: request body size (beyond: 413); ``request_timeout_s``: a request's
     sequences end with finish_reason "length" this long after it arrived;
-    ``compile_budget_s``: the time one grammar or schema may take to compile (beyond: 400).
+    ``compile_budget_s``: the time one grammar or schema may take to compile, waiting for a
+    compile process included (beyond: 400); ``compile_processes``: compiles running at once,
+    each in a process of its own, so that they slow neither decoding nor requests that need no
+    compile; ``max_waiting_compiles``: compiles waiting for a process (beyond: 429).
     """
 
     max_sequences: int = 16
@@ -65,6 +69,8 @@ class ServerLimits:
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 300.0
     compile_budget_s: float = 10.0
+    compile_processes: int = 2
+    max_waiting_compiles: int = 8
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -246,8 +252,12 @@ class _Server:
         self.limits = limits
         self.created = int(time.time())
         self.scheduler = Scheduler(model, max_sequences=limits.max_sequences, max_queue=limits.max_queue)
-        # Planning compiles grammars: a few threads, so one slow schema does not stall the rest.
-        self.planner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="onrails-plan")
+        # Planning threads mostly wait: for a compile process, or on a compile of the same
+        # grammar by another request. Enough of them that a request needing no compile never
+        # waits for a thread.
+        self.planner = ThreadPoolExecutor(
+            max_workers=limits.max_sequences + limits.max_queue, thread_name_prefix="onrails-plan"
+        )
         # Stream builders block between decoding steps: one thread per stream in flight.
         self.streams = ThreadPoolExecutor(
             max_workers=limits.max_sequences + limits.max_queue, thread_name_prefix="onrails-stream"
@@ -297,7 +307,9 @@ class _Server:
         except BadRequestError as exc:
             return _bad_request(exc)
         except QueueFullError as exc:
-            return _error(429, str(exc), "rate_limit_error", None, "queue_exceeded")
+            response = _error(429, str(exc), "rate_limit_error", None, "queue_exceeded")
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            return response
         except OnRailsError as exc:  # e.g. a grammar feature this version refuses
             return _error(400, str(exc), "invalid_request_error")
         if stream:
@@ -356,19 +368,27 @@ def create_app(
     """The FastAPI app serving ``model`` (a loaded ``Model``, a name or path; default: the
     default model). Loads the model now (seconds) and starts the decoding thread, which stops
     when the app shuts down. ``api_key``: required as ``Authorization: Bearer`` on ``/v1/``.
-    The model's grammar compiler gets ``limits.compile_budget_s`` as its budget.
+    The model's grammar compiler gets ``limits.compile_budget_s`` as its budget and compiles in
+    ``limits.compile_processes`` worker processes until the app shuts down.
     """
     from onrails.runtime.api import resolve_model
 
     limits = limits or ServerLimits()
     loaded = resolve_model(model)
-    loaded.compiler.budget_s = limits.compile_budget_s
+    # The model (and its compiler) may be shared with in-process callers: set back at shutdown.
+    compiler = loaded.compiler
+    before = (compiler.budget_s, compiler.processes)
+    compiler.budget_s = limits.compile_budget_s
+    compiler.use_processes(limits.compile_processes, max_waiting=limits.max_waiting_compiles)
     server = _Server(loaded, limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         server.close()
+        budget_s, (processes, max_waiting) = before
+        compiler.budget_s = budget_s
+        compiler.use_processes(processes, max_waiting=max_waiting)
 
     app = FastAPI(title="onrails", version="0.1.0", lifespan=lifespan)
     app.state.server = server

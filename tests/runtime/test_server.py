@@ -348,7 +348,6 @@ def test_deeply_nested_constraints_get_a_400_and_the_connection_stays_usable(htt
 
 
 def test_limits_full_queue_429_time_limit_and_compile_budget(smollm2_model: Any) -> None:
-    budget = smollm2_model.compiler.budget_s
     tight = _start(smollm2_model, max_sequences=1, max_queue=1, max_tokens=32, request_timeout_s=1.0, compile_budget_s=1e-6)
     try:
         slow = {"prompt": "x", "max_tokens": 2, "grammar": f'start: "a"+ "{time.time_ns()}"'}
@@ -369,7 +368,70 @@ def test_limits_full_queue_429_time_limit_and_compile_budget(smollm2_model: Any)
                 assert r.json()["usage"]["completion_tokens"] < 32
     finally:
         tight.stop()
-        smollm2_model.compiler.budget_s = budget  # the compiler is shared with the main server
+
+
+def _slow_schema() -> dict[str, Any]:
+    # Each call a new schema (no cache hit) whose pattern takes seconds past any small budget.
+    return {"type": "object", "properties": {"p": {"type": "string", "pattern": "^(a{1,1000}){1,1000}$"}},
+            "required": ["p"], "description": str(time.time_ns())}
+
+
+def _schema_chat(schema: dict[str, Any]) -> dict[str, Any]:
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    return {"messages": ASK, "max_tokens": 8, "response_format": fmt}
+
+
+def test_slow_compiles_neither_delay_other_requests_nor_outlive_their_budget(smollm2_model: Any) -> None:
+    """Two compiles over their 5 s budget run in compile processes: each is refused with a 400
+    within the budget + 10%, and a plain request meanwhile takes at most 1.5x its time alone
+    (in threads, two such compiles made it 47x slower)."""
+    budget = 5.0
+    running = _start(smollm2_model, max_tokens=32, compile_budget_s=budget)
+    plain = {"prompt": "Count: 1, 2,", "max_tokens": 16, "temperature": 0, "min_tokens": 16}
+    try:
+        with httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+            def timed(body: dict[str, Any], path: str = "/v1/completions") -> tuple[float, Any]:
+                start = time.perf_counter()
+                response = client.post(path, json=body)
+                return time.perf_counter() - start, response
+
+            time.sleep(1.5)  # the compile processes start in the background
+            alone = sorted(timed(plain)[0] for _ in range(3))[1]
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                slow = [pool.submit(timed, _schema_chat(_slow_schema()), "/v1/chat/completions") for _ in range(2)]
+                time.sleep(0.3)
+                during = sorted(timed(plain)[0] for _ in range(3))[1]
+                assert not any(f.done() for f in slow), ("the slow compiles ended before the plain requests", alone, during)
+                for future in slow:
+                    seconds, response = future.result()
+                    assert response.status_code == 400 and "budget" in response.json()["error"]["message"], response.text
+                    assert response.json()["error"]["param"] == "response_format.json_schema.schema"
+                    assert seconds <= budget * 1.1 + 0.3, seconds  # + the request's own HTTP and planning
+        assert during <= 1.5 * alone, (during, alone)
+    finally:
+        running.stop()
+
+
+def test_a_full_compile_queue_is_a_429_with_retry_after_while_cached_grammars_are_served(smollm2_model: Any) -> None:
+    running = _start(smollm2_model, max_tokens=32, compile_budget_s=3.0, compile_processes=1, max_waiting_compiles=1)
+    try:
+        with httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+            object_root = {"prompt": "JSON:", "max_tokens": 8, "grammar_root": "object"}
+            assert client.post("/v1/completions", json=object_root).status_code == 200  # now cached
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                slow = [pool.submit(client.post, "/v1/chat/completions", json=_schema_chat(_slow_schema())) for _ in range(2)]
+                time.sleep(0.5)  # one compiling, one waiting for the process
+                refused = client.post("/v1/chat/completions", json=_schema_chat(_slow_schema()))
+                cached = client.post("/v1/completions", json=object_root)
+                statuses = [f.result().status_code for f in slow]
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 3
+        assert cached.status_code == 200
+        # The waiting one spent its budget waiting and compiling: both are over it.
+        assert statuses == [400, 400]
+    finally:
+        running.stop()
 
 
 def test_a_client_that_disconnects_has_its_sequences_cancelled(server: _Running) -> None:
