@@ -236,7 +236,7 @@ def generate(
     (``{"type": "json_object" | "json_schema", ...}`` or a pydantic class) is given. ``chat``
     wraps a text prompt as a user message in the model's chat template. ``parse=True`` returns
     the parsed value (``json.loads`` of JSON output, a pydantic instance) instead of the text.
-    ``params``: ``temperature``, ``top_p``, ``top_k``, ``repetition_penalty``,
+    ``params``: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repetition_penalty``,
     ``frequency_penalty``, ``presence_penalty``, ``logit_bias``, ``seed``, ``min_tokens``,
     ``max_tokens``, ``stop``, ``ensure_parsable`` (see ``SamplingParams``). ``model`` defaults
     to the default model (loaded once). Raises ``BadRequestError`` for invalid input.

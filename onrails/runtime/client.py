@@ -49,7 +49,7 @@ class Completions:
         ``presence_penalty``, ``return_raw_tokens``, ``seed``, ``stop``, ``stream``,
         ``stream_options``, ``suffix``, ``temperature``, ``top_p``, ``user``, and onrails'
         ``grammar_root``, ``grammar`` + ``grammar_start``, ``response_format``, ``whitespace``,
-        ``top_k``, ``repetition_penalty``, ``logprobs_mode``, ``ensure_parsable``,
+        ``top_k``, ``min_p``, ``repetition_penalty``, ``logprobs_mode``, ``ensure_parsable``,
         ``jump_forward``. Raises ``BadRequestError`` (naming the parameter) before any work.
         """
         plan, streaming = plan_completion(self._client.model, {**params, "stream": stream})

@@ -24,6 +24,7 @@ REQUEST_FIELDS = (
     "temperature",
     "top_p",
     "top_k",
+    "min_p",
     "repetition_penalty",
     "frequency_penalty",
     "presence_penalty",
@@ -58,7 +59,10 @@ def _integer(value: Any, param: str, low: int, high: int | None = None) -> int:
 class SamplingParams:
     """How one sequence picks its tokens; validated on construction (``BadRequestError``).
 
-    ``temperature`` 0 is greedy. ``top_k`` 0 and ``top_p`` 1 disable those filters.
+    ``temperature`` 0 is greedy. ``top_k`` 0 and ``top_p`` 1 disable those filters. ``min_p``
+    (0 disables) removes the tokens whose tempered probability is below ``min_p`` times the top
+    token's, after top-k and top-p as in Hugging Face's ``MinPLogitsWarper`` (so ``top_p``
+    measures its mass before min-p removes anything; vLLM applies min-p first).
     ``repetition_penalty`` (Hugging Face style, over prompt and output) divides positive logits
     and multiplies negative ones; ``frequency_penalty`` / ``presence_penalty`` (OpenAI style,
     over the output) subtract ``count * f + (count > 0) * p``. ``logit_bias`` maps token ids to
@@ -75,6 +79,7 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
     repetition_penalty: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
@@ -92,6 +97,7 @@ class SamplingParams:
         set_(self, "temperature", _number(self.temperature, "temperature", 0.0, 2.0))
         set_(self, "top_p", _number(self.top_p, "top_p", 0.0, 1.0, low_open=True))
         set_(self, "top_k", _integer(self.top_k, "top_k", 0))
+        set_(self, "min_p", _number(self.min_p, "min_p", 0.0, 1.0))
         set_(self, "repetition_penalty", _number(self.repetition_penalty, "repetition_penalty", 0.0, 10.0, low_open=True))
         set_(self, "frequency_penalty", _number(self.frequency_penalty, "frequency_penalty", -2.0, 2.0))
         set_(self, "presence_penalty", _number(self.presence_penalty, "presence_penalty", -2.0, 2.0))
@@ -184,8 +190,8 @@ def apply_bias(logits: torch.Tensor, params: list[SamplingParams]) -> None:
 def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator) -> int:
     """Pick one token from a row of processed logits (float32 ``[vocab]``, -inf for forbidden).
 
-    Greedy when ``temperature`` is 0; otherwise temperature, top-k, top-p, then one draw from
-    ``generator``, so a sequence's choices depend only on its own seed.
+    Greedy when ``temperature`` is 0; otherwise temperature, top-k, top-p, min-p, then one draw
+    from ``generator``, so a sequence's choices depend only on its own seed.
     """
     if params.temperature == 0.0:
         return int(torch.argmax(logits))
@@ -200,6 +206,11 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         # Keep the smallest prefix whose mass reaches top_p (the first token is always kept).
         sorted_probs = sorted_probs.masked_fill(before >= params.top_p, 0.0)
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    if params.min_p > 0.0:
+        # Top-k and top-p keep the top token and leave the ratios to it as they were, so this
+        # removes what min-p removes from the whole tempered distribution; only top_p's mass is
+        # measured before it. The top token always passes (min_p <= 1).
+        probs = probs.masked_fill(probs < params.min_p * probs.max(), 0.0)
     return _draw(probs, generator)
 
 

@@ -96,6 +96,7 @@ class _Params(BaseModel):
     temperature: float | None = Field(None, description="0 (greedy) to 2")
     top_p: float | None = None
     top_k: int | None = None
+    min_p: float | None = Field(None, description="0 (off) to 1: drop tokens below min_p times the top one's probability")
     repetition_penalty: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None

@@ -300,6 +300,9 @@ def test_async_client_creates_and_streams(smollm2_model: Any) -> None:
         ({"temperature": "hot"}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"top_k": -1}, "top_k"),
+        ({"min_p": -0.1}, "min_p"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"min_p": "0.1"}, "min_p"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 10_000}, "max_tokens"),
         ({"min_tokens": 5, "max_tokens": 2}, "min_tokens"),
@@ -354,6 +357,7 @@ def test_invalid_completion_parameters_are_bad_requests(client: Client, kwargs: 
         ({"max_tokens": 5, "max_completion_tokens": 5}, "max_tokens"),
         ({"min_tokens": 2, "min_completion_tokens": 2}, "min_tokens"),
         ({"min_completion_tokens": "two"}, "min_tokens"),
+        ({"min_p": 1.5}, "min_p"),
     ],
 )
 def test_invalid_chat_parameters_are_bad_requests(client: Client, kwargs: dict[str, Any], param: str) -> None:
@@ -371,6 +375,20 @@ def test_min_completion_tokens_holds_the_end_back_like_min_tokens(client: Client
     held = client.chat.completions.create(**chat, min_completion_tokens=4)
     assert short.usage.completion_tokens < 4, short.choices[0].message.content
     assert held.usage.completion_tokens >= 4 and held.choices[0].message.content.startswith("yes yes")
+
+
+def test_min_p_1_keeps_only_the_top_token_even_at_temperature_2(client: Client) -> None:
+    """min_p 1 leaves the top token alone, so hot sampling gives the greedy text, on both
+    endpoints; without it the same seeds wander off."""
+    completion = {"prompt": "Three fruits are", "max_tokens": 8}
+    greedy = client.completions.create(**completion, temperature=0).choices[0].text
+    hot = dict(completion, temperature=2, n=3, seed=5)
+    assert {c.text for c in client.completions.create(**hot, min_p=1.0).choices} == {greedy}
+    assert any(c.text != greedy for c in client.completions.create(**hot, min_p=0.0).choices)
+    chat = {"messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 8}
+    greedy = client.chat.completions.create(**chat, temperature=0).choices[0].message.content
+    replies = client.chat.completions.create(**chat, temperature=2, n=2, seed=5, min_p=1.0).choices
+    assert {r.message.content for r in replies} == {greedy}
 
 
 def test_sdk_fields_without_an_effect_here_are_accepted_and_change_nothing(client: Client) -> None:

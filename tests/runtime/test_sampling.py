@@ -1,4 +1,5 @@
-"""The sampler's draw, without a model: frequencies follow the weights, zero weights never win."""
+"""The sampler without a model: frequencies follow the weights, zero weights never win, and
+min-p removes exactly the tokens below its share of the top one, row by row."""
 
 from __future__ import annotations
 
@@ -39,3 +40,29 @@ def test_same_generator_seed_gives_the_same_draws() -> None:
     assert first == again
     many = {sample(logits, SamplingParams(temperature=1.0), torch.Generator().manual_seed(s)) for s in range(50)}
     assert len(many) > 10
+
+
+def test_min_p_leaves_only_tokens_at_least_min_p_times_the_top_one_and_only_in_its_own_row() -> None:
+    # Token 2 (0.16) clears 0.5 * 0.3 and token 3 (0.14) does not.
+    weights = torch.tensor([0.3, 0.25, 0.16, 0.14, 0.1, 0.05])
+    logits = torch.full((2, 1000), float("-inf"))
+    logits[:, : len(weights)] = weights.log()
+    params = [SamplingParams(temperature=1.0, min_p=0.5), SamplingParams(temperature=1.0, min_p=0.0)]
+    generator = torch.Generator().manual_seed(3)
+    picked: list[set[int]] = [set(), set()]
+    for _ in range(2_000):
+        for row, p in enumerate(params):
+            picked[row].add(sample(logits[row], p, generator))
+    assert picked[0] == {0, 1, 2}
+    assert picked[1] == set(range(len(weights)))
+
+
+def test_min_p_is_judged_on_the_tempered_distribution() -> None:
+    # The second token has e**-1 = 0.37 of the top's probability at temperature 1, and e**-0.5
+    # = 0.61 at temperature 2: min_p 0.5 removes it only at temperature 1.
+    logits = torch.full((100,), float("-inf"))
+    logits[7], logits[8] = 0.0, -1.0
+    generator = torch.Generator().manual_seed(4)
+    cold = {sample(logits, SamplingParams(temperature=1.0, min_p=0.5), generator) for _ in range(300)}
+    hot = {sample(logits, SamplingParams(temperature=2.0, min_p=0.5), generator) for _ in range(300)}
+    assert cold == {7} and hot == {7, 8}

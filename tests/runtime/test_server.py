@@ -1,6 +1,6 @@
-"""The HTTP server on 127.0.0.1 with the real default model, driven by the official ``openai``
-and ``cerebras-cloud-sdk`` clients: completions, chat, structured output, tools, streaming,
-errors with each SDK's exception classes, limits, concurrency, and garbage bodies."""
+"""The HTTP server on 127.0.0.1 with the real default model, driven by the official ``openai``,
+``cerebras-cloud-sdk`` and ``together`` clients: completions, chat, structured output, tools,
+streaming, errors with each SDK's exception classes, limits, concurrency, and garbage bodies."""
 
 from __future__ import annotations
 
@@ -105,6 +105,13 @@ def oai(server: _Running) -> Any:
 @pytest.fixture(scope="module")
 def cb(server: _Running) -> Any:
     return cerebras_sdk.Cerebras(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tg(server: _Running) -> Any:
+    """The Together SDK's client (skips its tests alone when the package is absent)."""
+    together = pytest.importorskip("together")
+    return together.Together(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +283,19 @@ def test_cerebras_sdk_fields_are_taken_over_http(cb: Any) -> None:
         extra_body={"grammar": 'start: "yes" (" yes")*'},
     )
     assert chat.usage.completion_tokens >= 4 and chat.choices[0].message.content.startswith("yes yes")
+
+
+def test_together_min_p_on_completions_keeps_only_the_top_token_at_temperature_2(tg: Any, oai: Any) -> None:
+    """The Together SDK's min_p used to get a 400: min_p 1 turns hot sampling into the greedy
+    text, and the same seeds without it wander off; out of range it is a 400 naming min_p."""
+    completion = {"model": MODEL, "prompt": "Three fruits are", "max_tokens": 8}
+    greedy = oai.completions.create(**completion, temperature=0).choices[0].text
+    hot = dict(completion, temperature=2, n=3, seed=5)
+    assert {c.text for c in tg.completions.create(**hot, min_p=1.0).choices} == {greedy}
+    assert any(c.text != greedy for c in tg.completions.create(**hot, min_p=0.0).choices)
+    with pytest.raises(pytest.importorskip("together").BadRequestError) as caught:
+        tg.completions.create(**completion, min_p=1.5)
+    assert caught.value.body["error"]["param"] == "min_p"
 
 
 def test_temperature_two_is_accepted(oai: Any) -> None:
