@@ -5,19 +5,32 @@ Every request is constrained (a JSON Schema, a built-in root or tools, in turn) 
 default model, with ``--threads`` torch threads. Prints a markdown table.
 
     .venv/bin/python benchmarks/server_load.py --concurrency 1 4 16 --max-tokens 32
+
+``--soak 500`` instead sends that many chat requests at ``--concurrency`` (the first level), each
+with one of ``--schemas`` distinct MaskBench schemas in turn (``--data``), and reports the
+server's memory every 50 requests (this process's RSS, its compile processes' and what the
+grammar caches hold; with ``--url``, the RSS columns are this client's), latency
+percentiles and tokens/s. Schemas the converter refuses get a 400 and count as such.
+
+    .venv/bin/python benchmarks/server_load.py --soak 500 --schemas 200 --concurrency 16 --max-tokens 24
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import socket
 import statistics
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "maskbench" / "dev"
 
 PERSON = {
     "type": "object",
@@ -82,7 +95,99 @@ async def _level(url: str, key: str | None, concurrency: int, count: int, max_to
     }
 
 
-def _local_server(model: str, threads: int, max_sequences: int) -> tuple[str, Any]:
+def _rss_mb(pid: int | str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _children(pid: int) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(entry)
+    return found
+
+
+def _soak_schemas(folder: Path, count: int) -> list[dict[str, Any]]:
+    schemas = []
+    for path in sorted(folder.glob("*.json"))[:count]:
+        schemas.append(json.loads(path.read_text())["schema"])
+    if len(schemas) < count:
+        raise SystemExit(f"{folder} has {len(schemas)} schemas, not {count}")
+    return schemas
+
+
+async def _soak(
+    url: str, key: str | None, schemas: list[dict[str, Any]], total: int, concurrency: int, max_tokens: int, app: Any
+) -> None:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    retries = 0
+    tokens = 0
+    done = 0
+
+    def sample(n: int) -> tuple[int, float, float, float]:
+        children = sum(_rss_mb(c) for c in _children(os.getpid()))
+        caches = app.state.server.model.compiler.memory_bytes() / 2**20 if app is not None else float("nan")
+        return n, _rss_mb("self"), children, caches
+
+    samples = [sample(0)]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(total):
+        queue.put_nowait(i)
+
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as client:
+
+        async def worker() -> None:
+            nonlocal tokens, done
+            while not queue.empty():
+                i = queue.get_nowait()
+                fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schemas[i % len(schemas)]}}
+                body = {"messages": [{"role": "user", "content": f"Fill in record {i} as JSON."}],
+                        "response_format": fmt, "max_tokens": max_tokens, "temperature": 0.8, "seed": i}
+                started = time.perf_counter()
+                response = await client.post("/v1/chat/completions", json=body)
+                while response.status_code == 429:  # as the SDKs do: wait as told, then again
+                    retries += 1
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    response = await client.post("/v1/chat/completions", json=body)
+                statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                    tokens += response.json()["usage"]["completion_tokens"]
+                done += 1
+                if done % 50 == 0:
+                    samples.append(sample(done))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    latencies.sort()
+    print(f"\nsoak: {total} chat requests, {len(schemas)} distinct MaskBench schemas, concurrency {concurrency}, max_tokens {max_tokens}\n")
+    print("| requests done | server RSS MB | compile processes RSS MB | grammar caches MB |")
+    print("|---:|---:|---:|---:|")
+    for n, rss, children, caches in samples:
+        print(f"| {n} | {rss:.0f} | {children:.0f} | {caches:.0f} |")
+    warm = [rss for n, rss, _, _ in samples if n >= total // 2]
+    if warm:
+        print(f"\nsecond half: server RSS {min(warm):.0f}-{max(warm):.0f} MB ({(max(warm) / min(warm) - 1) * 100:.1f}% spread)")
+    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))] if latencies else float("nan")
+    print(f"statuses {dict(sorted(statuses.items()))}, {retries} retries after a 429; p50 {statistics.median(latencies) if latencies else float('nan'):.2f} s, "
+          f"p99 {p99:.2f} s, {tokens / wall:.1f} tokens/s, {wall:.0f} s wall")
+
+
+def _local_server(model: str, threads: int, max_sequences: int) -> tuple[str, Any, Any]:
     import torch
     import uvicorn
 
@@ -97,7 +202,7 @@ def _local_server(model: str, threads: int, max_sequences: int) -> tuple[str, An
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
+    return f"http://127.0.0.1:{port}", server, app
 
 
 def main() -> None:
@@ -109,12 +214,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--requests", type=int, default=None, help="requests per level (default: 2 × concurrency, at least 6)")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--soak", type=int, default=None, help="requests of a soak run (instead of the levels)")
+    parser.add_argument("--schemas", type=int, default=200, help="distinct schemas of the soak")
+    parser.add_argument("--data", type=Path, default=DATA, help="MaskBench dev folder (for --soak)")
     args = parser.parse_args()
 
-    server = None
+    server = app = None
     url = args.url
     if url is None:
-        url, server = _local_server(args.model, args.threads, max(args.concurrency))
+        url, server, app = _local_server(args.model, args.threads, max(args.concurrency))
+    if args.soak:
+        schemas = _soak_schemas(args.data, args.schemas)
+        asyncio.run(_soak(url, args.api_key, schemas, args.soak, args.concurrency[0], args.max_tokens, app))
+        if server is not None:
+            server.should_exit = True
+        return
     # Warm up: compile the three grammars and touch the first automaton states.
     asyncio.run(_level(url, args.api_key, 3, 3, args.max_tokens))
     rows = []

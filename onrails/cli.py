@@ -50,7 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     srv.add_argument("--request-timeout", type=float, default=300.0, help="seconds before a request's sequences end")
     srv.add_argument("--compile-budget", type=float, default=10.0, help="seconds one grammar may take to compile")
     srv.add_argument("--compile-processes", type=int, default=2, help="grammar compiles running at once, one process each (default 2)")
-    srv.add_argument("--max-waiting-compiles", type=int, default=8, help="compiles waiting for a process before 429 (default 8)")
+    srv.add_argument("--max-waiting-compiles", type=int, default=64, help="compiles waiting for a process before 429 (default 64)")
+    srv.add_argument("--grammar-cache-mb", type=int, default=1024, help="MiB the grammar caches may hold (default 1024)")
+    srv.add_argument("--prefix-cache-mb", type=int, default=128, help="MiB of prompt KV kept for reuse (default 128)")
     srv.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.command == "demo":
@@ -126,6 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
             compile_budget_s=args.compile_budget,
             compile_processes=args.compile_processes,
             max_waiting_compiles=args.max_waiting_compiles,
+            grammar_cache_bytes=args.grammar_cache_mb << 20,
+            prefix_cache_bytes=args.prefix_cache_mb << 20,
         )
         serve(args.model, host=args.host, port=args.port, api_key=args.api_key, limits=limits)
     except (OSError, ValueError, OnRailsError) as exc:

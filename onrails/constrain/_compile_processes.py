@@ -121,8 +121,10 @@ class CompileProcesses:
             self._waiting += 1
             try:
                 while not self._idle:
+                    if self._closed:
+                        raise QueueFullError("the compile processes were stopped; try again")
                     left = deadline - time.monotonic()
-                    if left <= 0 or self._closed:
+                    if left <= 0:
                         raise CompileBudgetError("the compile budget ran out while waiting for a compile process")
                     self._cond.wait(left)
             finally:

@@ -57,11 +57,12 @@ from onrails.grammars.builtin import BUILTIN_ROOTS, builtin_grammar_text
 from onrails.grammars.schema import load_schema, pydantic_schema, schema_to_grammar
 from onrails.grammars.tools import tools_to_grammar
 
-_MASK_CACHE_ENTRIES = 2048
-_GRAMMAR_CACHE_ENTRIES = 256
-_SHARED_DFA_ENTRIES = 2048
-_SHARED_PURE_ENTRIES = 4096
-_SHARED_BELOW_BYTES = 64 << 20
+# A compiler's caches together (compiled grammars with their masks: half of it).
+_CACHE_BYTES = 1 << 30
+# One automaton generation's masks, per kind (configurations', states'): 1,024 Llama-3.2 masks.
+_MASK_CACHE_BYTES = 16 << 20
+# The automata a compile process keeps for its later compiles.
+_WORKER_DFA_BYTES = 128 << 20
 _MAX_STATES = 100_000
 _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
@@ -123,12 +124,24 @@ class _Units:
     exit_started: np.ndarray  # int16 per exit
 
 
-class _LRU(OrderedDict):  # type: ignore[type-arg]
-    """A size-bounded mapping that forgets the least recently used entry first (thread-safe)."""
+def _weight(value: object) -> int:
+    """Bytes a cache entry holds, counted by its arrays."""
+    if isinstance(value, CompiledGrammar):
+        return value._cached_bytes()
+    if isinstance(value, ByteDFA):
+        return 2 * value.table.nbytes + value.accepting.nbytes  # with its flat table
+    return sum(a.nbytes for a in vars(value).values() if isinstance(a, np.ndarray))
 
-    def __init__(self, capacity: int) -> None:
+
+class _LRU(OrderedDict):  # type: ignore[type-arg]
+    """A mapping bounded in bytes (``_weight`` of each value) that forgets the least recently
+    used entries first (thread-safe). The newest entry stays, whatever its size."""
+
+    def __init__(self, capacity_bytes: int) -> None:
         super().__init__()
-        self.capacity = capacity
+        self.capacity_bytes = capacity_bytes
+        self.bytes = 0
+        self._weights: dict[object, int] = {}
         self.lock = threading.Lock()
 
     def lookup(self, key: object) -> object:
@@ -141,27 +154,67 @@ class _LRU(OrderedDict):  # type: ignore[type-arg]
     def keep(self, key: object, value: object) -> object:
         """Store ``value`` unless another thread stored one first; return the stored one."""
         with self.lock:
-            value = self.setdefault(key, value)
+            stored = self.setdefault(key, value)
+            if key not in self._weights:
+                self._weights[key] = _weight(stored)
+                self.bytes += self._weights[key]
             self.move_to_end(key)
-            while len(self) > self.capacity:
-                self.popitem(last=False)
-            return value
+            self._trim()
+            return stored
+
+    def reweigh(self) -> None:
+        """Weigh every entry again (compiled grammars grow as they cache masks), then trim."""
+        with self.lock:
+            for key, value in self.items():
+                weight = _weight(value)
+                self.bytes += weight - self._weights[key]
+                self._weights[key] = weight
+            self._trim()
+
+    def _trim(self) -> None:
+        while self.bytes > self.capacity_bytes and len(self) > 1:
+            key, _ = self.popitem(last=False)
+            self.bytes -= self._weights.pop(key)
 
 
 @dataclass
 class _Shared:
     """What grammars compiled for one vocabulary share: byte DFAs by regex, pure masks by what
     the DFA reads from a state on (``ByteDFA.signature``). Most JSON-Schema grammars lex strings
-    and numbers alike, so a new schema mostly reuses the vocabulary walks of earlier ones."""
+    and numbers alike, so a new schema mostly reuses the vocabulary walks of earlier ones.
+    ``cache_bytes`` bounds them: a quarter for pure masks, an eighth each for DFAs and walks."""
 
-    dfas: _LRU = field(default_factory=lambda: _LRU(_SHARED_DFA_ENTRIES))
-    pure: _LRU = field(default_factory=lambda: _LRU(_SHARED_PURE_ENTRIES))
+    cache_bytes: int = _CACHE_BYTES
+    dfas: _LRU = field(init=False)
+    pure: _LRU = field(init=False)
     # Trie nodes read on inside one terminal: (DFA serial, DFA state, trie nodes) -> (nodes below
     # that stay inside it, nodes where it may end and the token goes on). Read without locking
-    # on the hot path; the oldest entries go first once they hold ``_SHARED_BELOW_BYTES``.
+    # on the hot path; the oldest entries go first once they hold ``below_capacity`` bytes.
     below: dict[tuple[int, int, bytes], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     below_bytes: int = 0
+    below_capacity: int = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.dfas = _LRU(0)
+        self.pure = _LRU(0)
+        self.resize(self.cache_bytes)
+
+    def resize(self, cache_bytes: int) -> None:
+        self.cache_bytes = cache_bytes
+        self.dfas.capacity_bytes = cache_bytes // 8
+        self.pure.capacity_bytes = cache_bytes // 4
+        self.dfas.reweigh()
+        self.pure.reweigh()
+        with self.lock:
+            self.below_capacity = cache_bytes // 8
+            self.trim_below()
+
+    def trim_below(self) -> None:
+        """Drop the oldest walks past ``below_capacity`` (with ``lock`` held)."""
+        while self.below_bytes > self.below_capacity:
+            oldest = next(iter(self.below))
+            self.below_bytes -= _nbytes(oldest, self.below.pop(oldest))
 
 
 def _nbytes(key: tuple[int, int, bytes], parts: tuple[np.ndarray, np.ndarray]) -> int:
@@ -313,9 +366,7 @@ class CompiledGrammar:
                 if key not in shared.below:
                     shared.below[key] = parts
                     shared.below_bytes += _nbytes(key, parts)
-                while shared.below_bytes > _SHARED_BELOW_BYTES:
-                    oldest = next(iter(shared.below))
-                    shared.below_bytes -= _nbytes(oldest, shared.below.pop(oldest))
+                shared.trim_below()
         return parts
 
     def _shadow_pure(self, dfa: ByteDFA, dfa_state: int, base: _Pure) -> _Pure:
@@ -371,6 +422,11 @@ class CompiledGrammar:
         exits = nodes[-1:] if complete and trie.child_count[nodes[-1]] > 0 else np.zeros(0, np.int64)
         return _Pure(stay=pack_bool_mask(self._bool_of(trie.tokens_at(nodes))), exits=exits)
 
+    def _cached_bytes(self) -> int:
+        # What the compiler's cache charges this grammar (shared parts are charged apart).
+        generation = self._generation
+        return generation.automaton.trans.nbytes + generation.config_mask_bytes + generation.state_mask_bytes
+
     def memory_bytes(self) -> int:
         """Approximate bytes held by this grammar's tables and caches, with the pure masks it
         shares with other grammars of its compiler (the vocabulary trie excluded)."""
@@ -402,8 +458,10 @@ class GrammarCompiler:
     Thread-safe; concurrent compiles of one grammar are done once. The first compile of a
     vocabulary also builds its byte trie (about a second for a 128k vocabulary); later compiles
     reuse it, and share terminal DFAs and the masks inside terminals with every grammar this
-    compiler compiled before. Keeps the ``cache_size`` most recently used compiled grammars.
-    Every compile, conversion included, must finish within ``budget_s`` (``CompileBudgetError``).
+    compiler compiled before. ``cache_bytes`` bounds what its caches hold: compiled grammars with
+    their masks (half of it, least recently used dropped first; a grammar grows as its matchers
+    meet new states and is weighed again at each compile call), masks inside terminals, terminal
+    automata and trie walks shared between grammars (the rest). Every compile, conversion included, must finish within ``budget_s`` (``CompileBudgetError``).
     ``processes`` > 0 compiles in that many worker processes instead of the calling thread (see
     ``use_processes``).
     """
@@ -413,18 +471,35 @@ class GrammarCompiler:
         vocabulary: Vocabulary,
         *,
         budget_s: float = 30.0,
-        cache_size: int = _GRAMMAR_CACHE_ENTRIES,
+        cache_bytes: int = _CACHE_BYTES,
         processes: int = 0,
         max_waiting: int = 8,
     ) -> None:
         self.vocabulary = vocabulary
         self.budget_s = budget_s
-        self._cache = _LRU(cache_size)
+        self._cache = _LRU(0)
         self._shared = _Shared()
+        self.set_cache_bytes(cache_bytes)
         self._pending: dict[object, Future[CompiledGrammar]] = {}
         self._pending_lock = threading.Lock()
         self._processes: CompileProcesses | None = None
         self.use_processes(processes, max_waiting=max_waiting)
+
+    def set_cache_bytes(self, cache_bytes: int) -> None:
+        """Bound the caches to ``cache_bytes`` from now on (dropping what no longer fits)."""
+        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes <= 0:
+            raise ValueError(f"cache_bytes must be a positive integer, got {cache_bytes!r}")
+        self.cache_bytes = cache_bytes
+        self._shared.resize(cache_bytes)
+        self._cache.capacity_bytes = cache_bytes // 2
+        self._cache.reweigh()
+
+    def memory_bytes(self) -> int:
+        """Bytes the caches hold now, as ``cache_bytes`` bounds them: compiled grammars' masks
+        and automaton tables, and the masks, automata and walks they share."""
+        self._cache.reweigh()
+        shared = self._shared
+        return self._cache.bytes + shared.pure.bytes + shared.dfas.bytes + shared.below_bytes
 
     def use_processes(self, processes: int, *, max_waiting: int = 8) -> None:
         """Compile in ``processes`` worker processes (0: in the calling thread), with up to
@@ -518,6 +593,7 @@ class GrammarCompiler:
         """The cached grammar of ``key``, or ``build(*args, deadline)`` attached to this
         vocabulary; callers asking for a key being compiled wait for that compile."""
         deadline = time.monotonic() + self.budget_s
+        self._cache.reweigh()
         cached = self._cache.lookup(key) if key is not None else None
         if isinstance(cached, CompiledGrammar):
             return cached
@@ -591,7 +667,7 @@ def _dfa_cache(dfas: "_LRU | None") -> _LRU:
     if dfas is not None:
         return dfas
     if _worker_dfas is None:
-        _worker_dfas = _LRU(_SHARED_DFA_ENTRIES)
+        _worker_dfas = _LRU(_WORKER_DFA_BYTES)
     return _worker_dfas
 
 
@@ -711,6 +787,10 @@ class _Entered:
         return np.concatenate(fresh), states
 
 
+def _parts_bytes(parts: _Parts) -> int:
+    return parts[0].nbytes + sum(nodes.nbytes for _, nodes in parts[1])
+
+
 class _Generation:
     """One lazily built automaton of a compiled grammar, with the mask caches keyed by its states.
 
@@ -725,13 +805,13 @@ class _Generation:
         self._lock = grammar._lock
         self._config_masks: "OrderedDict[Config, _Parts]" = OrderedDict()
         self._state_masks: "OrderedDict[int, np.ndarray]" = OrderedDict()
+        self.config_mask_bytes = 0
+        self.state_mask_bytes = 0
         self._too_shallow: set[Config] = set()
 
     def memory_bytes(self) -> int:
         total = self.automaton.trans.nbytes + self.automaton.source_bytes()
-        total += sum(m[0].nbytes for m in self._config_masks.values())
-        total += sum(m.nbytes for m in self._state_masks.values())
-        return total
+        return total + self.config_mask_bytes + self.state_mask_bytes
 
     def _walk(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
         """Packed mask of the tokens below ``parents`` (each at its automaton state) that stay alive.
@@ -864,8 +944,9 @@ class _Generation:
             words |= walked
         parts = (words, suspensions)
         self._config_masks[config] = parts
-        if len(self._config_masks) > _MASK_CACHE_ENTRIES:
-            self._config_masks.popitem(last=False)
+        self.config_mask_bytes += _parts_bytes(parts)
+        while self.config_mask_bytes > _MASK_CACHE_BYTES and len(self._config_masks) > 1:
+            self.config_mask_bytes -= _parts_bytes(self._config_masks.popitem(last=False)[1])
         return parts
 
     def _real_config_mask(self, config: Config, resumes: list[tuple[np.ndarray, int]]) -> np.ndarray:
@@ -919,7 +1000,8 @@ class _Generation:
                 words |= self.grammar._eos
             words.setflags(write=False)
             self._state_masks[state] = words
-            if len(self._state_masks) > _MASK_CACHE_ENTRIES:
-                self._state_masks.popitem(last=False)
+            self.state_mask_bytes += words.nbytes
+            while self.state_mask_bytes > _MASK_CACHE_BYTES and len(self._state_masks) > 1:
+                self.state_mask_bytes -= self._state_masks.popitem(last=False)[1].nbytes
             return words
 

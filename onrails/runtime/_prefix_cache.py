@@ -67,6 +67,10 @@ class PrefixCache:
             self._bytes -= self._entries.pop(old)[2]
         self._entries[key] = (np.asarray(ids, dtype=np.int64), layers, size)
         self._bytes += size
+        self.trim()
+
+    def trim(self) -> None:
+        """Drop the least recently used entries until they fit in ``max_bytes``."""
         while self._bytes > self.max_bytes:
             _, (_, _, dropped) = self._entries.popitem(last=False)
             self._bytes -= dropped

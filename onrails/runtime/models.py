@@ -82,6 +82,19 @@ class Model:
                 self._builtin[whitespace] = grammar
             return grammar
 
+    @property
+    def prefix_cache_bytes(self) -> int:
+        """Bytes of prompt KV cache kept for reuse by later prompts (default 128 MiB)."""
+        return self._prefix_cache.max_bytes
+
+    @prefix_cache_bytes.setter
+    def prefix_cache_bytes(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"prefix_cache_bytes must be an integer >= 0, got {value!r}")
+        with self._generate_lock:
+            self._prefix_cache.max_bytes = value
+            self._prefix_cache.trim()
+
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens added (the tokenizer's canonical split)."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))

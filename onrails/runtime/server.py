@@ -60,7 +60,9 @@ class ServerLimits:
     ``compile_budget_s``: the time one grammar or schema may take to compile, waiting for a
     compile process included (beyond: 400); ``compile_processes``: compiles running at once,
     each in a process of its own, so that they slow neither decoding nor requests that need no
-    compile; ``max_waiting_compiles``: compiles waiting for a process (beyond: 429).
+    compile; ``max_waiting_compiles``: compiles waiting for a process (beyond: 429);
+    ``grammar_cache_bytes``: what the grammar compiler's caches may hold (compiled grammars and
+    their masks, and the parts they share); ``prefix_cache_bytes``: prompt KV kept for reuse.
     """
 
     max_sequences: int = 16
@@ -70,7 +72,9 @@ class ServerLimits:
     request_timeout_s: float = 300.0
     compile_budget_s: float = 10.0
     compile_processes: int = 2
-    max_waiting_compiles: int = 8
+    max_waiting_compiles: int = 64
+    grammar_cache_bytes: int = 1 << 30
+    prefix_cache_bytes: int = 128 << 20
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -369,8 +373,8 @@ def create_app(
     """The FastAPI app serving ``model`` (a loaded ``Model``, a name or path; default: the
     default model). Loads the model now (seconds) and starts the decoding thread, which stops
     when the app shuts down. ``api_key``: required as ``Authorization: Bearer`` on ``/v1/``.
-    The model's grammar compiler gets ``limits.compile_budget_s`` as its budget and compiles in
-    ``limits.compile_processes`` worker processes until the app shuts down.
+    Until the app shuts down, the model's grammar compiler has ``limits``' budget, compile
+    processes and cache size, and the model ``limits.prefix_cache_bytes``.
     """
     from onrails.runtime.api import resolve_model
 
@@ -378,18 +382,22 @@ def create_app(
     loaded = resolve_model(model)
     # The model (and its compiler) may be shared with in-process callers: set back at shutdown.
     compiler = loaded.compiler
-    before = (compiler.budget_s, compiler.processes)
+    before = (compiler.budget_s, compiler.processes, compiler.cache_bytes, loaded.prefix_cache_bytes)
     compiler.budget_s = limits.compile_budget_s
     compiler.use_processes(limits.compile_processes, max_waiting=limits.max_waiting_compiles)
+    compiler.set_cache_bytes(limits.grammar_cache_bytes)
+    loaded.prefix_cache_bytes = limits.prefix_cache_bytes
     server = _Server(loaded, limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         server.close()
-        budget_s, (processes, max_waiting) = before
+        budget_s, (processes, max_waiting), cache_bytes, prefix_bytes = before
         compiler.budget_s = budget_s
         compiler.use_processes(processes, max_waiting=max_waiting)
+        compiler.set_cache_bytes(cache_bytes)
+        loaded.prefix_cache_bytes = prefix_bytes
 
     app = FastAPI(title="onrails", version="0.1.0", lifespan=lifespan)
     app.state.server = server

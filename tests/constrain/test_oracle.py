@@ -157,14 +157,12 @@ def test_masks_on_stacks_deeper_than_their_cut_equal_the_reference(grammar_text:
     assert matcher.is_accepting()
 
 
-def test_masks_stay_exact_when_the_shared_walk_cache_forgets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_masks_stay_exact_when_the_shared_walk_cache_forgets() -> None:
     """Walks read string content from a cache shared by grammars; past its byte budget it drops
     its oldest entries, and masks computed after that still agree with the reference."""
-    from onrails.constrain import compiled
-
     budget = 96  # a few entries with the small vocabulary (these documents make ~300 bytes)
-    monkeypatch.setattr(compiled, "_SHARED_BELOW_BYTES", budget)
-    compiler = GrammarCompiler(small_vocabulary())
+    # Walks get an eighth of the caches (the shared masks and automata forget too).
+    compiler = GrammarCompiler(small_vocabulary(), cache_bytes=8 * budget)
     text = builtin_grammar_text("flexible")
     reference = ReferenceGrammar(text, "value")
     shared = compiler._shared

@@ -454,6 +454,24 @@ def test_a_full_compile_queue_is_a_429_with_retry_after_while_cached_grammars_ar
         running.stop()
 
 
+def test_server_limits_bound_the_grammar_and_prefix_caches_and_are_given_back_at_shutdown(smollm2_model: Any) -> None:
+    compiler = smollm2_model.compiler
+    before = (compiler.cache_bytes, smollm2_model.prefix_cache_bytes, compiler.processes, compiler.budget_s)
+    running = _start(smollm2_model, grammar_cache_bytes=16 << 20, prefix_cache_bytes=1 << 20, compile_processes=1,
+                     max_waiting_compiles=3, compile_budget_s=7.0)
+    try:
+        assert (compiler.cache_bytes, smollm2_model.prefix_cache_bytes) == (16 << 20, 1 << 20)
+        assert (compiler.processes, compiler.budget_s) == ((1, 3), 7.0)
+        with httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client:
+            for i in range(6):
+                schema = {"type": "object", "properties": {f"k{i}": {"type": "integer"}}, "required": [f"k{i}"]}
+                assert client.post("/v1/chat/completions", json=_schema_chat(schema)).status_code == 200
+        assert compiler.memory_bytes() <= 16 << 20
+    finally:
+        running.stop()
+    assert (compiler.cache_bytes, smollm2_model.prefix_cache_bytes, compiler.processes, compiler.budget_s) == before
+
+
 def test_a_client_that_disconnects_has_its_sequences_cancelled(server: _Running) -> None:
     body = {"prompt": "Count: 1, 2,", "max_tokens": 32, "min_tokens": 32, "temperature": 0}
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5) as client:
