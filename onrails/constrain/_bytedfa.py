@@ -37,6 +37,7 @@ except ImportError:  # Python 3.10: the same modules under their old names, no e
 
     _EXTRA_CASES = {}
 
+from onrails.constrain._byte_nfa import byte_automaton, complement, utf8_sequences
 from onrails.errors import CompileBudgetError, GrammarError
 from onrails.grammars.regex_notes import split_except
 
@@ -356,22 +357,33 @@ def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteD
     free = -1  # off the trie: no word can be completed any more
     ids: dict[tuple[int, int], int] = {(0, 0): 0}
     pairs = [(0, 0)]
+    # Pairs off the trie read as the DFA does: one row gather each, not a loop over bytes.
+    free_ids = np.full(dfa.n_states, DEAD, dtype=np.int32)
     rows = []
     i = 0
     while i < len(pairs):
         d, node = pairs[i]
         i += 1
         base = dfa.table[d]
-        row = np.full(256, DEAD, dtype=np.int32)
         inside = children[node] if node != free else {}
-        for target in np.unique(base[base >= 0]).tolist():
-            for byte in np.flatnonzero(base == target).tolist():
-                pair = (target, inside.get(byte, free))
-                sid = ids.get(pair)
-                if sid is None:
-                    sid = ids[pair] = len(pairs)
-                    pairs.append(pair)
-                row[byte] = sid
+        leaves = base >= 0
+        if inside:
+            leaves[list(inside)] = False
+        for target in np.unique(base[leaves]).tolist():
+            if free_ids[target] == DEAD:
+                free_ids[target] = len(pairs)
+                pairs.append((target, free))
+        row = np.where(leaves, free_ids[np.maximum(base, 0)], DEAD).astype(np.int32)
+        for byte, child in inside.items():
+            target = int(base[byte])
+            if target == DEAD:
+                continue
+            pair = (target, child)
+            sid = ids.get(pair)
+            if sid is None:
+                sid = ids[pair] = len(pairs)
+                pairs.append(pair)
+            row[byte] = sid
         rows.append(row)
     table = np.stack(rows)
     accepting = np.array([bool(dfa.accepting[d]) and not (n != free and ends[n]) for d, n in pairs])
@@ -415,48 +427,6 @@ def _literal_dfa(data: bytes) -> ByteDFA:
     return ByteDFA(table, accepting, literal=data)
 
 
-def _encode(cp: int) -> bytes:
-    return chr(cp).encode("utf-8", "surrogatepass")
-
-
-def _split_same_length(lo: int, hi: int, out: list[tuple[tuple[int, int], ...]]) -> None:
-    """Append byte-range sequences covering code points lo..hi, which share an encoded length."""
-    n = len(_encode(lo))
-    for i in range(1, n):
-        m = (1 << (6 * i)) - 1
-        if lo & ~m != hi & ~m:
-            if lo & m:
-                _split_same_length(lo, lo | m, out)
-                _split_same_length((lo | m) + 1, hi, out)
-                return
-            if hi & m != m:
-                _split_same_length(lo, (hi & ~m) - 1, out)
-                _split_same_length(hi & ~m, hi, out)
-                return
-    a, b = _encode(lo), _encode(hi)
-    out.append(tuple((a[k], b[k]) for k in range(n)))
-
-
-def utf8_sequences(lo: int, hi: int) -> list[tuple[tuple[int, int], ...]]:
-    """Byte-range sequences whose concatenations are exactly the UTF-8 encodings of lo..hi."""
-    out: list[tuple[tuple[int, int], ...]] = []
-    pieces = []
-    if lo <= _SURROGATES[1] and hi >= _SURROGATES[0]:
-        if lo < _SURROGATES[0]:
-            pieces.append((lo, _SURROGATES[0] - 1))
-        if hi > _SURROGATES[1]:
-            pieces.append((_SURROGATES[1] + 1, hi))
-    else:
-        pieces.append((lo, hi))
-    for a, b in pieces:
-        start = 0
-        for limit in _LENGTH_LIMITS:
-            if a <= limit and b >= start:
-                _split_same_length(max(a, start), min(b, limit), out)
-            start = limit + 1
-    return out
-
-
 def _ranges(code_points: list[int]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for cp in sorted(code_points):
@@ -464,18 +434,6 @@ def _ranges(code_points: list[int]) -> list[tuple[int, int]]:
             out[-1] = (out[-1][0], cp)
         else:
             out.append((cp, cp))
-    return out
-
-
-def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out = []
-    nxt = 0
-    for a, b in ranges:
-        if a > nxt:
-            out.append((nxt, a - 1))
-        nxt = b + 1
-    if nxt <= _MAX_CODE_POINT:
-        out.append((nxt, _MAX_CODE_POINT))
     return out
 
 
@@ -629,6 +587,10 @@ def regex_to_byte_dfa(
 
 def _regex_to_byte_dfa(pattern: str, name: str, deadline: float | None, max_states: int) -> ByteDFA:
     budget = _Budget(deadline, max_states, name)
+    direct = byte_automaton(pattern, budget.check)
+    if direct is not None:
+        table = np.array(direct[0], dtype=np.int32).reshape(len(direct[0]), 256)
+        return _trim(table, np.array(direct[1], dtype=bool), pattern, name)
     _budget.current = budget
     try:
         fsm = interegular.parse_pattern(pattern).to_fsm()
@@ -656,7 +618,7 @@ def _regex_to_byte_dfa(pattern: str, name: str, deadline: float | None, max_stat
     if else_symbol is not None:
         symbol_ranges.setdefault(else_symbol, [])
         symbol_ranges[else_symbol] = sorted(
-            symbol_ranges[else_symbol] + _complement(_ranges(named_chars))
+            symbol_ranges[else_symbol] + complement(_ranges(named_chars))
         )
     symbol_sequences = {
         s: [seq for a, b in rs for seq in utf8_sequences(a, b)] for s, rs in symbol_ranges.items()
@@ -718,9 +680,12 @@ def _regex_to_byte_dfa(pattern: str, name: str, deadline: float | None, max_stat
             row[byte] = idx
         rows.append(row)
 
-    table = np.array(rows, dtype=np.int32).reshape(len(rows), 256)
-    accepting = np.array([bool(s & finals) for s in order], dtype=bool)
-    return _trim(table, accepting, pattern, name)
+    return _trim(
+        np.array(rows, dtype=np.int32).reshape(len(rows), 256),
+        np.array([bool(s & finals) for s in order], dtype=bool),
+        pattern,
+        name,
+    )
 
 
 def _trim(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> ByteDFA:

@@ -47,13 +47,13 @@ from onrails.constrain._automaton import (
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
 from onrails.constrain._compile_processes import CompileProcesses
-from onrails.constrain.lark_frontend import GrammarSpec, parse_lark
+from onrails.constrain.lark_frontend import GrammarSpec, RuleSpec, TerminalSpec, parse_lark, spec_from_rules
 from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import NodePairs, TokenTrie
 from onrails.constrain.bitmask import pack_bool_mask, words_for
 from onrails.constrain.vocabulary import Vocabulary
 from onrails.errors import GrammarError
-from onrails.grammars.builtin import BUILTIN_ROOTS, builtin_grammar_text
+from onrails.grammars.builtin import BUILTIN_ROOTS, builtin_grammar_text, builtin_rules
 from onrails.grammars.schema import load_schema, pydantic_schema, schema_to_grammar
 from onrails.grammars.tools import tools_to_grammar
 
@@ -529,8 +529,10 @@ class GrammarCompiler:
         self.use_processes(0)
 
     def compile_builtin(self, whitespace: str = "bounded") -> CompiledGrammar:
-        """The built-in JSON / function-calling grammar with every documented root."""
-        return self.compile_lark(builtin_grammar_text(whitespace), BUILTIN_ROOTS)
+        """The built-in JSON / function-calling grammar with every documented root (the same
+        grammar, and cache entry, as ``compile_lark`` of its text)."""
+        key = ("lark", builtin_grammar_text(whitespace), BUILTIN_ROOTS)
+        return self._compiled(key, _build_builtin, (whitespace,))
 
     def compile_lark(
         self, grammar: str, start: "str | list[str] | tuple[str, ...]" = "start"
@@ -696,13 +698,25 @@ def _build_lark(grammar: str, starts: tuple[str, ...], deadline: float, dfas: "_
     return _build_spec(parse_lark(grammar, starts), deadline, dfas)
 
 
+def _build_builtin(whitespace: str, deadline: float, dfas: "_LRU | None" = None) -> _Built:
+    terminals, rules, ignore = builtin_rules(whitespace)
+    spec = GrammarSpec(
+        terminals=tuple(TerminalSpec(name=name, regex=regex) for name, regex in terminals),
+        rules=tuple(RuleSpec(lhs=lhs, rhs=rhs) for lhs, rhs in rules),
+        ignore=ignore,
+        starts=BUILTIN_ROOTS,
+    )
+    return _build_spec(spec, deadline, dfas)
+
+
 def _build_schema(
     loaded: "dict[str, object] | bool", whitespace: str, strict: bool, deadline: float, dfas: "_LRU | None" = None
 ) -> _Built:
     # One budget for converting and compiling, not one each.
     budget = max(0.0, deadline - time.monotonic())
     converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=budget)
-    return _build_lark(converted.lark, (converted.start,), deadline, dfas)
+    spec = spec_from_rules(converted.rules, converted.terminals, (converted.start,))
+    return _build_spec(spec, deadline, dfas)
 
 
 def _build_tools(
@@ -726,8 +740,9 @@ def _build_tools(
 
 
 def _warm_worker() -> None:
-    """Load what every compile needs (Lark's own grammar, a few hundred ms) before the first."""
-    _build_lark('start: "a"', ("start",), time.monotonic() + 60.0)
+    """Load what compiles need once per process before the first (Lark's own grammar, the
+    Unicode classes of regex escapes: about a second)."""
+    _build_schema({"type": "string", "pattern": "^\\d\\w\\s\\D$"}, "flexible", True, time.monotonic() + 60.0)
 
 
 def _starts(pairs: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -36,6 +36,7 @@ class GrammarSpec:
     starts: tuple[str, ...]
 
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 _LINE_RE = re.compile(r"line (\d+)", re.IGNORECASE)
 _COL_RE = re.compile(r"col(?:umn)? (\d+)", re.IGNORECASE)
 _RULE_RE = re.compile(r"(?:rule|terminal|symbol)s?:? ['\"]?([A-Za-z_][\w.]*)", re.IGNORECASE)
@@ -130,4 +131,36 @@ def parse_lark(text: str, starts: list[str] | tuple[str, ...], source: str = "<g
         rules=tuple(rule_specs),
         ignore=tuple(names.get(str(i), str(i)) for i in ignore),
         starts=tuple(starts),
+    )
+
+
+def spec_from_rules(
+    rules: "tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]",
+    terminals: "tuple[tuple[str, str], ...]",
+    starts: "tuple[str, ...]",
+) -> GrammarSpec:
+    """What ``parse_lark`` makes of plain rules and regex terminals printed as Lark text (as
+    ``SchemaGrammar`` holds them), without printing and parsing them: a tenth of the time.
+    Quoted symbols are literal strings, JSON-quoted."""
+    named = {name for name, _ in terminals}
+    literals: dict[str, TerminalSpec] = {}
+    rule_specs = []
+    for lhs, alternatives in rules:
+        for alternative in dict.fromkeys(alternatives):  # Lark keeps one of repeated expansions
+            rhs = []
+            for symbol in alternative:
+                if symbol.startswith('"'):
+                    if symbol not in literals:
+                        value = json.loads(symbol)
+                        # Lark names a word literal after it ("true" is TRUE), others by their text.
+                        name = value.upper() if _WORD.fullmatch(value) and value.upper() not in named else symbol
+                        literals[symbol] = TerminalSpec(name=name, regex=re.escape(value))
+                    symbol = literals[symbol].name
+                rhs.append(symbol)
+            rule_specs.append(RuleSpec(lhs=lhs, rhs=tuple(rhs)))
+    return GrammarSpec(
+        terminals=tuple(TerminalSpec(name=n, regex=r) for n, r in terminals) + tuple(literals.values()),
+        rules=tuple(rule_specs),
+        ignore=(),
+        starts=starts,
     )

@@ -15,10 +15,11 @@ accepts is valid under either. What cannot be expressed as a regular language of
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from typing import Union
+
+from onrails.grammars.unicode_classes import python_class
 
 MAX_CP = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
@@ -83,27 +84,11 @@ _ECMA_SPACE: Ranges = normalize(
 _LINE_TERMINATORS: Ranges = normalize([(0x0A, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029)])
 
 
-@functools.cache
-def _python_class(escape: str) -> Ranges:
-    """The code points Python's ``re`` matches with ``\\d``, ``\\w`` or ``\\s`` (str patterns)."""
-    rx = re.compile(escape)
-    found = []
-    start = None
-    for cp in range(MAX_CP + 2):
-        hit = cp <= MAX_CP and not (_SURROGATES[0] <= cp <= _SURROGATES[1]) and rx.match(chr(cp))
-        if hit and start is None:
-            start = cp
-        elif not hit and start is not None and not (_SURROGATES[0] <= cp <= _SURROGATES[1]):
-            found.append((start, cp - 1))
-            start = None
-    return normalize(found)
-
-
 def _class_escape(letter: str) -> tuple[Ranges, Ranges]:
     """(narrow, wide) sets of a class escape: matched under both semantics / under either."""
     lower = letter.lower()
     ecma = {"d": _ASCII_DIGITS, "w": _ASCII_WORD, "s": _ECMA_SPACE}[lower]
-    python = _python_class("\\" + lower)
+    python = normalize(list(python_class("\\" + lower)))
     narrow, wide = intersect(ecma, python), union(ecma, python)
     if letter.isupper():
         return complement(wide), complement(narrow)

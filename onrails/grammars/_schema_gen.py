@@ -231,8 +231,9 @@ class SchemaConverter:
         first = self._punctuation(names[opening], opening, False, True)
         return [first, *inner, self._punctuation(names[closing], closing, bool(inner), False)]
 
-    def text(self, start: str) -> str:
-        """The Lark text of every rule reachable and productive, starting at ``start``.
+    def grammar(self, start: str) -> tuple[list[tuple[str, list[list[str]]]], list[tuple[str, str]]]:
+        """The rules reachable and productive from ``start`` (each a name and its alternatives,
+        in the order printed) and the terminals they use (name and regex).
 
         Rules that are a single symbol are replaced by that symbol (fewer parser states).
         """
@@ -254,7 +255,7 @@ class SchemaConverter:
                 symbol = kept[symbol][0][0]
             return symbol
 
-        lines = []
+        rules = []
         done = set()
         stack = [start]
         while stack:
@@ -263,13 +264,18 @@ class SchemaConverter:
                 continue
             done.add(name)
             alts = [[target(s) for s in a] for a in kept[name]]
-            lines.append(f"{name}: " + " | ".join(" ".join(a) for a in alts))
+            rules.append((name, alts))
             for a in alts:
                 stack.extend(s for s in a if self._is_rule(s))
-        used = {s for line in lines for s in line.split()}
-        for regex, name in self.terminals.items():
-            if name in used:
-                lines.append(f"{name}: /{regex}/")
+        used = {s for _, alts in rules for a in alts for s in a}
+        terminals = [(name, regex) for regex, name in self.terminals.items() if name in used]
+        return rules, terminals
+
+    @staticmethod
+    def text(rules: list[tuple[str, list[list[str]]]], terminals: list[tuple[str, str]]) -> str:
+        """The Lark text of ``grammar``'s rules and terminals."""
+        lines = [f"{name}: " + " | ".join(" ".join(a) for a in alts) for name, alts in rules]
+        lines += [f"{name}: /{regex}/" for name, regex in terminals]
         return "\n".join(lines) + "\n"
 
     def _is_rule(self, symbol: str) -> bool:

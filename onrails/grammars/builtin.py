@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from importlib import resources
 
 from onrails.errors import GrammarError
@@ -38,3 +40,23 @@ def builtin_grammar_text(whitespace: str = "bounded") -> str:
         raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
     text = resources.files("onrails.grammars").joinpath("json.lark").read_text(encoding="utf-8")
     return text + _WS_OVERRIDES[whitespace]
+
+
+BuiltinRules = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]
+
+
+@functools.cache
+def builtin_rules(whitespace: str = "bounded") -> BuiltinRules:
+    """The built-in grammar as Lark's front end reads ``builtin_grammar_text(whitespace)``:
+    terminals (name, Python regex), rules with EBNF expanded (name, symbols) and the ignored
+    terminals. Shipped as ``builtin_rules.json``, which a test keeps equal to Lark's reading, so
+    a process's first compile skips Lark's grammar parser (about half a second)."""
+    if whitespace not in WHITESPACE_MODES:
+        raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
+    data = json.loads(resources.files("onrails.grammars").joinpath("builtin_rules.json").read_text(encoding="utf-8"))
+    mode = data[whitespace]
+    return (
+        tuple((name, regex) for name, regex in mode["terminals"]),
+        tuple((lhs, tuple(rhs)) for lhs, rhs in mode["rules"]),
+        tuple(mode["ignore"]),
+    )

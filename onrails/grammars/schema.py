@@ -103,13 +103,19 @@ class SchemaGrammar:
     """The Lark grammar of a schema: ``lark`` text with start rule ``start``.
 
     ``unenforced`` lists what lenient mode left out (empty in strict mode); ``ignored_formats``
-    lists (pointer, format) pairs of formats kept as annotations.
+    lists (pointer, format) pairs of formats kept as annotations. ``rules`` and ``terminals``
+    are the grammar ``lark`` prints, as data, so the engine can skip reading the text back:
+    each rule a name and its alternatives (symbol names; ``'"true"'`` and the like are literal
+    strings), each terminal a name and its Python regex. Both are empty for tool grammars,
+    which extend the built-in grammar's text.
     """
 
     lark: str
     start: str
     unenforced: tuple[Unenforced, ...] = ()
     ignored_formats: tuple[tuple[str, str], ...] = ()
+    rules: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
+    terminals: tuple[tuple[str, str], ...] = ()
 
 
 def load_schema(schema: "dict[str, Any] | bool | str") -> "dict[str, Any] | bool":
@@ -217,12 +223,14 @@ def schema_to_grammar(
         raise SchemaError("the schema accepts no JSON value", pointer="")
     start = f"{prefix}start"
     converter.rules[start] = [[top]]
-    text = converter.text(start)
+    rules, terminals = converter.grammar(start)
     return SchemaGrammar(
-        lark=text,
+        lark=converter.text(rules, terminals),
         start=start,
         unenforced=tuple(Unenforced(p, k, r) for p, k, r in notes.unenforced),
         ignored_formats=tuple(notes.ignored_formats),
+        rules=tuple((name, tuple(tuple(a) for a in alts)) for name, alts in rules),
+        terminals=tuple(terminals),
     )
 
 

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from onrails import BUILTIN_ROOTS, GrammarCompiler, Matcher
+from onrails import BUILTIN_ROOTS, GrammarCompiler, Matcher, builtin_grammar_text
 
 from .small_vocab import small_vocabulary
 from .walks import random_walk
@@ -159,3 +159,37 @@ def test_documents_are_accepted_or_rejected(compiler: GrammarCompiler, root: str
     matcher = Matcher(grammar, root)
     accepted = matcher.advance_bytes(text.encode()) and matcher.is_accepting()
     assert accepted == ok
+
+
+def _lark_reading(whitespace: str) -> dict[str, object]:
+    from onrails.constrain.lark_frontend import parse_lark
+
+    spec = parse_lark(builtin_grammar_text(whitespace), BUILTIN_ROOTS)
+    return {
+        "terminals": [[t.name, t.regex] for t in spec.terminals],
+        "rules": [[r.lhs, list(r.rhs)] for r in spec.rules],
+        "ignore": list(spec.ignore),
+    }
+
+
+def test_the_shipped_builtin_rules_are_lark_s_reading_of_json_lark() -> None:
+    """builtin_rules.json lets compiles skip Lark; after an edit of json.lark, regenerate it
+    with ``python -m tests.constrain.test_builtin_grammar``."""
+    from onrails.grammars.builtin import WHITESPACE_MODES, builtin_rules
+
+    for whitespace in WHITESPACE_MODES:
+        reading = _lark_reading(whitespace)
+        terminals, rules, ignore = builtin_rules(whitespace)
+        assert [list(t) for t in terminals] == reading["terminals"], whitespace
+        assert [[lhs, list(rhs)] for lhs, rhs in rules] == reading["rules"], whitespace
+        assert list(ignore) == reading["ignore"], whitespace
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    from onrails.grammars.builtin import WHITESPACE_MODES
+
+    target = Path(__file__).resolve().parents[2] / "onrails" / "grammars" / "builtin_rules.json"
+    target.write_text(json.dumps({ws: _lark_reading(ws) for ws in WHITESPACE_MODES}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {target}")

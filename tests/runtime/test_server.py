@@ -390,10 +390,11 @@ def test_limits_full_queue_429_time_limit_and_compile_budget(smollm2_model: Any)
         tight.stop()
 
 
-def _slow_schema() -> dict[str, Any]:
-    # Each call a new schema (no cache hit) whose pattern takes seconds past any small budget.
-    return {"type": "object", "properties": {"p": {"type": "string", "pattern": "^(a{1,1000}){1,1000}$"}},
-            "required": ["p"], "description": str(time.time_ns())}
+def _slow_grammar() -> dict[str, Any]:
+    # Each call a new grammar (no cache hit) whose case-insensitive terminal takes the slow
+    # automaton route for many seconds past any small budget.
+    grammar = f"start: /(a{{1,1000}}){{1,1000}}/i\n// {time.time_ns()}\n"
+    return {"prompt": "x", "max_tokens": 8, "grammar": grammar}
 
 
 def _schema_chat(schema: dict[str, Any]) -> dict[str, Any]:
@@ -418,14 +419,14 @@ def test_slow_compiles_neither_delay_other_requests_nor_outlive_their_budget(smo
             time.sleep(1.5)  # the compile processes start in the background
             alone = sorted(timed(plain)[0] for _ in range(3))[1]
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                slow = [pool.submit(timed, _schema_chat(_slow_schema()), "/v1/chat/completions") for _ in range(2)]
+                slow = [pool.submit(timed, _slow_grammar()) for _ in range(2)]
                 time.sleep(0.3)
                 during = sorted(timed(plain)[0] for _ in range(3))[1]
                 assert not any(f.done() for f in slow), ("the slow compiles ended before the plain requests", alone, during)
                 for future in slow:
                     seconds, response = future.result()
                     assert response.status_code == 400 and "budget" in response.json()["error"]["message"], response.text
-                    assert response.json()["error"]["param"] == "response_format.json_schema.schema"
+                    assert response.json()["error"]["param"] == "grammar"
                     assert seconds <= budget * 1.1 + 0.3, seconds  # + the request's own HTTP and planning
         assert during <= 1.5 * alone, (during, alone)
     finally:
@@ -439,9 +440,9 @@ def test_a_full_compile_queue_is_a_429_with_retry_after_while_cached_grammars_ar
             object_root = {"prompt": "JSON:", "max_tokens": 8, "grammar_root": "object"}
             assert client.post("/v1/completions", json=object_root).status_code == 200  # now cached
             with concurrent.futures.ThreadPoolExecutor(3) as pool:
-                slow = [pool.submit(client.post, "/v1/chat/completions", json=_schema_chat(_slow_schema())) for _ in range(2)]
+                slow = [pool.submit(client.post, "/v1/completions", json=_slow_grammar()) for _ in range(2)]
                 time.sleep(0.5)  # one compiling, one waiting for the process
-                refused = client.post("/v1/chat/completions", json=_schema_chat(_slow_schema()))
+                refused = client.post("/v1/completions", json=_slow_grammar())
                 cached = client.post("/v1/completions", json=object_root)
                 statuses = [f.result().status_code for f in slow]
         assert refused.status_code == 429, refused.text
