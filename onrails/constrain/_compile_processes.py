@@ -81,7 +81,9 @@ class _Worker:
 
 class CompileProcesses:
     """Up to ``processes`` jobs run at once, each in a worker process; up to ``max_waiting``
-    more wait for a worker. Beyond that ``run`` raises ``QueueFullError`` at once."""
+    more wait for a worker. Beyond that ``run`` raises ``QueueFullError`` at once. Returns once
+    the workers are up (they start in parallel, about half a second); a worker killed later is
+    replaced in the background."""
 
     def __init__(self, processes: int, max_waiting: int, warm: Callable[[], object]) -> None:
         self.processes = processes
@@ -92,10 +94,11 @@ class CompileProcesses:
         self._waiting = 0
         self._closed = False
         self._cond = threading.Condition()
-        for _ in range(processes):
-            self._start_spare()
+        starting = [self._start_spare() for _ in range(processes)]
+        for thread in starting:
+            thread.join()
 
-    def _start_spare(self) -> None:
+    def _start_spare(self) -> threading.Thread:
         # A worker takes about half a second to import the engine: never on a caller's time.
         def start() -> None:
             worker = _Worker(self._warm)
@@ -106,11 +109,15 @@ class CompileProcesses:
                 self._idle.append(worker)
                 self._cond.notify()
 
-        threading.Thread(target=start, daemon=True, name="onrails-compile-start").start()
+        thread = threading.Thread(target=start, daemon=True, name="onrails-compile-start")
+        thread.start()
+        return thread
 
-    def run(self, fn: Callable[..., Any], args: tuple[object, ...], deadline: float) -> Any:
-        """``fn(*args)`` in a worker; ``CompileBudgetError`` when it is not done by ``deadline``
-        (``time.monotonic()``), waiting for a worker included."""
+    def run(self, fn: Callable[..., Any], args: tuple[object, ...], budget_s: float) -> Any:
+        """``fn(*args, deadline)`` in a worker, ``deadline`` (``time.monotonic()``) ``budget_s``
+        after a worker takes the job; ``CompileBudgetError`` when it is not done by then.
+        Waiting for a worker takes at most ``budget_s`` too, then ``QueueFullError``: a busy
+        server is no fault of the grammar."""
         job = object()
         with self._cond:
             if len(self._running) + self._waiting >= self.processes + self.max_waiting:
@@ -119,23 +126,27 @@ class CompileProcesses:
                     retry_after_s=self._retry_after_s(),
                 )
             self._waiting += 1
+            give_up = time.monotonic() + budget_s
             try:
                 while not self._idle:
                     if self._closed:
                         raise QueueFullError("the compile processes were stopped; try again")
-                    left = deadline - time.monotonic()
+                    left = give_up - time.monotonic()
                     if left <= 0:
-                        raise CompileBudgetError("the compile budget ran out while waiting for a compile process")
+                        raise QueueFullError(
+                            f"no compile process became free within {budget_s:g} s; try again later",
+                            retry_after_s=self._retry_after_s(),
+                        )
                     self._cond.wait(left)
             finally:
                 self._waiting -= 1
             worker = self._idle.pop()
+            deadline = time.monotonic() + budget_s
             self._running[id(job)] = deadline
         healthy = False
         try:
-            worker.conn.send((fn, args))
-            budget = max(0.0, deadline - time.monotonic())
-            if not worker.conn.poll(budget + _GRACE_S + budget / 50):
+            worker.conn.send((fn, (*args, deadline)))
+            if not worker.conn.poll(budget_s + _GRACE_S + budget_s / 50):
                 raise CompileBudgetError("the grammar did not compile within its time budget")
             status, value = worker.conn.recv()
             healthy = True

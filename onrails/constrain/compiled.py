@@ -504,10 +504,11 @@ class GrammarCompiler:
     def use_processes(self, processes: int, *, max_waiting: int = 8) -> None:
         """Compile in ``processes`` worker processes (0: in the calling thread), with up to
         ``max_waiting`` more compiles waiting for one; beyond that a compile raises
-        ``QueueFullError`` at once. A compile in a worker holds no lock of this process (the
-        calling thread only waits) and is killed at its budget; cached grammars never wait.
-        Workers start in the background (about half a second each) and run at a lower CPU
-        priority than this process.
+        ``QueueFullError`` at once, and so does one that waited ``budget_s`` without a worker.
+        A compile in a worker holds no lock of this process (the calling thread only waits) and
+        is killed at its budget; cached grammars never wait.
+        Returns once the workers are up (they start in parallel, about half a second); they
+        run at a lower CPU priority than this process.
         """
         for name, value in (("processes", processes), ("max_waiting", max_waiting)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -593,8 +594,8 @@ class GrammarCompiler:
 
     def _compiled(self, key: object, build: "Callable[..., _Built]", args: tuple[object, ...]) -> CompiledGrammar:
         """The cached grammar of ``key``, or ``build(*args, deadline)`` attached to this
-        vocabulary; callers asking for a key being compiled wait for that compile."""
-        deadline = time.monotonic() + self.budget_s
+        vocabulary, the deadline ``budget_s`` from when the build starts; callers asking for a
+        key being compiled wait for that compile."""
         self._cache.reweigh()
         cached = self._cache.lookup(key) if key is not None else None
         if isinstance(cached, CompiledGrammar):
@@ -610,9 +611,9 @@ class GrammarCompiler:
         try:
             processes = self._processes
             if processes is None:
-                built = build(*args, deadline, self._shared.dfas)
+                built = build(*args, time.monotonic() + self.budget_s, self._shared.dfas)
             else:
-                built = processes.run(build, (*args, deadline), deadline)
+                built = processes.run(build, args, self.budget_s)
             compiled = self._attach(built)
             if key is not None:
                 stored = self._cache.keep(key, compiled)

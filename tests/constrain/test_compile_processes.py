@@ -16,6 +16,19 @@ from onrails.constrain._compile_processes import CompileProcesses
 from .small_vocab import small_vocabulary
 
 
+# Jobs get their deadline as a last argument.
+def _pid(deadline: float) -> int:
+    return os.getpid()
+
+
+def _sleep(seconds: float, deadline: float) -> None:
+    time.sleep(seconds)
+
+
+def _length(text: str, deadline: float) -> int:
+    return len(text)
+
+
 @pytest.fixture
 def one_process() -> CompileProcesses:
     pool = CompileProcesses(1, 1, warm=int)
@@ -24,33 +37,45 @@ def one_process() -> CompileProcesses:
 
 
 def test_a_job_past_its_deadline_is_killed_at_it_and_the_next_runs_in_a_new_process(one_process: CompileProcesses) -> None:
-    first = one_process.run(os.getpid, (), time.monotonic() + 30)
+    first = one_process.run(_pid, (), 30)
     assert first != os.getpid()
     start = time.monotonic()
     with pytest.raises(CompileBudgetError):
-        one_process.run(time.sleep, (30,), start + 1.0)
+        one_process.run(_sleep, (30,), 1.0)
     assert time.monotonic() - start < 1.2
     with pytest.raises(ProcessLookupError):
         os.kill(first, 0)  # killed and reaped, not left running
-    second = one_process.run(os.getpid, (), time.monotonic() + 30)
+    second = one_process.run(_pid, (), 30)
     assert second not in (first, os.getpid())
 
 
 def test_jobs_beyond_the_running_and_waiting_ones_are_refused_at_once(one_process: CompileProcesses) -> None:
-    one_process.run(int, (), time.monotonic() + 30)  # the worker is up
-    jobs = [threading.Thread(target=one_process.run, args=(time.sleep, (1.5,), time.monotonic() + 4)) for _ in range(2)]
+    one_process.run(_pid, (), 30)  # the worker is up
+    jobs = [threading.Thread(target=one_process.run, args=(_sleep, (1.5,), 4)) for _ in range(2)]
     for job in jobs:
         job.start()
         time.sleep(0.2)
     start = time.monotonic()
     with pytest.raises(QueueFullError) as refused:
-        one_process.run(int, (), time.monotonic() + 30)
+        one_process.run(_pid, (), 30)
     assert time.monotonic() - start < 0.1
     # Retry after the running job's deadline, about 4 s away.
     assert 1 <= refused.value.retry_after_s <= 4
     for job in jobs:
         job.join()
-    assert one_process.run(len, ("abc",), time.monotonic() + 30) == 3
+    assert one_process.run(_length, ("abc",), 30) == 3
+
+
+def test_a_job_that_waits_its_whole_budget_for_a_worker_is_refused_as_a_busy_server(one_process: CompileProcesses) -> None:
+    one_process.run(_pid, (), 30)
+    busy = threading.Thread(target=one_process.run, args=(_sleep, (2.0,), 5))
+    busy.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    with pytest.raises(QueueFullError, match="no compile process became free"):
+        one_process.run(_pid, (), 0.5)
+    assert 0.5 <= time.monotonic() - start < 0.8
+    busy.join()
 
 
 SCHEMAS = [

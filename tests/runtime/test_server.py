@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import socket
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -416,19 +417,23 @@ def test_slow_compiles_neither_delay_other_requests_nor_outlive_their_budget(smo
                 response = client.post(path, json=body)
                 return time.perf_counter() - start, response
 
-            time.sleep(1.5)  # the compile processes start in the background
             alone = sorted(timed(plain)[0] for _ in range(3))[1]
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 slow = [pool.submit(timed, _slow_grammar()) for _ in range(2)]
                 time.sleep(0.3)
-                during = sorted(timed(plain)[0] for _ in range(3))[1]
-                assert not any(f.done() for f in slow), ("the slow compiles ended before the plain requests", alone, during)
+                during = []
+                while len(during) < 3:
+                    seconds = timed(plain)[0]
+                    if any(f.done() for f in slow):
+                        break
+                    during.append(seconds)
+                assert during, ("no plain request ended while the slow compiles ran", alone)
                 for future in slow:
                     seconds, response = future.result()
                     assert response.status_code == 400 and "budget" in response.json()["error"]["message"], response.text
                     assert response.json()["error"]["param"] == "grammar"
                     assert seconds <= budget * 1.1 + 0.3, seconds  # + the request's own HTTP and planning
-        assert during <= 1.5 * alone, (during, alone)
+        assert statistics.median(during) <= 1.5 * alone, (during, alone)
     finally:
         running.stop()
 
@@ -449,8 +454,9 @@ def test_a_full_compile_queue_is_a_429_with_retry_after_while_cached_grammars_ar
         assert refused.json()["error"]["type"] == "rate_limit_error"
         assert 1 <= int(refused.headers["Retry-After"]) <= 3
         assert cached.status_code == 200
-        # The waiting one spent its budget waiting and compiling: both are over it.
-        assert statuses == [400, 400]
+        # The one running is over its budget; the one waiting got the process in time (and is
+        # over its budget too) or waited its whole budget for it (a busy server: 429).
+        assert sorted(statuses) in ([400, 400], [400, 429]), statuses
     finally:
         running.stop()
 
@@ -579,6 +585,64 @@ def test_sixteen_concurrent_streamed_and_plain_requests_with_different_grammars_
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         for future in [pool.submit(one, i) for i in range(16)]:
             future.result()
+
+
+def test_hostile_requests_in_a_concurrent_load_get_4xx_or_valid_outputs_and_the_rest_stay_valid(smollm2_model: Any) -> None:
+    """Deep nesting, an over-budget grammar, a huge enum and a pattern that backtracking engines
+    take exponential time on, sent among normal requests: each hostile one is served correctly
+    or refused with a 4xx within the compile budget (they share the compile processes, so a
+    refusal may be the budget's rather than their own), never a 5xx, and every normal output is
+    valid."""
+    budget = 3.0
+    running = _start(smollm2_model, max_tokens=32, compile_budget_s=budget)
+    deep: dict[str, Any] = {"type": "string"}
+    for _ in range(100):
+        deep = {"type": "object", "properties": {"a": deep}}
+    words = [f"w{i:05d}" for i in range(10_000)]
+    redos = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}, "required": ["s"]}
+    hostile = [
+        ("/v1/chat/completions", _schema_chat(deep)),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 4, "grammar": "start: " + "(" * 500 + '"a"' + ")" * 500}),
+        ("/v1/completions", _slow_grammar()),
+        ("/v1/chat/completions", _schema_chat({"enum": words})),
+        ("/v1/chat/completions", _schema_chat(redos)),
+    ]
+    try:
+        with httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:
+            def send(path: str, body: dict[str, Any]) -> tuple[float, Any]:
+                start = time.perf_counter()
+                response = client.post(path, json=body)
+                for _ in range(5):  # a busy server: retry as the SDKs do
+                    if response.status_code != 429:
+                        break
+                    time.sleep(float(response.headers["Retry-After"]))
+                    response = client.post(path, json=body)
+                return time.perf_counter() - start, response
+
+            normal = [_schema_chat(PERSON) | {"max_tokens": 32, "seed": i, "temperature": 0.7} for i in range(6)]
+            with concurrent.futures.ThreadPoolExecutor(11) as pool:
+                bad = [pool.submit(send, path, body) for path, body in hostile]
+                good = [pool.submit(send, "/v1/chat/completions", body) for body in normal]
+                for (path, body), future in zip(hostile, bad):
+                    seconds, response = future.result()
+                    assert response.status_code < 500, response.text
+                    assert response.status_code in (200, 429) or seconds <= budget * 1.1 + 0.5, (seconds, response.text)
+                    if response.status_code == 200:
+                        content = response.json()["choices"][0]["message"]["content"]
+                        schema = body["response_format"]["json_schema"]["schema"]
+                        jsonschema.validate(json.loads(content), schema)
+                    else:
+                        assert 400 <= response.status_code < 500 and response.json()["error"]["message"]
+                for future in good:
+                    _, response = future.result()
+                    assert response.status_code == 200, response.text
+                    jsonschema.validate(json.loads(response.json()["choices"][0]["message"]["content"]), PERSON)
+            statuses = [f.result()[1].status_code for f in bad]
+            assert statuses[:3] == [400, 400, 400] and set(statuses[3:]) <= {200, 400}, statuses
+            after = client.post("/v1/completions", json={"prompt": "JSON:", "max_tokens": 8, "grammar_root": "object"})
+            assert after.status_code == 200
+    finally:
+        running.stop()
 
 
 # -- streaming -------------------------------------------------------------------------------------
