@@ -27,9 +27,16 @@ admit an invalid one:
   excludes the names from the additional keys);
 * a ``maxLength`` above 128 is enforced as 128 (each counted character costs automaton states);
   ``minLength`` above 1024 raises CompileBudgetError;
-* ``format`` is asserted for date-time, date, time, duration, email, hostname, ipv4, ipv6, uri,
-  uri-reference and uuid (each a sound regex, see ``_schema_formats``); other formats are
-  annotations (as in draft 2020-12) and listed in ``ignored_formats``.
+* ``format`` is asserted for every format of draft 2020-12's vocabulary, each a sound regex
+  (``_schema_formats`` gives every narrowing with its reason): second 60 only at 23:59:60 UTC (in a
+  date-time, on the dates a leap second occurred); hostnames of up to 8 labels (with more than 4,
+  those from the fourth on of at most 11 characters) with no ``--`` in a label's third and fourth
+  places, so no A-labels; U-labels of at most 11 characters from Latin-1, Greek, Cyrillic and kana;
+  e-mail addresses without quoted local parts or address literals; URIs and IRIs without IP-literal
+  hosts; non-ASCII characters of IRIs and URI templates up to U+052F; regexes that ECMA-262 and
+  Python's ``re`` both compile, with groups nested at most 3 deep and simple class ranges and
+  counts. Formats outside the specification (OpenAPI's int32, int64, byte, password, custom names)
+  are annotations and listed in ``ignored_formats``.
 
 A text that repeats a key in an object is outside JSON Schema's data model (the specification
 leaves its behaviour undefined). The grammar keeps repeats out for required keys and for the
@@ -44,7 +51,8 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
 
 * ``uniqueItems: true``; ``$dynamicRef``; a ``$ref`` leaving the document;
 * a ``pattern`` with lookaround, backreferences, ``\\b``, anchors inside it or ``\\p{...}``; a
-  pattern next to a ``format`` or another pattern; lengths next to a pattern, unless the pattern
+  pattern next to a ``format`` or another pattern (terminal regexes have no intersection, and
+  the automata are only built by the engine); lengths next to a pattern, unless the pattern
   is anchored and one repeated character class decides the length; lengths a format does not
   decide;
 * ``multipleOf`` other than p/10^k with p dividing a power of ten (7 and 0.3 are refused), or

@@ -172,10 +172,64 @@ def test_formats_are_asserted() -> None:
     check({"format": "time"}, ["10:00:00Z"], ["25:00:00Z"])
 
 
-def test_unknown_formats_are_annotations_and_listed() -> None:
+def test_formats_outside_the_specification_are_annotations_and_listed() -> None:
     converted = schema_to_grammar({"type": "string", "format": "color"})
     assert converted.ignored_formats == (("", "color"),)
     check({"type": "string", "format": "color"}, ["anything"], [])
+    for name in ("int32", "int64", "byte", "password"):  # OpenAPI's
+        assert schema_to_grammar({"format": name}).ignored_formats == (("", name),)
+        check({"type": "string", "format": name}, ["anything"], [])
+
+
+def test_regex_format_refuses_malformed_patterns_and_accepts_common_ones() -> None:
+    common = ["^[a-z]+$", r"\d{3}-\d{4}", "(a|b)*c", r"^[A-Za-z0-9_.-]+@[a-z]+\.[a-z]{2,}$", "", "a|", "()",
+              r"^(?=.*[A-Z])(?=.*\d).{8,}$", r"((\w+)(\s|-))+", "[^\"]*", "a{2,5}?", r"\u00e9\x41\/", "é+"]
+    malformed = ["*", "\\", "(", ")", "[", "[a", "a{2,1}", "a**", "{", "]", "(?", "x(?=a)*", r"\a", "(?i)a",
+                 "(?P<n>x)", "(?#c)", "[z-a]", r"[\d-z]", "^*"]
+    check({"format": "regex"}, common, malformed)
+
+
+def test_regex_format_leaves_out_what_python_re_or_the_nesting_bound_refuses() -> None:
+    # valid ECMA-262, narrowed: re rejects these, or groups nest deeper than 3
+    check({"format": "regex"}, ["((( a )))"], ["(?<n>a)\\k<n>", "(?<=a+)b", "[]", "[^]", "\\cA", "((((a))))"])
+
+
+def test_hostname_labels_take_1_to_63_characters_and_names_253() -> None:
+    label = "a" * 63
+    check({"format": "hostname"}, [label + ".com", "a--b.com", "A0-z.example", "a.b.c.d.e.f.g.h"],
+          ["a" * 64 + ".com", "ab--cd.com", "xn--nw2a.com", "a-.com", ".com", "com.", "a_b"])
+    four = ".".join([label, label, label, "a" * 61])
+    check({"format": "hostname"}, [four], [four + "a"])
+    assert len(four) == 253
+
+
+def test_leap_seconds_are_accepted_at_23_59_60_utc() -> None:
+    check({"format": "time"}, ["23:59:60Z", "23:59:60.5+00:00", "23:59:60-00:00"],
+          ["22:59:60Z", "23:58:60Z", "23:59:61Z", "23:59:60+01:00"])
+    # date-time: only on the dates a leap second has occurred (RFC 3339 section 5.7)
+    check({"format": "date-time"}, ["1998-12-31T23:59:60Z", "2016-12-31T23:59:60.25z"],
+          ["1998-12-31T23:59:61Z", "1998-12-30T23:59:60Z"])
+
+
+def test_pointer_template_iri_and_idn_formats_are_asserted() -> None:
+    check({"format": "json-pointer"}, ["", "/", "/a~0b/~1/\"q\"/\n/😎"], ["a", "/~", "/~2", "#/a"])
+    check({"format": "relative-json-pointer"}, ["0", "1#", "12/a/~1"], ["", "-1", "01", "0##", "/a"])
+    check({"format": "uri-template"}, ["", "a'b{+x,y*}/{z:3}", "{%41.b}é"], ["{}", "{a,}", "a b", "{v:0}", "{=a}"])
+    check({"format": "iri"}, ["http://ƒøø.ßår/?é=π#ü", "urn:x"], ["/abc", "http://a/\\b", "http://a b"])
+    check({"format": "iri-reference"}, ["/âππ", "#ƒrä"], ["#a\\b"])
+    check({"format": "idn-hostname"}, ["bücher.example", "ひらがな.jp", "host-name"],
+          ["Bücher.de", "ab--cd", "-a", "a" * 64, "a。b"])
+    check({"format": "idn-email"}, ["δοκιμή@example.com", "a@bücher.de"], ["plain", "a@-b"])
+
+
+def test_a_pattern_beside_a_format_is_refused_in_strict_mode_and_listed_in_lenient_mode() -> None:
+    # intersecting the two automata would need an intersection in the regex layer, which it lacks
+    schema = {"type": "string", "format": "date", "pattern": "^2024"}
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar(schema)
+    assert info.value.keyword == "pattern"
+    lenient = schema_to_grammar(schema, strict=False)
+    assert [(u.keyword, u.reason) for u in lenient.unenforced] == [("pattern", "pattern together with format")]
 
 
 def test_integer_bounds_are_exact() -> None:
