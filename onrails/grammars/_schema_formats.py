@@ -34,12 +34,11 @@ subset is narrower than the standard, and why:
   manipulation ``0+1``).
 * uri, uri-reference (RFC 3986), iri, iri-reference (RFC 3987): the grammar with a registered
   name or IPv4 host; no IP-literal hosts (``[...]``), whose automaton would cost more than the
-  rest together. IRIs take the non-ASCII ``ucschar`` U+00A0-U+052F only (Latin, Greek,
-  Cyrillic; the whole set, and ``iprivate`` in the query, would be a class of a million code
-  points, too slow to build as said above).
+  rest together. IRIs take every non-ASCII ``ucschar``; ``iprivate`` (private-use characters,
+  allowed in the query only) is left out.
 * uri-template (RFC 6570, with verified erratum 6937 admitting ``'`` in literals): exact but
-  for the operators reserved for future extensions (``= , ! @ |``) and non-ASCII literal
-  characters, taken from U+00A0-U+052F as in IRIs.
+  for the operators reserved for future extensions (``= , ! @ |``) and private-use literal
+  characters (``iprivate``); other non-ASCII literals are IRIs' ``ucschar``.
 * regex (ECMA-262 read in Unicode mode, where ``\\a`` and a lone ``{`` are errors): patterns
   that ECMA-262 and Python's ``re`` (which ``jsonschema`` checks with) both compile, with groups
   nested at most 3 deep (nesting is not regular) and lookaheads at the outermost level only.
@@ -166,7 +165,12 @@ IPV6 = _ipv6()
 
 _UNRESERVED_SUB = "A-Za-z0-9\\-._~!$&'()*+,;="
 _PCT = "%[0-9A-Fa-f]{2}"
-_UCSCHAR = _chars([(0xA0, 0x52F)])
+# RFC 3987 ucschar: U+00A0-D7FF, F900-FDCF, FDF0-FFEF, then each plane but its last two code points.
+_UCSCHAR = _chars(
+    [(0xA0, 0xD7FF), (0xF900, 0xFDCF), (0xFDF0, 0xFFEF)]
+    + [(plane << 16, (plane << 16) + 0xFFFD) for plane in range(1, 14)]
+    + [(0xE1000, 0xEFFFD)]
+)
 
 
 def _uri(extra: str) -> tuple[str, str]:

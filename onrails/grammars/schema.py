@@ -33,7 +33,7 @@ admit an invalid one:
   those from the fourth on of at most 11 characters) with no ``--`` in a label's third and fourth
   places, so no A-labels; U-labels of at most 11 characters from Latin-1, Greek, Cyrillic and kana;
   e-mail addresses without quoted local parts or address literals; URIs and IRIs without IP-literal
-  hosts; non-ASCII characters of IRIs and URI templates up to U+052F; regexes that ECMA-262 and
+  hosts; no private-use characters (iprivate) in IRIs and URI templates; regexes that ECMA-262 and
   Python's ``re`` both compile, with groups nested at most 3 deep and simple class ranges and
   counts. Formats outside the specification (OpenAPI's int32, int64, byte, password, custom names)
   are annotations and listed in ``ignored_formats``.
