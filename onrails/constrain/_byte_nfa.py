@@ -234,6 +234,10 @@ def byte_automaton(pattern: str, check: Callable[[int], None]) -> tuple[list[lis
 
 
 def _determinised(nfa: _NFA, start: int, end: int, check: Callable[[int], None]) -> tuple[list[list[int]], list[bool]]:
+    # Bytes split into the classes no move tells apart; each node's moves become, per class,
+    # the closures they lead to, so a subset's row is a union per class, not per byte.
+    cuts = sorted({0, 256} | {lo for moves in nfa.moves for lo, _, _ in moves} | {hi + 1 for moves in nfa.moves for _, hi, _ in moves})
+    class_of = {cut: i for i, cut in enumerate(cuts)}
     closures: dict[int, frozenset[int]] = {}
 
     def closure(node: int) -> frozenset[int]:
@@ -249,6 +253,17 @@ def _determinised(nfa: _NFA, start: int, end: int, check: Callable[[int], None])
             found = closures[node] = frozenset(seen)
         return found
 
+    by_class: dict[int, dict[int, set[int]]] = {}
+
+    def classes(node: int) -> dict[int, set[int]]:
+        found = by_class.get(node)
+        if found is None:
+            found = by_class[node] = {}
+            for lo, hi, target in nfa.moves[node]:
+                for c in range(class_of[lo], class_of[hi + 1]):
+                    found.setdefault(c, set()).update(closure(target))
+        return found
+
     first = closure(start)
     index = {first: 0}
     order = [first]
@@ -259,20 +274,23 @@ def _determinised(nfa: _NFA, start: int, end: int, check: Callable[[int], None])
         current = order[i]
         i += 1
         accepting.append(end in current)
-        moves = [m for node in current for m in nfa.moves[node]]
+        targets: dict[int, set[int]] = {}
+        for node in current:
+            for c, reached in classes(node).items():
+                into = targets.get(c)
+                if into is None:
+                    targets[c] = set(reached)
+                else:
+                    into |= reached
         row = [DEAD] * 256
-        if moves:
-            cuts = sorted({lo for lo, _, _ in moves} | {hi + 1 for _, hi, _ in moves})
-            for a, b in zip(cuts, cuts[1:]):
-                targets = {t for lo, hi, t in moves if lo <= a <= hi}
-                if not targets:
-                    continue
-                key = frozenset().union(*(closure(t) for t in targets))
-                idx = index.get(key)
-                if idx is None:
-                    idx = index[key] = len(order)
-                    order.append(key)
-                    check(len(order))
-                row[a:b] = [idx] * (b - a)
+        for c, reached in targets.items():
+            key = frozenset(reached)
+            idx = index.get(key)
+            if idx is None:
+                idx = index[key] = len(order)
+                order.append(key)
+                check(len(order))
+            a, b = cuts[c], cuts[c + 1]
+            row[a:b] = [idx] * (b - a)
         rows.append(row)
     return rows, accepting

@@ -110,22 +110,27 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
 
     _check_hidden_left_recursion(rules, nullable, nt_names, is_nt, nt_of, n_nts)
 
+    # FIRST sets by a worklist over "FIRST(A) includes FIRST(B)": re-running every rule until
+    # nothing changes took seconds on schema grammars of a few thousand rules.
     first: list[set[int]] = [set() for _ in range(n_nts)]
-    changed = True
-    while changed:
-        changed = False
-        for lhs, rhs in rules:
-            before = len(first[lhs])
-            for s in rhs:
-                if is_nt(s):
-                    first[lhs] |= first[nt_of(s)]
-                    if not nullable[nt_of(s)]:
-                        break
-                else:
-                    first[lhs].add(s)
+    includers: list[set[int]] = [set() for _ in range(n_nts)]
+    for lhs, rhs in rules:
+        for s in rhs:
+            if is_nt(s):
+                includers[nt_of(s)].add(lhs)
+                if not nullable[nt_of(s)]:
                     break
-            if len(first[lhs]) != before:
-                changed = True
+            else:
+                first[lhs].add(s)
+                break
+    todo = [n for n in range(n_nts) if first[n]]
+    while todo:
+        grown = todo.pop()
+        for n in includers[grown]:
+            before = len(first[n])
+            first[n] |= first[grown]
+            if len(first[n]) != before:
+                todo.append(n)
 
     end = n_terms
     follow: list[set[int]] = [set() for _ in range(n_nts)]

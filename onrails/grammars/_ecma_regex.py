@@ -520,15 +520,21 @@ def search_body(pattern: str) -> str | None:
     """
     node = parse(pattern)
     options = node.options if isinstance(node, Alt) else (node,)
-    out = []
+    # Options anchored alike share one "anything" before and after them: ``X*(?:A|B)X*``, not
+    # ``X*AX*|X*BX*``, whose automaton construction grows with every option (seconds for the
+    # dozens of words of a "contains one of" pattern).
+    bodies: dict[tuple[bool, bool], list[str]] = {}
     any_star = "(?:" + ANY_CHAR + ")*"
     for option in options:
         inner, start, end = _strip_anchors(option)
         if node_length(inner)[0] == 0 and not (start and end) and not _has_anchor(inner):
             return any_star  # an empty match is found in every string
         body = _emit(inner)
-        if body is None:
-            continue
+        if body is not None:
+            bodies.setdefault((start, end), []).append(body)
+    out = []
+    for (start, end), group in bodies.items():
+        body = group[0] if len(group) == 1 else "(?:" + "|".join(group) + ")"
         out.append(("" if start else any_star) + body + ("" if end else any_star))
     if not out:
         return None
