@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from onrails.grammars.unicode_classes import MAX_CODE_POINT, SURROGATES, python_class
+from onrails.grammars.unicode_classes import MAX_CODE_POINT, SURROGATES, complement, python_class
 
 try:  # Python 3.11+
     from re import _constants as _sre_constants  # type: ignore[attr-defined]
@@ -75,19 +75,6 @@ def utf8_sequences(lo: int, hi: int) -> list[tuple[tuple[int, int], ...]]:
             if a <= limit and b >= start:
                 _split_same_length(max(a, start), min(b, limit), out)
             start = limit + 1
-    return out
-
-
-def complement(ranges: Ranges) -> Ranges:
-    """The code points outside sorted, disjoint ``ranges``."""
-    out = []
-    nxt = 0
-    for a, b in ranges:
-        if a > nxt:
-            out.append((nxt, a - 1))
-        nxt = max(nxt, b + 1)
-    if nxt <= MAX_CODE_POINT:
-        out.append((nxt, MAX_CODE_POINT))
     return out
 
 

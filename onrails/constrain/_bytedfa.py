@@ -37,9 +37,10 @@ except ImportError:  # Python 3.10: the same modules under their old names, no e
 
     _EXTRA_CASES = {}
 
-from onrails.constrain._byte_nfa import byte_automaton, complement, utf8_sequences
+from onrails.constrain._byte_nfa import byte_automaton, utf8_sequences
 from onrails.errors import CompileBudgetError, GrammarError
 from onrails.grammars.regex_notes import split_except
+from onrails.grammars.unicode_classes import complement
 
 _MAX_CODE_POINT = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
+from onrails.grammars.unicode_classes import complement as code_point_complement
 from onrails.grammars.unicode_classes import python_class
 
 MAX_CP = 0x10FFFF
@@ -51,15 +52,7 @@ def normalize(ranges: "list[tuple[int, int]] | Ranges") -> Ranges:
 
 
 def complement(ranges: Ranges) -> Ranges:
-    out = []
-    nxt = 0
-    for a, b in ranges:
-        if a > nxt:
-            out.append((nxt, a - 1))
-        nxt = b + 1
-    if nxt <= MAX_CP:
-        out.append((nxt, MAX_CP))
-    return normalize(out)
+    return normalize(code_point_complement(ranges))
 
 
 def union(*sets: Ranges) -> Ranges:

@@ -1,4 +1,5 @@
-"""The code points Python's ``re`` matches with ``\\d``, ``\\w`` and ``\\s`` in str patterns.
+"""Code point ranges: the ones Python's ``re`` matches with ``\\d``, ``\\w`` and ``\\s`` in
+str patterns, and the complement of a range set.
 
 Terminal regexes are Python regexes (Lark's syntax), and JSON-Schema patterns are translated to
 them, so both sides of onrails read these classes as ``re`` does, on the running Python's Unicode
@@ -39,3 +40,16 @@ def python_class(escape: str) -> tuple[tuple[int, int], ...]:
             start = found.pop()[0]
         found.append((start, end))
     return tuple(found)
+
+
+def complement(ranges: "list[tuple[int, int]] | tuple[tuple[int, int], ...]") -> list[tuple[int, int]]:
+    """The code points outside sorted, disjoint inclusive ``ranges`` (surrogates included)."""
+    out = []
+    nxt = 0
+    for a, b in ranges:
+        if a > nxt:
+            out.append((nxt, a - 1))
+        nxt = max(nxt, b + 1)
+    if nxt <= MAX_CODE_POINT:
+        out.append((nxt, MAX_CODE_POINT))
+    return out
