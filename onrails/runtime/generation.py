@@ -647,7 +647,7 @@ def _jump_forward(model: "Model", s: SequenceState) -> None:
     forced = matcher.forced_continuation()
     if not forced:
         return
-    tokens = _tokens_for(model, forced)[:-1]  # the last one is the model's, to merge onward
+    tokens = model.vocabulary.spell(forced, model.encode)[:-1]  # the last one is the model's, to merge onward
     tokens = tokens[: max(0, s.max_tokens - len(s.tokens) - 1)]
     if not tokens:
         return
@@ -661,7 +661,7 @@ def _jump_forward(model: "Model", s: SequenceState) -> None:
         rest = matcher.shortest_completion()
         matcher.rollback(advanced)
         budget = s.max_tokens - len(s.tokens)
-        if rest is None or advanced + len(_tokens_for(model, rest)) > budget:
+        if rest is None or advanced + len(model.vocabulary.spell(rest, model.encode)) > budget:
             return
     _append_forced(s, tokens)
 
@@ -694,7 +694,7 @@ def _steering(s: SequenceState, token: int) -> list[int] | None:
     left = s.max_tokens - len(s.tokens) - 1  # budget after ``token``
     after = matcher.shortest_completion()
     if after is not None:
-        after_tokens = _tokens_for(s.model, after)
+        after_tokens = s.model.vocabulary.spell(after, s.model.encode)
         if len(after_tokens) <= left:
             s._completion_len = len(after_tokens)
             return None
@@ -702,66 +702,11 @@ def _steering(s: SequenceState, token: int) -> list[int] | None:
         return None  # no completion found within the search's bounds: nothing to steer to
     matcher.rollback(1)
     before = matcher.shortest_completion()
-    tokens = None if before is None else _tokens_for(s.model, before)
+    tokens = None if before is None else s.model.vocabulary.spell(before, s.model.encode)
     if tokens is None or len(tokens) > left + 1:
         matcher.advance(token)  # it no longer fits either way: "length" is unavoidable
         return None
     return tokens  # empty when the text before ``token`` already parses: stop there
-
-
-def _tokens_for(model: "Model", data: bytes) -> list[int]:
-    """Token ids spelling ``data`` exactly: the canonical tokenization where it matches the
-    bytes, completed by greedy longest matches (for text that ends inside a character)."""
-    token_bytes = model.vocabulary.token_bytes
-    end = len(data)
-    text = None
-    while end > 0 and end > len(data) - 4:
-        try:
-            text = data[:end].decode("utf-8")
-            break
-        except UnicodeDecodeError:
-            end -= 1
-    out: list[int] = []
-    pos = 0
-    if text:
-        for t in model.encode(text):
-            piece = token_bytes[t] if t < len(token_bytes) else None
-            if not piece or not data.startswith(piece, pos):
-                break
-            out.append(t)
-            pos += len(piece)
-    while pos < len(data):
-        longest = _longest_token(model, data, pos)
-        if longest is None:
-            break
-        out.append(longest)
-        pos += len(token_bytes[longest] or b"")
-    return out
-
-
-def _longest_token(model: "Model", data: bytes, pos: int) -> int | None:
-    table = _byte_table(model)
-    for size in range(min(len(data) - pos, table[1]), 0, -1):
-        t = table[0].get(data[pos : pos + size])
-        if t is not None:
-            return t
-    return None
-
-
-_byte_tables: dict[int, tuple[dict[bytes, int], int]] = {}
-
-
-def _byte_table(model: "Model") -> tuple[dict[bytes, int], int]:
-    key = id(model.vocabulary)
-    table = _byte_tables.get(key)
-    if table is None:
-        mapping: dict[bytes, int] = {}
-        for t, b in enumerate(model.vocabulary.token_bytes):
-            if b and b not in mapping:
-                mapping[b] = t
-        table = (mapping, max((len(b) for b in mapping), default=1))
-        _byte_tables[key] = table
-    return table
 
 
 def open_row(vocab: "Vocabulary") -> np.ndarray:

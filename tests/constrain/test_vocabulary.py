@@ -63,6 +63,19 @@ def test_encode_then_join_gives_the_text(pair: tuple[Any, Vocabulary], text: str
     assert joined(vocab, ids) == text.encode("utf-8")
 
 
+@pytest.mark.parametrize("text", ['", "job": ""}', "\u00e9t\u00e9\"}"])
+def test_spell_of_whole_text_is_the_tokenizers_split(pair: tuple[Any, Vocabulary], text: str) -> None:
+    tokenizer, vocab = pair
+    encode = lambda t: tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+    assert vocab.spell(text.encode(), encode) == encode(text)
+
+
+def test_spell_of_bytes_ending_inside_a_character_is_exact(pair: tuple[Any, Vocabulary]) -> None:
+    tokenizer, vocab = pair
+    data = "\u65e5\u672c".encode()[:-1]
+    assert joined(vocab, vocab.spell(data, lambda t: tokenizer.encode(t, add_special_tokens=False))) == data
+
+
 @pytest.mark.parametrize("text", TEXTS)
 def test_join_matches_the_tokenizers_own_decoder(pair: tuple[Any, Vocabulary], text: str) -> None:
     tokenizer, vocab = pair
