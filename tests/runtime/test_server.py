@@ -590,9 +590,9 @@ def test_sixteen_concurrent_streamed_and_plain_requests_with_different_grammars_
 def test_hostile_requests_in_a_concurrent_load_get_4xx_or_valid_outputs_and_the_rest_stay_valid(smollm2_model: Any) -> None:
     """Deep nesting, an over-budget grammar, a huge enum and a pattern that backtracking engines
     take exponential time on, sent among normal requests: each hostile one is served correctly
-    or refused with a 4xx within the compile budget (they share the compile processes, so a
-    refusal may be the budget's rather than their own), never a 5xx, and every normal output is
-    valid."""
+    or refused with a 4xx within the wait for a compile process and the compile budget (they
+    share the processes, so a refusal may be the budget's rather than their own), never a 5xx,
+    and every normal output is valid."""
     budget = 3.0
     running = _start(smollm2_model, max_tokens=32, compile_budget_s=budget)
     deep: dict[str, Any] = {"type": "string"}
@@ -626,7 +626,8 @@ def test_hostile_requests_in_a_concurrent_load_get_4xx_or_valid_outputs_and_the_
                 for (path, body), future in zip(hostile, bad):
                     seconds, response = future.result()
                     assert response.status_code < 500, response.text
-                    assert response.status_code in (200, 429) or seconds <= budget * 1.1 + 0.5, (seconds, response.text)
+                    # A refusal comes within the wait for a process plus the compile: two budgets.
+                    assert response.status_code in (200, 429) or seconds <= 2 * budget * 1.1 + 0.5, (seconds, response.text)
                     if response.status_code == 200:
                         content = response.json()["choices"][0]["message"]["content"]
                         schema = body["response_format"]["json_schema"]["schema"]
