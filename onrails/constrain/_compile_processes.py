@@ -107,7 +107,8 @@ class CompileProcesses:
             thread.join()
 
     def _start_spare(self) -> threading.Thread:
-        # A worker takes about half a second to import the engine: never on a caller's time.
+        # A worker takes about half a second to import the engine: all start at once, and one
+        # replacing a killed worker starts while the caller that lost it goes on.
         def start() -> None:
             worker = _Worker(self._warm)
             with self._cond:
