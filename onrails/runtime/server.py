@@ -57,10 +57,11 @@ class ServerLimits:
     ``max_tokens`` a request may ask (beyond: 400) and the default when it asks none;
     ``max_body_bytes``: request body size (beyond: 413); ``request_timeout_s``: a request's
     sequences end with finish_reason "length" this long after it arrived;
-    ``compile_budget_s``: the time one grammar or schema may take to compile, waiting for a
-    compile process included (beyond: 400); ``compile_processes``: compiles running at once,
-    each in a process of its own, so that they slow neither decoding nor requests that need no
-    compile; ``max_waiting_compiles``: compiles waiting for a process (beyond: 429);
+    ``compile_budget_s``: the time one grammar or schema may take to compile (beyond: 400), and
+    the longest a compile waits for a process (beyond: 429); ``compile_processes``: compiles
+    running at once, each in a process of its own, so that they slow neither decoding nor
+    requests that need no compile; ``max_waiting_compiles``: compiles waiting for a process
+    (beyond: 429);
     ``grammar_cache_bytes``: what the grammar compiler's caches may hold (compiled grammars and
     their masks, and the parts they share); ``prefix_cache_bytes``: prompt KV kept for reuse.
     """
