@@ -741,9 +741,11 @@ def _build_tools(
 
 
 def _warm_worker() -> None:
-    """Load what compiles need once per process before the first (Lark's own grammar, the
-    Unicode classes of regex escapes: about a second)."""
-    _build_schema({"type": "string", "pattern": "^\\d\\w\\s\\D$"}, "flexible", True, time.monotonic() + 60.0)
+    """Load what compiles need once per process before the first: the Unicode classes of regex
+    escapes (for schemas, which skip Lark) and Lark's own grammar (for Lark text and tools)."""
+    deadline = time.monotonic() + 60.0
+    _build_schema({"type": "string", "pattern": "^\\d\\w\\s\\D$"}, "flexible", True, deadline)
+    _build_lark('start: "a"', ("start",), deadline)
 
 
 def _starts(pairs: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:

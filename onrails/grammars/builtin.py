@@ -38,8 +38,13 @@ def builtin_grammar_text(whitespace: str = "bounded") -> str:
     """The built-in JSON / function-calling grammar as Lark text, for a whitespace mode."""
     if whitespace not in WHITESPACE_MODES:
         raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
-    text = resources.files("onrails.grammars").joinpath("json.lark").read_text(encoding="utf-8")
-    return text + _WS_OVERRIDES[whitespace]
+    return _json_lark() + _WS_OVERRIDES[whitespace]
+
+
+@functools.cache
+def _json_lark() -> str:
+    # Read once: every compile_builtin call keys its cache entry by this text.
+    return resources.files("onrails.grammars").joinpath("json.lark").read_text(encoding="utf-8")
 
 
 BuiltinRules = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...]]
