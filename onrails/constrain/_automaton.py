@@ -140,8 +140,6 @@ class Automaton:
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
         self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], _Rows]] = OrderedDict()
         self._rows_cache: OrderedDict[tuple[tuple[int, int], ...], _Rows] = OrderedDict()
-        self._dfa_tables = [d.table for d in dfas]
-        self._dfa_accepting = [d.accepting for d in dfas]
         self._shiftable = [frozenset(actions) for actions in table.shift]
         # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
         # reduction closure is computed once per class (schema grammars have one terminal per
@@ -388,7 +386,7 @@ class Automaton:
             if t < 0:
                 if self.can_end(stack):
                     return True
-            elif self._dfa_accepting[t][d]:
+            elif self.dfas[t].accepts(d):
                 if any(self.can_end(s) for s in self.after_terminal(stack, t)):
                     return True
         return False
@@ -421,7 +419,7 @@ class Automaton:
             sources = []
         else:
             sources = [config]
-            if not self._dfa_accepting[t][d]:
+            if not self.dfas[t].accepts(d):
                 return sources
             stacks = self.after_terminal(stack, t)
         for s in stacks:
@@ -459,10 +457,10 @@ class Automaton:
                 # Advancing only meets real stacks, which never suspend; one byte is cheaper to
                 # follow through each configuration than to gather the state's sources.
                 out = set()
-                tables = self._dfa_tables
+                dfas = self.dfas
                 for config in self.configs[state]:
                     for stack, t, d in self._sources(config):
-                        d = int(tables[t][d, byte])
+                        d = dfas[t].step(d, byte)
                         if d != DFA_DEAD:
                             out.add((stack, t, d))
                 nxt = self.intern(frozenset(out))
@@ -504,9 +502,9 @@ class Automaton:
         if rows is None:
             if len(keys) == 1:
                 t, d = keys[0]
-                table = self._dfa_tables[t][d : d + 1]
+                table = self.dfas[t].row(d)[None, :]
             elif keys:
-                table = np.stack([self._dfa_tables[t][d] for t, d in keys])
+                table = np.stack([self.dfas[t].row(d) for t, d in keys])
             else:
                 table = np.full((0, 256), DFA_DEAD, np.int32)
             rows = _Rows(table, [self._dfa_bits[t] + 1 for t, _ in keys])

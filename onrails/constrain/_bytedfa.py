@@ -9,7 +9,6 @@ is determinised by subset construction, and states that cannot reach acceptance 
 from __future__ import annotations
 
 import _sre
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -70,16 +69,97 @@ class Shadow:
 
 @dataclass(frozen=True)
 class Counted:
-    """How a counted string ``"(?:X){lo,hi}"`` relates to the uncounted ``"(?:X)*"``: per state,
-    the uncounted state it reads like, how many more units may start (-1: no limit) and how many
-    must still start before the closing quote. Checked against the DFA when derived."""
+    """A counted string ``"(?:X){lo,hi}"`` as the uncounted ``"(?:X)*"`` with a unit counter beside
+    its state, instead of a state per length: state ``k * base.n_states + b`` is the uncounted
+    state ``b`` with ``k`` units started (at most ``hi``; for an unbounded string at most ``lo``,
+    past which counts read alike), so ``maxLength`` 10,000 costs what 10 does.
+
+    A unit starts on leaving ``inside`` (the state after the opening quote) by any byte but the
+    closing quote, which needs ``lo`` units. Exact when the units are a prefix code none of whose
+    words starts with a quote (``_counted`` checks it): the minimal uncounted automaton is then
+    at ``inside`` exactly where a unit ends, so units started are units written."""
 
     base: "ByteDFA"
-    base_state: np.ndarray  # int32 [n_states]
-    remaining: np.ndarray  # int32 [n_states], -1 when unbounded
-    needed: np.ndarray  # int32 [n_states]
-    # Per base (state, byte): 1 where a unit starts (leaving the state after the opening quote).
+    lo: int
+    hi: int | None
+    inside: int
+    # Per base (state, byte): 1 where a unit starts.
     starts: np.ndarray  # int8 [base n_states, 256]
+    final: np.ndarray  # bool [base n_states]: past the closing quote, where counts no longer matter
+    _windows: dict[tuple[int, int], "ByteDFA"] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def levels(self) -> int:
+        return (self.hi if self.hi is not None else self.lo) + 1
+
+    def split(self, state: int) -> tuple[int, int]:
+        """(uncounted state, units started) of a state."""
+        units, base_state = divmod(state, self.base.n_states)
+        return base_state, units
+
+    def remaining(self, state: int) -> int:
+        """Units that may still start (-1: no limit)."""
+        return -1 if self.hi is None else self.hi - self.split(state)[1]
+
+    def needed(self, state: int) -> int:
+        """Units that must still start before the closing quote."""
+        return max(self.lo - self.split(state)[1], 0)
+
+    def row(self, state: int) -> np.ndarray:
+        """The next state per byte (int32, ``DEAD`` where the string cannot go on)."""
+        base_state, units = self.split(state)
+        return self._rows(np.array([base_state]), np.array([units]), self.hi, self.lo, self.levels)[0]
+
+    def step(self, state: int, byte: int) -> int:
+        """``row(state)[byte]`` without the row (advancing takes one byte at a time)."""
+        base_state, units = self.split(state)
+        nxt = int(self.base.table[base_state, byte])
+        if nxt < 0:
+            return DEAD
+        units += int(self.starts[base_state, byte])
+        if self.hi is not None and units > self.hi:
+            return DEAD
+        if base_state == self.inside and byte == ord('"') and units < self.lo:
+            return DEAD
+        if self.final[nxt]:
+            return nxt
+        return min(units, self.levels - 1) * self.base.n_states + nxt
+
+    def _rows(self, base_states: np.ndarray, units: np.ndarray, top: int | None, need: int, levels: int) -> np.ndarray:
+        """Rows of (base state, units) pairs where a unit may not start past ``top`` units and
+        the closing quote needs ``need``; counts at or past ``levels - 1`` stay there."""
+        base = self.base
+        n = base.n_states
+        nxt = base.table[base_states]
+        counts = units[:, None] + self.starts[base_states]
+        alive = nxt >= 0
+        if top is not None:
+            alive &= counts <= top
+        closing = (base_states == self.inside)[:, None] & (np.arange(256) == ord('"'))[None, :]
+        alive &= ~(closing & (counts < need))
+        counts = np.minimum(counts, levels - 1)
+        counts[self.final[np.maximum(nxt, 0)]] = 0
+        # Bounds past 2^31 / n states (``maxLength: 2147483647`` is common) need int64 states.
+        dtype = np.int32 if self.levels * n < 1 << 31 else np.int64
+        return np.where(alive, counts * n + nxt, DEAD).astype(dtype)
+
+    def window(self, state: int, reach: int) -> tuple["ByteDFA", int]:
+        """A plain automaton reading as this one from ``state`` for up to ``reach`` bytes (a
+        token), with the state it starts at: counts relative to ``state``'s, as many as ``reach``
+        bytes can start. Windows depend only on the bounds within reach, so strings of any
+        length share a few (keyed by them)."""
+        base_state, units = self.split(state)
+        top = reach if self.hi is None else min(self.hi - units, reach)
+        need = min(max(self.lo - units, 0), top + 1)
+        key = (top, need)
+        window = self._windows.get(key)
+        if window is None:
+            n = self.base.n_states
+            levels = top + 1
+            pairs = np.arange(n * levels)
+            table = self._rows(pairs % n, pairs // n, top, need, levels)
+            window = self._windows.setdefault(key, ByteDFA(table, np.tile(self.base.accepting, levels)))
+        return window, base_state
 
 
 @dataclass(frozen=True)
@@ -96,24 +176,25 @@ class ByteDFA:
     # the state it shadows there and whether a word can still be completed (where it cannot,
     # both read alike from there on).
     shadow: "Shadow | None" = field(default=None, compare=False, repr=False)
-    # Set for ``"(?:X){lo,hi}"``: the uncounted regex and the bounds (see ``counting``).
-    count_form: "tuple[str, int, int | None] | None" = field(default=None, compare=False, repr=False)
+    # Set for ``"(?:X){lo,hi}"`` (see ``Counted``): then ``table`` and ``accepting`` are the
+    # uncounted string's, and states are read through ``step``, ``row`` and ``accepts``.
+    counter: "Counted | None" = field(default=None, compare=False, repr=False)
     _signatures: dict[int, Hashable] = field(default_factory=dict, compare=False, repr=False)
     _successors: dict[int, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
     _serial: int = field(default_factory=lambda: next(_SERIALS), compare=False, repr=False)
     _flat: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
     _classes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, compare=False, repr=False)
-    _counting: list["Counted | None"] = field(default_factory=list, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # A copy from another process (a compile worker) must not keep that process's serial,
         # which keys shared work here, nor caches derived there.
-        return (_restored, (self.table, self.accepting, self.literal, self.shadow, self.count_form))
+        return (_restored, (self.table, self.accepting, self.literal, self.shadow, self.counter))
 
     def flat_table(self) -> np.ndarray:
         """``table`` flattened for ``TokenTrie.level_pass``: entry ``state * 256 + byte`` is the
         next state times 256 (int32), with one extra all-dead state ``n_states`` that DEAD maps
         to, so whole trie levels step without masking or multiplying."""
+        assert self.counter is None, "a counted string has no table of its own (Counted.window)"
         if not self._flat:
             n = self.n_states
             table = np.where(self.table >= 0, self.table, n).astype(np.int32) * 256
@@ -131,6 +212,7 @@ class ByteDFA:
         digesting them would cost more than the work it could share. (Counted strings are keyed
         apart, see ``CompiledGrammar._counted_pure``.)
         """
+        assert self.counter is None, "counted strings are keyed by the uncounted automaton's signatures"
         cached = self._signatures.get(state)
         if cached is None:
             if self.literal is not None:
@@ -191,26 +273,37 @@ class ByteDFA:
             self._classes.append((inverse.astype(np.int16), first))
         return self._classes[0]
 
-    def counting(self) -> "Counted | None":
-        """For a counted string, how each state relates to the uncounted one (None otherwise, or
-        when the automaton does not read as the uncounted one with a counter: then nothing relies
-        on it). Derived once, a breadth-first pass a level at a time (milliseconds)."""
-        if not self._counting:
-            self._counting.append(None if self.count_form is None else _derive_counting(self, *self.count_form))
-        return self._counting[0]
-
     @property
     def n_states(self) -> int:
+        if self.counter is not None:
+            return self.counter.levels * int(self.table.shape[0])
         return int(self.table.shape[0])
+
+    def step(self, state: int, byte: int) -> int:
+        """The state after ``byte`` (``DEAD`` if none)."""
+        if self.counter is not None:
+            return self.counter.step(state, byte)
+        return int(self.table[state, byte])
+
+    def row(self, state: int) -> np.ndarray:
+        """The next state per byte (int32)."""
+        if self.counter is not None:
+            return self.counter.row(state)
+        return self.table[state]
+
+    def accepts(self, state: int) -> bool:
+        if self.counter is not None:
+            state = self.counter.split(state)[0]
+        return bool(self.accepting[state])
 
     def matches(self, data: bytes) -> bool:
         """Whether ``data`` is a complete lexeme (for tests and explanations)."""
         state = 0
         for byte in data:
-            state = int(self.table[state, byte])
+            state = self.step(state, byte)
             if state == DEAD:
                 return False
-        return bool(self.accepting[state])
+        return self.accepts(state)
 
 
 def _restored(
@@ -218,9 +311,9 @@ def _restored(
     accepting: np.ndarray,
     literal: bytes | None,
     shadow: Shadow | None,
-    count_form: "tuple[str, int, int | None] | None",
+    counter: "Counted | None",
 ) -> ByteDFA:
-    return ByteDFA(table=table, accepting=accepting, literal=literal, shadow=shadow, count_form=count_form)
+    return ByteDFA(table=table, accepting=accepting, literal=literal, shadow=shadow, counter=counter)
 
 
 # A string of counted units, as the schema converter writes lengths: ``"(?:X){lo,hi}"``.
@@ -253,64 +346,33 @@ def _minimal(dfa: ByteDFA) -> ByteDFA:
     return ByteDFA(table=table, accepting=dfa.accepting[representative].copy())
 
 
-def _derive_counting(dfa: ByteDFA, pattern: str, lo: int, hi: int | None) -> Counted | None:
-    """Map each state of ``dfa`` to (uncounted state, units left, units needed), checking on every
-    reachable state and byte class that ``dfa`` reads exactly as the uncounted automaton with a
-    unit counter (a unit starts on leaving the state after the opening quote, other than by the
-    closing quote). None if it does not."""
+def _counted(pattern: str, name: str, deadline: float | None, max_states: int) -> ByteDFA | None:
+    """The automaton of ``"(?:X){lo,hi}"`` as a counter beside the uncounted string (``Counted``),
+    or None where that would not be exact: the pattern is not one counted group between quotes,
+    or the units are not a prefix code of non-empty words that never start with a quote."""
+    match = _COUNTED.match(pattern)
+    if match is None:
+        return None
+    unit, lo_text, comma, hi_text = match.groups()
+    lo, hi = int(lo_text), int(hi_text) if hi_text else None if comma else int(lo_text)
     try:
-        base = _uncounted(pattern)
-    except (GrammarError, CompileBudgetError):
+        # One group repeated between quotes: ``(.+)`` may also have spanned several groups.
+        parsed = list(_sre_parse.parse(pattern))
+        if len(parsed) != 3 or parsed[1][0] is not _sre_constants.MAX_REPEAT:
+            return None
+        unit_dfa = _regex_to_byte_dfa(f"(?:{unit})", name, deadline, max_states)
+        base = _uncounted(f'"(?:{unit})*"')
+    except (re.error, GrammarError):
         return None
+    live = unit_dfa.table >= 0
+    if (live & unit_dfa.accepting[:, None]).any() or live[0, ord('"')]:
+        return None  # a unit is a prefix of another, or starts with a quote
     inside = int(base.table[0, ord('"')])
-    if inside < 0:
-        return None
     starts = np.zeros(base.table.shape, dtype=np.int8)
     starts[inside] = base.table[inside] >= 0
     starts[inside, ord('"')] = 0
-    # Bytes both automata treat alike in every state: one representative each is checked.
-    representatives, byte_class = equal_columns(np.concatenate([dfa.table, base.table]))
-    if (byte_class == byte_class[ord('"')]).sum() != 1:
-        return None
-    n = dfa.n_states
-    base_state = np.full(n, -1, dtype=np.int32)
-    count = np.full(n, -1, dtype=np.int64)
-    final = np.all(base.table < 0, axis=1)
-    frontier_s, frontier_b, frontier_k = np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64)
-    base_state[0], count[0] = 0, 0
-    while frontier_s.size:
-        nxt = dfa.table[frontier_s[:, None], representatives]
-        base_nxt = base.table[frontier_b[:, None], representatives]
-        k = frontier_k[:, None] + starts[frontier_b[:, None], representatives]
-        closing = (frontier_b[:, None] == inside) & (representatives[None, :] == ord('"'))
-        allowed = (base_nxt >= 0) & ~(closing & (k < lo))
-        if hi is not None:
-            allowed &= k <= hi
-        if ((nxt >= 0) != allowed).any():
-            return None
-        s, b, k = nxt[allowed], base_nxt[allowed].astype(np.int64), k[allowed]
-        if hi is None:
-            k = np.minimum(k, lo)  # past ``lo`` an unbounded count reads alike
-        k[final[b]] = 0  # past the closing quote the count no longer matters
-        order = np.argsort(s, kind="stable")
-        s, b, k = s[order], b[order], k[order]
-        first = np.ones(s.size, dtype=bool)
-        first[1:] = s[1:] != s[:-1]
-        seen = base_state[s] >= 0
-        # Every way into a state must agree with every other, and with what was seen before.
-        runs = np.diff(np.flatnonzero(np.append(first, True)))
-        known_b = np.where(seen, base_state[s], np.repeat(b[first], runs))
-        known_k = np.where(seen, count[s], np.repeat(k[first], runs))
-        if (known_b != b).any() or (known_k != k).any():
-            return None
-        new = first & ~seen
-        frontier_s, frontier_b, frontier_k = s[new], b[new], k[new]
-        base_state[frontier_s], count[frontier_s] = frontier_b, frontier_k
-    if (base_state < 0).any() or (dfa.accepting != base.accepting[base_state]).any():
-        return None
-    remaining = np.full(n, -1, dtype=np.int32) if hi is None else (hi - count).astype(np.int32)
-    needed = np.maximum(lo - count, 0).astype(np.int32)
-    return Counted(base=base, base_state=base_state, remaining=remaining, needed=needed, starts=starts)
+    counter = Counted(base=base, lo=lo, hi=hi, inside=inside, starts=starts, final=np.all(base.table < 0, axis=1))
+    return ByteDFA(base.table, base.accepting, counter=counter)
 
 
 _column_weights = np.zeros(0, dtype=np.int64)
@@ -577,12 +639,9 @@ def regex_to_byte_dfa(
     literal = _literal(pattern)
     if literal:
         return _literal_dfa(literal)
-    counted = _COUNTED.match(pattern)
-    if counted:
-        unit, lo, comma, hi = counted.groups()
-        plain = _regex_to_byte_dfa(pattern, name, deadline, max_states)
-        bounds = (int(lo), int(hi) if hi else None if comma else int(lo))
-        return dataclasses.replace(plain, count_form=(f'"(?:{unit})*"', *bounds))
+    counted = _counted(pattern, name, deadline, max_states)
+    if counted is not None:
+        return counted
     return _regex_to_byte_dfa(pattern, name, deadline, max_states)
 
 

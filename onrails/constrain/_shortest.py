@@ -52,8 +52,12 @@ class _TerminalPaths:
 
     def __init__(self, dfa: ByteDFA) -> None:
         self.dfa = dfa
-        self.min_length = self._min_length()
+        # A counted string: the uncounted string's distances, plus the shortest unit per unit
+        # still needed (the closing quote needs them; reaching ``inside`` starts none).
+        self._base = None if dfa.counter is None else _TerminalPaths(dfa.counter.base)
         self._dist: np.ndarray | None = None
+        self._unit = 0
+        self.min_length = self._min_length()
         self._whole: bytes | None = None
         self._finish: dict[int, bytes] = {}
 
@@ -61,6 +65,8 @@ class _TerminalPaths:
         """Length of the shortest non-empty lexeme (``_INF`` if there is none)."""
         if self.dfa.literal is not None:
             return len(self.dfa.literal) if self.dfa.literal else _INF
+        if self.dfa.counter is not None:
+            return int(self.distance(np.zeros(1, dtype=np.int64))[0])
         # Breadth-first from the initial state, stopping at the first accepting level.
         table, accepting = self.dfa.table, self.dfa.accepting
         seen = np.zeros(self.dfa.n_states, dtype=bool)
@@ -77,7 +83,20 @@ class _TerminalPaths:
             frontier = nxt
         return _INF
 
-    def distances(self) -> np.ndarray:
+    def distance(self, states: np.ndarray) -> np.ndarray:
+        """Per state (``DEAD`` entries give garbage), the fewest bytes to an accepting state."""
+        counter = self.dfa.counter
+        if counter is None or self._base is None:
+            return self._distances()[states]
+        base_dist = self._base._distances()
+        if not self._unit:
+            inside_row = counter.base.table[counter.inside]
+            self._unit = int(base_dist[inside_row[counter.starts[counter.inside] > 0]].min())
+        units, base_states = np.divmod(np.maximum(states, 0), counter.base.n_states)
+        needed = np.maximum(counter.lo - units, 0)
+        return np.where(counter.final[base_states], 0, base_dist[base_states] + needed * self._unit)
+
+    def _distances(self) -> np.ndarray:
         """Per DFA state, the fewest bytes to an accepting state (a backward BFS, done once)."""
         if self._dist is None and self.dfa.literal is not None:
             # State i of a literal has read i bytes (schema keys: most terminals of big grammars).
@@ -105,11 +124,12 @@ class _TerminalPaths:
         """The shortest bytes from ``state`` to an accepting state (preferred bytes on ties)."""
         cached = self._finish.get(state)
         if cached is None:
-            dist = self.distances()
             out = bytearray()
             at = state
-            while dist[at] > 0:
-                at = self._step(at, dist[at] - 1, out)
+            left = int(self.distance(np.array([at]))[0])
+            while left > 0:
+                at = self._step(at, left - 1, out)
+                left -= 1
             cached = self._finish[state] = bytes(out)
         return cached
 
@@ -125,9 +145,8 @@ class _TerminalPaths:
         return self._whole
 
     def _step(self, state: int, want: int, out: bytearray) -> int:
-        row = self.dfa.table[state]
-        dist = self.distances()
-        ok = np.flatnonzero((row != DFA_DEAD) & (dist[row] == want))
+        row = self.dfa.row(state)
+        ok = np.flatnonzero((row != DFA_DEAD) & (self.distance(row) == want))
         byte = int(ok[np.argmin(_RANK[ok])])
         out.append(byte)
         return int(row[byte])
@@ -289,7 +308,7 @@ class _Solver:
             if terminal < 0:
                 push(stack, 0, -1, -1, 0)
             else:
-                finish = int(self.paths[terminal].distances()[dfa_state])
+                finish = int(self.paths[terminal].distance(np.array([dfa_state]))[0])
                 for after in automaton.after_terminal(stack, terminal):
                     push(after, finish, -1, terminal, dfa_state)
         # back[stack] = (previous stack or -1, terminal read to get here, its DFA state or -1 if whole)

@@ -277,9 +277,8 @@ class CompiledGrammar:
         return self._pure_of(self._dfas[terminal], dfa_state)
 
     def _pure_of(self, dfa: ByteDFA, dfa_state: int) -> _Pure:
-        counting = dfa.counting()
-        if counting is not None:
-            return self._counted_pure(counting, dfa_state)
+        if dfa.counter is not None:
+            return self._counted_pure(dfa.counter, dfa_state)
         key = dfa.signature(dfa_state)
         pure = self._shared.pure.lookup(key)
         if pure is None and dfa.literal is not None:
@@ -314,10 +313,10 @@ class CompiledGrammar:
         position (a new state at each character), a few comparisons over the vocabulary.
         """
         cap = self._trie.max_len + 1
-        remaining = int(counting.remaining[dfa_state])
+        remaining = counting.remaining(dfa_state)
         left = cap if remaining < 0 else min(remaining, cap)
-        needed = min(int(counting.needed[dfa_state]), cap)
-        base, base_state = counting.base, int(counting.base_state[dfa_state])
+        needed = min(counting.needed(dfa_state), cap)
+        base, base_state = counting.base, counting.split(dfa_state)[0]
         key = ("counted", base.signature(base_state), left, needed)
         pure = self._shared.pure.lookup(key)
         if pure is None:
@@ -356,7 +355,10 @@ class CompiledGrammar:
     def _below(self, dfa: ByteDFA, dfa_state: int, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``TokenTrie.below`` read in ``dfa`` from ``dfa_state``, cached by the node set: walks
         that enter a terminal meet the same nodes whatever the stack (the ``"`` tokens after a
-        colon, say), so every grammar of the compiler lexing with that DFA shares the result."""
+        colon, say), so every grammar of the compiler lexing with that DFA shares the result.
+        A counted string is read in a window of its counts that a token can reach."""
+        if dfa.counter is not None:
+            dfa, dfa_state = dfa.counter.window(dfa_state, self._trie.max_len)
         shared = self._shared
         key = (dfa._serial, dfa_state, nodes.tobytes())
         parts = shared.below.get(key)
@@ -432,12 +434,7 @@ class CompiledGrammar:
         shares with other grammars of its compiler (the vocabulary trie excluded)."""
         mine = {sig for dfa in self._dfas for sig in dfa._signatures.values()}
         # Counted strings' parts are keyed by the uncounted automaton's signatures.
-        counted = {
-            sig
-            for dfa in self._dfas
-            if dfa._counting and dfa._counting[0] is not None
-            for sig in dfa._counting[0].base._signatures.values()
-        }
+        counted = {sig for dfa in self._dfas if dfa.counter is not None for sig in dfa.counter.base._signatures.values()}
         with self._shared.pure.lock:
             parts = [
                 p
@@ -445,10 +442,11 @@ class CompiledGrammar:
                 if key in mine or (key[0] in ("counted", "units") and key[1] in counted)
             ]
         total = sum(sum(a.nbytes for a in vars(p).values()) for p in parts)
-        serials = {dfa._serial for dfa in self._dfas}
+        windows = [w for dfa in self._dfas if dfa.counter is not None for w in dfa.counter._windows.values()]
+        serials = {dfa._serial for dfa in self._dfas + windows}
         with self._shared.lock:
             total += sum(_nbytes(key, p) for key, p in self._shared.below.items() if key[0] in serials)
-        total += sum(d.table.nbytes + sum(f.nbytes for f in d._flat) for d in self._dfas)
+        total += sum(d.table.nbytes + sum(f.nbytes for f in d._flat) for d in self._dfas + windows)
         return total + self._generation.memory_bytes()
 
 
@@ -943,7 +941,7 @@ class _Generation:
         for t, d in lexing:
             pure = self.grammar._pure_part(t, d)
             words |= pure.stay
-            ends_here = bool(automaton.dfas[t].accepting[d])
+            ends_here = automaton.dfas[t].accepts(d)
             if not (pure.exits.size or ends_here):
                 continue
             boundary = automaton.boundary_after(stack, t)

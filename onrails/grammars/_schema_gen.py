@@ -56,8 +56,6 @@ _ALL_TYPES = frozenset(_TYPES)
 _NOT_IN = "\x00notIn"  # internal keyword: a string outside a finite set (from negated enums)
 _MAX_ALTERNATIVES = 64
 _MAX_COUNT_STATES = 4096
-_MAX_LENGTH = 1024
-_MAX_COUNTED_LENGTH = 128
 _MAX_REF_DEPTH = 64
 _MAX_NEGATION_DEPTH = 12
 _ANY_ORDER_MEMBERS = 5  # up to this many declared properties: any order, none repeated (2^n states)
@@ -909,11 +907,8 @@ class SchemaConverter:
                 self.notes.add(pointer, "pattern", f"{pattern!r}: {exc}")
                 body = _length_body(lo, hi)
             return None if body is None else self._terminal('"' + body + '"')
-        if lo > _MAX_LENGTH:
-            raise CompileBudgetError(f"minLength {lo} at #{pointer} is above {_MAX_LENGTH}")
-        if hi is not None and hi > _MAX_COUNTED_LENGTH:
-            # counting costs an automaton state per character: longer bounds are narrowed
-            hi = max(_MAX_COUNTED_LENGTH, lo)
+        # The engine counts the characters beside the string's automaton (``Counted``): any
+        # bound costs the same.
         body = _length_body(lo, hi)
         return None if body is None else self._terminal('"' + body + '"')
 

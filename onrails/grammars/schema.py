@@ -25,8 +25,6 @@ admit an invalid one:
   additional) are written in their canonical JSON spelling (as ``json.dumps(...,
   ensure_ascii=False)`` writes them: so that excluding the declared names' one spelling
   excludes the names from the additional keys);
-* a ``maxLength`` above 128 is enforced as 128 (each counted character costs automaton states);
-  ``minLength`` above 1024 raises CompileBudgetError;
 * ``format`` is asserted for every format of draft 2020-12's vocabulary, each a sound regex
   (``_schema_formats`` gives every narrowing with its reason): second 60 only at 23:59:60 UTC (in a
   date-time, on the dates a leap second occurred); hostnames of up to 8 labels (with more than 4,

@@ -1,14 +1,18 @@
 """Masks inside counted terminals (string lengths, counted patterns, formats) and words excluded
-from a terminal: every DFA position is its own state, so these exercise the per-state vocabulary
-pass and the crossing walks that fill automaton rows a few bytes at a time."""
+from a terminal: string lengths are a counter beside the uncounted string's automaton, checked
+against the automaton with a state per position; other positions are each their own state, so
+these exercise the per-state vocabulary pass and the crossing walks that fill automaton rows a
+few bytes at a time."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pytest
 
 from onrails import GrammarCompiler, Matcher, Vocabulary
-from onrails.constrain._bytedfa import ByteDFA, regex_to_byte_dfa
+from onrails.constrain._bytedfa import ByteDFA, _regex_to_byte_dfa, regex_to_byte_dfa
 from onrails.grammars._ecma_regex import GENERIC_CHAR
 from onrails.grammars.regex_notes import except_words
 from onrails.constrain.compiled import _trie_for
@@ -109,7 +113,7 @@ def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
             node = 0
             alive = True
             for byte in data:
-                d = int(dfa.table[d, byte])
+                d = dfa.step(d, byte)
                 node = next(
                     c for c in range(trie.child_start[node], trie.child_start[node] + trie.child_count[node])
                     if trie.node_byte[c] == byte
@@ -117,7 +121,7 @@ def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
                 if d < 0:
                     alive = False
                     break
-                if dfa.accepting[d] and trie.child_count[node] > 0:
+                if dfa.accepts(d) and trie.child_count[node] > 0:
                     exits.add(node)
             assert bool(allowed[token]) == alive, (state, data)
         assert set(pure.exits.tolist()) == exits, state
@@ -154,7 +158,7 @@ def test_digests_are_equal_exactly_when_the_automata_read_alike() -> None:
     forms: dict[bytes, set[bytes]] = {}
     digests: dict[bytes, set[bytes]] = {}
     for pattern in patterns:
-        dfa = regex_to_byte_dfa(pattern)
+        dfa = _plain(pattern)
         for state in range(dfa.n_states):
             digest, form = dfa.digest(state), _plain_bfs_form(dfa, state)
             assert digest is not None
@@ -163,7 +167,7 @@ def test_digests_are_equal_exactly_when_the_automata_read_alike() -> None:
     assert all(len(same) == 1 for same in forms.values())
     assert all(len(same) == 1 for same in digests.values())
     # The patterns share states (the rest of a string, the last digits), so sharing is tested.
-    assert len(digests) < sum(regex_to_byte_dfa(p).n_states for p in patterns)
+    assert len(digests) < sum(_plain(p).n_states for p in patterns)
 
 
 def test_signatures_share_work_only_between_states_that_read_alike() -> None:
@@ -186,34 +190,82 @@ def test_signatures_share_work_only_between_states_that_read_alike() -> None:
     assert {k for k in keys if k[0] == "digest"} == {k for k in others if k[0] == "digest"}
 
 
-def test_counted_strings_are_read_as_the_uncounted_string_with_a_unit_counter() -> None:
-    """Strings with lengths take their pure parts from the uncounted string's (``counting``);
-    that holds only where the automaton reads exactly so, which is checked when derived."""
-    for bounds in ("{0,3}", "{4}", "{2,}", "{1,40}"):
-        counting = regex_to_byte_dfa(f'"{GENERIC_CHAR}{bounds}"').counting()
-        assert counting is not None, bounds
-    counting = regex_to_byte_dfa(f'"{GENERIC_CHAR}{{1,40}}"').counting()
-    assert counting is not None
-    assert counting.remaining.max() == 40 and counting.needed.max() == 1
-    # Units that do not start on leaving the boundary ("ab" is one unit or two "a|b" units).
-    assert regex_to_byte_dfa('"(?:[a-z]|ab){0,4}"').counting() is None
-    assert regex_to_byte_dfa('"[a-z]{0,4}"').counting() is None  # not a counted group
-    assert regex_to_byte_dfa('"(?:ab){0,4}"').counting() is not None
+def _plain(pattern: str) -> ByteDFA:
+    """The automaton of ``pattern`` with a state per position, counted strings included."""
+    return _regex_to_byte_dfa(pattern, "", None, 20000)
+
+
+def _paired_states(counted: ByteDFA, plain: ByteDFA) -> list[tuple[int, int]]:
+    """The (counted, plain) state pairs both reach on the same bytes, checking on each that both
+    automata accept and go on alike (then they read the same language), and that a step reads
+    as the row."""
+    seen = {(0, 0)}
+    queue = [(0, 0)]
+    for a, b in queue:
+        assert counted.accepts(a) == bool(plain.accepting[b]), (a, b)
+        row, plain_row = counted.row(a), plain.table[b]
+        assert np.array_equal(row >= 0, plain_row >= 0), (a, b)
+        assert [counted.step(a, byte) for byte in range(256)] == row.tolist(), a
+        for byte in np.flatnonzero(row >= 0).tolist():
+            pair = (int(row[byte]), int(plain_row[byte]))
+            if pair not in seen:
+                seen.add(pair)
+                queue.append(pair)
+    return queue
+
+
+@pytest.mark.parametrize("bounds", ["{0,3}", "{4}", "{2,}", "{1,40}", "{0}", "{3,130}"])
+def test_counted_strings_read_exactly_as_the_automaton_with_a_state_per_length(bounds: str) -> None:
+    """A length is a counter beside the uncounted string's state (``Counted``): the counted
+    automaton reads the same language as the one built with a state per position."""
+    pattern = f'"{GENERIC_CHAR}{bounds}"'
+    counted = regex_to_byte_dfa(pattern)
+    assert counted.counter is not None
+    assert len(_paired_states(counted, _plain(pattern))) > 2
+
+
+def test_counters_are_used_only_where_units_are_a_prefix_code() -> None:
+    """Units started are units written only when no unit is a prefix of another and none starts
+    with the closing quote; other patterns get a state per position."""
+    for pattern in ('"(?:[a-z]|ab){0,4}"', '"(?:"a|b){0,4}"', '"[a-z]{0,4}"', '"(?:a)(?:b){0,4}"'):
+        dfa = regex_to_byte_dfa(pattern)
+        assert dfa.counter is None, pattern
+        assert dfa.matches(b'"ab"') == (re.fullmatch(pattern, '"ab"') is not None)
+    for pattern in ('"(?:ab){0,4}"', '"(?:a|bc){2,3}"'):
+        dfa = regex_to_byte_dfa(pattern)
+        assert dfa.counter is not None, pattern
+        _paired_states(dfa, _plain(pattern))
+
+
+def test_lengths_in_the_billions_keep_exact_states() -> None:
+    """``maxLength: 2147483647`` (common in generated schemas) needs states past int32."""
+    dfa = regex_to_byte_dfa(f'"{GENERIC_CHAR}{{0,2147483647}}"')
+    assert dfa.counter is not None and dfa.n_states > 1 << 31
+    state = dfa.step(dfa.step(0, ord('"')), ord("a"))
+    assert dfa.counter.remaining(state) == 2147483646
+    assert dfa.matches(b'"ab"') and not dfa.matches(b'"ab')
 
 
 def test_counted_pure_parts_equal_the_plain_automaton_on_a_real_vocabulary(llama_vocab: Vocabulary) -> None:
     """With Llama-3.2's 128k tokens (strings of spaces and dashes up to 128 bytes long), every
-    position of a counted string gets the pure part the automaton's own vocabulary pass gives."""
+    position of a counted string gets the pure part the plain automaton's own vocabulary pass
+    gives, and so do crossing walks below nodes (``_below``, read in a window of counts)."""
     grammar = GrammarCompiler(llama_vocab).compile_lark('start: "x"')
-    for bounds in ("{0,45}", "{3,130}", "{36}"):
-        counted = regex_to_byte_dfa(f'"{GENERIC_CHAR}{bounds}"')
-        plain = ByteDFA(counted.table, counted.accepting)
-        assert counted.counting() is not None and plain.counting() is None
-        states = sorted(set(range(0, counted.n_states, 9)) | set(range(counted.n_states - 30, counted.n_states)))
-        for state in states:
-            fast, slow = grammar._pure_of(counted, state), grammar._pure_of(plain, state)
-            assert np.array_equal(fast.stay, slow.stay), (bounds, state)
-            assert np.array_equal(np.sort(fast.exits), np.sort(slow.exits)), (bounds, state)
+    trie = _trie_for(llama_vocab)
+    quote = trie.path(b'"')
+    for bounds in ("{0,45}", "{3,130}", "{36}", "{200,}"):
+        pattern = f'"{GENERIC_CHAR}{bounds}"'
+        counted, plain = regex_to_byte_dfa(pattern), _plain(pattern)
+        pairs = _paired_states(counted, plain)
+        for a, b in pairs[:: max(1, len(pairs) // 40)] + pairs[-20:]:
+            fast, slow = grammar._pure_of(counted, a), grammar._pure_of(plain, b)
+            assert np.array_equal(fast.stay, slow.stay), (bounds, a)
+            assert np.array_equal(np.sort(fast.exits), np.sort(slow.exits)), (bounds, a)
+            if a:
+                fast_below = grammar._below(counted, a, quote)
+                slow_below = grammar._below(plain, b, quote)
+                for x, y in zip(fast_below, slow_below):
+                    assert np.array_equal(np.sort(x), np.sort(y)), (bounds, a)
 
 
 def test_memory_counts_the_shared_parts_of_counted_strings() -> None:
