@@ -38,7 +38,7 @@ except ImportError:  # Python 3.10: the same modules under their old names, no e
 
 from onrails.constrain._byte_nfa import byte_automaton, utf8_sequences
 from onrails.errors import CompileBudgetError, GrammarError
-from onrails.grammars.regex_notes import split_except
+from onrails.grammars.regex_notes import split_except, split_operation
 from onrails.grammars.unicode_classes import complement
 
 _MAX_CODE_POINT = 0x10FFFF
@@ -56,6 +56,11 @@ _LOOKAROUND = re.compile(r"(?<!\\)\(\?<?[=!]")
 # break, then pairs of backslashes. Matched only where ``.`` is not itself escaped.
 _LARK_ESCAPED_INNER = re.compile(r"(?<!\\)\.\*\?\(\?<!\\\\\)\(\\\\\\\\\)\*\?")
 _ESCAPED_INNER_PLAIN = r"(?:.*[^\\\n])?(?:\\\\)*"
+
+
+class EmptyLanguage(GrammarError):
+    """A terminal regex matches nothing (for an intersection or a difference, only its
+    automaton tells)."""
 
 
 @dataclass(frozen=True)
@@ -459,6 +464,70 @@ def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteD
     return _kept(table, accepting, keep, shadow)
 
 
+# Products (a pattern within a length, beside a format...) grow as the product of their sides:
+# a smaller cap than other terminals', so that one too large fails fast.
+_MAX_PRODUCT_STATES = 8192
+
+
+def _operation_dfa(
+    operation: tuple[str, str, str], pattern: str, name: str, deadline: float | None, max_states: int
+) -> ByteDFA:
+    kind, other, rest = operation
+    left = _tabled(rest, name, deadline, max_states)
+    right = _tabled(other, name, deadline, max_states)
+    budget = _Budget(deadline, min(max_states, _MAX_PRODUCT_STATES), name)
+    return _product(left, right, kind == "and", pattern, name, budget)
+
+
+def _tabled(pattern: str, name: str, deadline: float | None, max_states: int) -> ByteDFA:
+    """``regex_to_byte_dfa``, with a counted string as a plain table (a state per length):
+    products and word lists read the table."""
+    dfa = regex_to_byte_dfa(pattern, name=name, deadline=deadline, max_states=max_states)
+    return dfa if dfa.counter is None else _regex_to_byte_dfa(pattern, name, deadline, max_states)
+
+
+def _product(a: ByteDFA, b: ByteDFA, both: bool, pattern: str, name: str, budget: "_Budget") -> ByteDFA:
+    """The words ``a`` and ``b`` both read (``both``), or those ``a`` reads and ``b`` does not:
+    the reachable pairs of states, found a breadth-first level at a time, one column per class
+    of bytes both automata treat alike."""
+    first, byte_class = equal_columns(np.concatenate([a.table, b.table]))
+    left = a.table[:, first].astype(np.int64)
+    off_b = b.n_states  # ``b`` read past its language: it can no longer accept
+    right = np.vstack([np.where(b.table[:, first] >= 0, b.table[:, first], off_b), np.full((1, first.size), off_b)])
+    width = off_b + 1
+    ids: dict[int, int] = {0: 0}  # pair key x * width + y -> state
+    keys = [0]
+    rows: list[np.ndarray] = []
+    frontier = np.zeros(1, dtype=np.int64)
+    while frontier.size:
+        x, y = frontier // width, frontier % width
+        nx, ny = left[x], right[y]
+        valid = nx >= 0
+        if both:
+            valid &= ny != off_b
+        pair = nx * width + ny
+        found, inverse = np.unique(pair[valid], return_inverse=True)
+        fresh = []
+        numbers = np.empty(found.size, dtype=np.int32)
+        for i, key in enumerate(found.tolist()):
+            sid = ids.get(key)
+            if sid is None:
+                sid = ids[key] = len(keys)
+                keys.append(key)
+                fresh.append(key)
+            numbers[i] = sid
+        budget.check(len(keys))
+        level = np.full(pair.shape, DEAD, dtype=np.int32)
+        level[valid] = numbers[inverse.ravel()]
+        rows.append(level)
+        frontier = np.array(fresh, dtype=np.int64)
+    table = np.concatenate(rows)[:, byte_class]
+    pairs = np.array(keys, dtype=np.int64)
+    b_accepting = np.append(b.accepting, False)
+    accepting = a.accepting[pairs // width] & (b_accepting[pairs % width] == both)
+    return _trim(np.ascontiguousarray(table), accepting, pattern, name)
+
+
 def _literal(pattern: str) -> bytes | None:
     """The UTF-8 bytes ``pattern`` matches when it is a plain literal (keys, keywords), else None.
 
@@ -634,8 +703,13 @@ def regex_to_byte_dfa(
         raise GrammarError(f"bad (?#except:...) list in terminal regex: {exc}", rule=name or None) from exc
     if excepted:
         words, rest = excepted
-        base = regex_to_byte_dfa(rest, name=name, deadline=deadline, max_states=max_states)
-        return _without(base, words, pattern, name)
+        return _without(_tabled(rest, name, deadline, max_states), words, pattern, name)
+    try:
+        operation = split_operation(pattern)
+    except ValueError as exc:
+        raise GrammarError(f"bad (?#and:...) or (?#minus:...) in terminal regex: {exc}", rule=name or None) from exc
+    if operation:
+        return _operation_dfa(operation, pattern, name, deadline, max_states)
     literal = _literal(pattern)
     if literal:
         return _literal_dfa(literal)
@@ -766,7 +840,7 @@ def _live(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> 
         changed = bool((reach & ~live).any())
         live = reach
     if not live[0]:
-        raise GrammarError(f"regex {pattern!r} matches nothing", rule=name or None)
+        raise EmptyLanguage(f"regex {pattern!r} matches nothing", rule=name or None)
     if accepting[0]:
         raise GrammarError(
             f"terminal matches the empty string ({pattern!r}); make it non-empty and use ? in rules",

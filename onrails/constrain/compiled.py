@@ -45,14 +45,15 @@ from onrails.constrain._automaton import (
     SPLIT_UNKNOWN,
 )
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
-from onrails.constrain._bytedfa import ByteDFA, Counted, regex_to_byte_dfa
+from onrails.constrain._bytedfa import ByteDFA, Counted, EmptyLanguage, regex_to_byte_dfa
 from onrails.constrain._compile_processes import CompileProcesses
-from onrails.constrain.lark_frontend import GrammarSpec, RuleSpec, TerminalSpec, parse_lark, spec_from_rules
+from onrails.constrain.lark_frontend import GrammarSpec, RuleSpec, TerminalSpec, parse_lark, spec_from_rules, without_terminals
 from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import NodePairs, TokenTrie
 from onrails.constrain.bitmask import pack_bool_mask, words_for
 from onrails.constrain.vocabulary import Vocabulary
 from onrails.errors import GrammarError
+from onrails.grammars.regex_notes import has_notes
 from onrails.grammars.builtin import BUILTIN_ROOTS, builtin_grammar_text, builtin_rules
 from onrails.grammars.schema import load_schema, pydantic_schema, schema_to_grammar
 from onrails.grammars.tools import tools_to_grammar
@@ -675,12 +676,23 @@ def _dfa_cache(dfas: "_LRU | None") -> _LRU:
 def _build_spec(spec: GrammarSpec, deadline: float, dfas: "_LRU | None") -> _Built:
     cache = _dfa_cache(dfas)
     built = []
+    empty = set()
     for t in spec.terminals:
         dfa = cache.lookup(t.regex)
         if dfa is None:
-            dfa = cache.keep(t.regex, regex_to_byte_dfa(t.regex, name=t.name, deadline=deadline))
+            try:
+                dfa = cache.keep(t.regex, regex_to_byte_dfa(t.regex, name=t.name, deadline=deadline))
+            except EmptyLanguage:
+                # an intersection or difference (a schema's pattern within a length...) can turn
+                # out empty only here: what uses it is impossible, as for an unproductive rule
+                if not has_notes(t.regex):
+                    raise
+                empty.add(t.name)
+                continue
         assert isinstance(dfa, ByteDFA)
         built.append(dfa)
+    if empty:
+        spec = without_terminals(spec, empty)
     table = build_parse_table(spec, deadline)
     index = {t.name: i for i, t in enumerate(spec.terminals)}
     return _Built(

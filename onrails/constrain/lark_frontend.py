@@ -164,3 +164,27 @@ def spec_from_rules(
         ignore=(),
         starts=starts,
     )
+
+
+def without_terminals(spec: GrammarSpec, names: "set[str]") -> GrammarSpec:
+    """``spec`` without the terminals ``names`` (whose languages turned out empty), the
+    alternatives using them, and the rules left deriving nothing. Raises GrammarError when a
+    start rule derives nothing."""
+    terminals = {t.name for t in spec.terminals} - names
+    productive: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for rule in spec.rules:
+            if rule.lhs not in productive and all(s in productive or s in terminals for s in rule.rhs):
+                productive.add(rule.lhs)
+                changed = True
+    dead = [s for s in spec.starts if s not in productive]
+    if dead:
+        raise GrammarError(f"rule {dead[0]!r} derives nothing (a terminal of it matches nothing)", rule=dead[0])
+    return GrammarSpec(
+        terminals=tuple(t for t in spec.terminals if t.name not in names),
+        rules=tuple(r for r in spec.rules if all(s in productive or s in terminals for s in r.rhs)),
+        ignore=tuple(i for i in spec.ignore if i not in names),
+        starts=spec.starts,
+    )

@@ -24,6 +24,7 @@ What cannot be enforced exactly is reported through ``Notes`` (strict mode raise
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -37,7 +38,7 @@ from urllib.parse import unquote, urljoin
 import jsonschema
 
 from onrails.grammars import _ecma_regex as rx
-from onrails.grammars.regex_notes import except_words
+from onrails.grammars.regex_notes import except_words, intersected, subtracted
 from onrails.grammars._schema_formats import FORMATS
 from onrails.grammars._schema_numbers import (
     INTEGER,
@@ -54,10 +55,22 @@ from onrails.errors import CompileBudgetError, SchemaError
 _TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
 _ALL_TYPES = frozenset(_TYPES)
 _NOT_IN = "\x00notIn"  # internal keyword: a string outside a finite set (from negated enums)
+# Internal keywords for strings: further patterns a string matches (two patterns merged), and
+# patterns and formats it does not match (negated). Their terminals are automata products.
+_PATTERNS = "\x00patterns"
+_NOT_PATTERNS = "\x00notPatterns"
+_NOT_FORMATS = "\x00notFormats"
+_INTERNAL = (_NOT_IN, _PATTERNS, _NOT_PATTERNS, _NOT_FORMATS)
 _MAX_ALTERNATIVES = 64
 _MAX_COUNT_STATES = 4096
+# A pattern or format within a length is the product of two automata, a state per length:
+# a maxLength above this beside them is enforced as this, a minLength above it refused.
+_MAX_PRODUCT_LENGTH = 128
 _MAX_REF_DEPTH = 64
 _MAX_NEGATION_DEPTH = 12
+# Keys matching several patterns of different schemas take all of them: one key automaton per
+# set of patterns (2^n - 1 products).
+_MAX_OVERLAPPING_PATTERNS = 4
 _ANY_ORDER_MEMBERS = 5  # up to this many declared properties: any order, none repeated (2^n states)
 _ANY_ORDER_REQUIRED = 6  # more required properties than this come in declared order among themselves
 
@@ -69,7 +82,7 @@ _ANNOTATIONS = {
 }
 # Assertion keywords, by the instance type they constrain.
 _BY_TYPE = {
-    "string": {"minLength", "maxLength", "pattern", "format", _NOT_IN},
+    "string": {"minLength", "maxLength", "pattern", "format", *_INTERNAL},
     "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
     "object": {
         "properties", "required", "additionalProperties", "patternProperties", "propertyNames",
@@ -174,7 +187,7 @@ class SchemaConverter:
         self.integer_tail = ZERO_FRACTION if integer_fraction else ""
         # flat schemas use 2020-12 spellings whatever the root's dialect
         checker_cls = jsonschema.Draft202012Validator
-        self._validator = checker_cls(root, format_checker=checker_cls.FORMAT_CHECKER)
+        self._validator = checker_cls(root, format_checker=_FORMAT_CHECKER)
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[str, str] = {}  # regex -> terminal name
         self._memo: dict[str, str | None] = {}
@@ -599,8 +612,11 @@ class SchemaConverter:
                 out[key] = float(lcm) if lcm.denominator != 1 else int(lcm)
             elif key == "required":
                 out[key] = list(dict.fromkeys([*mine, *value]))
-            elif key == _NOT_IN:
+            elif key in _INTERNAL:
                 out[key] = list(dict.fromkeys([*mine, *value]))
+            elif key == "pattern":
+                # both apply: the string terminal intersects the two
+                out[_PATTERNS] = list(dict.fromkeys([*out.get(_PATTERNS, ()), value]))
             elif key in ("propertyNames", "contains", "items", "additionalProperties", "unevaluatedProperties", "unevaluatedItems"):
                 if key in ("contains",):
                     self.notes.add(pointer, key, "two different contains schemas")
@@ -760,6 +776,18 @@ class SchemaConverter:
                 out.append({**base, "items": {"anyOf": negs_sub} if negs_sub else False})
             elif key == "additionalProperties" and _is_true(value):
                 continue
+            elif key in ("pattern", _PATTERNS):
+                out.extend({**base, _NOT_PATTERNS: [p]} for p in ([value] if key == "pattern" else value))
+            elif key == _NOT_PATTERNS:
+                out.extend({**base, "pattern": p} for p in value)
+            elif key == "format":
+                if value in FORMATS:
+                    out.append({**base, _NOT_FORMATS: [value]})
+                # other formats are annotations: every string has them
+            elif key == _NOT_FORMATS:
+                out.extend({**base, "format": f} for f in value)
+            elif key == _NOT_IN:
+                out.append({**base, "enum": list(value)})
             else:
                 raise _Unexpressible(pointer, "not", f"the negation of {key!r} has no grammar")
         return out
@@ -823,9 +851,9 @@ class SchemaConverter:
         return out
 
     def _enum_alternatives(self, flat: Flat, pointer: str) -> list[list[str]]:
-        checker = self._validator.evolve(schema={k: v for k, v in flat.items() if k != _NOT_IN})
+        checker = self._validator.evolve(schema=_checkable(flat))
         out = []
-        seen = {_canon(v) for v in flat.get(_NOT_IN, ())}  # jsonschema does not know this keyword
+        seen = {_canon(v) for v in flat.get(_NOT_IN, ())}
         for value in flat["enum"]:
             c = _canon(value)
             if c in seen:
@@ -879,52 +907,90 @@ class SchemaConverter:
         if hi is not None and hi < lo:
             return None
         fmt = flat.get("format")
-        pattern = flat.get("pattern")
-        not_in = flat.get(_NOT_IN)
+        patterns = ([flat["pattern"]] if "pattern" in flat else []) + list(flat.get(_PATTERNS, ()))
         if fmt is not None and fmt not in FORMATS:
             self.notes.ignored_formats.append((pointer, str(fmt)))
             fmt = None
-        if not_in is not None:
-            if fmt or pattern or lo or hi is not None:
-                self.notes.add(pointer, "not", "a string outside a set, with other string keywords")
-            return self._terminal(_other_string(not_in))
+        # bodies the string matches all of, and whether one of them already keeps the length
+        # within [lo, hi]
+        bodies: list[str] = []
+        decided = not lo and hi is None
         if fmt is not None:
-            if pattern is not None:
-                self.notes.add(pointer, "pattern", "pattern together with format")
             regex, shortest, longest = FORMATS[fmt]
             if hi is not None and hi < shortest or longest is not None and lo > longest:
                 return None
-            if lo > shortest:
-                self.notes.add(pointer, "minLength", f"a minimum length on format {fmt}")
-            if hi is not None and (longest is None or hi < longest):
-                self.notes.add(pointer, "maxLength", f"a maximum length on format {fmt}")
-            return self._terminal('"' + regex + '"')
-        body: str | None
-        if pattern is not None:
+            bodies.append(regex)
+            decided = decided or lo <= shortest and (hi is None or longest is not None and longest <= hi)
+        for pattern in patterns:
             try:
-                body = self._pattern_body(pattern, lo, hi, pointer)
+                found = self._pattern_body(pattern, lo, hi)
             except rx.RegexUnsupported as exc:
                 self.notes.add(pointer, "pattern", f"{pattern!r}: {exc}")
-                body = _length_body(lo, hi)
-            return None if body is None else self._terminal('"' + body + '"')
-        # The engine counts the characters beside the string's automaton (``Counted``): any
-        # bound costs the same.
-        body = _length_body(lo, hi)
-        return None if body is None else self._terminal('"' + body + '"')
+                continue
+            if found is None:
+                return None
+            body, keeps_length = found
+            bodies.append(body)
+            decided = decided or keeps_length
+        if not bodies:
+            # The engine counts the characters beside the string's automaton (``Counted``): any
+            # bound costs the same.
+            length = _length_body(lo, hi)
+            if length is None:
+                return None
+            bodies.append(length)
+            decided = True
+        regex = '"' + bodies[0] + '"'
+        for body in bodies[1:]:
+            regex = intersected(regex, '"' + body + '"')
+        excluded = [b for b in self._negated_bodies(flat, pointer) if b is not None]
+        if excluded:
+            regex = subtracted(regex, '"(?:' + "|".join(excluded) + ')"')
+        if flat.get(_NOT_IN):
+            regex = except_words(['"' + rx.canonical(w) + '"' for w in flat[_NOT_IN]]) + regex
+        if not decided:
+            # a product has a state per length (the counter beside a string's automaton counts
+            # units of any string, not a pattern's): longer bounds are narrowed
+            if lo > _MAX_PRODUCT_LENGTH:
+                raise CompileBudgetError(
+                    f"minLength {lo} beside a pattern or format at #{pointer} is above {_MAX_PRODUCT_LENGTH}"
+                )
+            if hi is not None and hi > _MAX_PRODUCT_LENGTH:
+                hi = _MAX_PRODUCT_LENGTH
+            regex = intersected(regex, '"' + (_length_body(lo, hi) or "") + '"')
+        # a product may match nothing, which only its automaton tells: the engine then drops the
+        # alternatives that use it
+        return self._terminal(regex)
 
-    def _pattern_body(self, pattern: str, lo: int, hi: int | None, pointer: str) -> str | None:
-        if not lo and hi is None:
-            return rx.search_body(pattern)
-        node = rx.anchored_node(pattern)
-        if node is not None:
-            nlo, nhi = rx.node_length(node)
-            if nlo >= lo and (hi is None or (nhi is not None and nhi <= hi)):
-                return rx.emit(node)
-            adjusted = _fit_length(node, lo, hi)
-            if adjusted is not None:
-                return rx.emit(adjusted)
-        self.notes.add(pointer, "maxLength" if hi is not None else "minLength", "length together with pattern")
-        return rx.search_body(pattern)
+    def _negated_bodies(self, flat: Flat, pointer: str) -> list[str | None]:
+        """The bodies of the negated patterns and formats of a string schema (None for a
+        pattern no string matches)."""
+        out: list[str | None] = []
+        for pattern in flat.get(_NOT_PATTERNS, ()):
+            try:
+                out.append(rx.search_body(pattern))
+            except rx.RegexUnsupported as exc:
+                self.notes.add(pointer, "not", f"{pattern!r}: {exc}")
+        out += [FORMATS[f][0] for f in flat.get(_NOT_FORMATS, ())]
+        return out
+
+    def _pattern_body(self, pattern: str, lo: int, hi: int | None) -> tuple[str, bool] | None:
+        """The body regex of the strings ``pattern`` matches, and whether it keeps their length
+        within [lo, hi] (an anchored pattern whose length one repeat decides is cut to it); None
+        when no string matches. Raises RegexUnsupported."""
+        if lo or hi is not None:
+            node = rx.anchored_node(pattern)
+            if node is not None:
+                nlo, nhi = rx.node_length(node)
+                if nlo >= lo and (hi is None or (nhi is not None and nhi <= hi)):
+                    body = rx.emit(node)
+                    return None if body is None else (body, True)
+                adjusted = _fit_length(node, lo, hi)
+                if adjusted is not None:
+                    body = rx.emit(adjusted)
+                    return None if body is None else (body, True)
+        body = rx.search_body(pattern)
+        return None if body is None else (body, not lo and hi is None)
 
     # numbers
 
@@ -1193,39 +1259,69 @@ class SchemaConverter:
             value = self.symbol(sub, f"{pointer}/patternProperties/{pointer_token(pat)}")
             key = self._key_terminal(names_schema, declared, pointer) if value else None
             return self._extras_rule([self._member(key, value)] if key and value else [])
+        bodies: dict[str, str] = {}  # pattern -> body of the keys it matches
         if patterns:
-            distinct = {_canon(s) for s in patterns.values()}
-            if len(patterns) > 1 and len(distinct) > 1:
-                self.notes.add(pointer, "patternProperties", "several patterns with different schemas may overlap")
             if not _is_true(names_schema):
                 self.notes.add(pointer, "propertyNames", "together with patternProperties")
-            for pat, sub in patterns.items():
-                here = f"{pointer}/patternProperties/{pointer_token(pat)}"
-                if any(self._search(pat, n) for n in declared):
-                    self.notes.add(here, "patternProperties", "the pattern also matches a declared property")
+            for pat in patterns:
                 try:
                     body = rx.search_body(pat)
                 except rx.RegexUnsupported as exc:
-                    self.notes.add(here, "patternProperties", f"{pat!r}: {exc}")
+                    self.notes.add(f"{pointer}/patternProperties/{pointer_token(pat)}", "patternProperties", f"{pat!r}: {exc}")
                     continue
-                sym = self.symbol(sub, here)
-                if body is not None and sym:
-                    alts.append(self._member(self._terminal('"' + body + '"'), sym))
-            if additional is not False and not _is_true(additional):
-                self.notes.add(pointer, "additionalProperties", "together with patternProperties")
-            elif additional is not False and not all(_is_true(s) for s in patterns.values()):
-                self.notes.add(pointer, "additionalProperties", "keys outside the patterns")
-            if additional is False:
-                return self._extras_rule(alts)
+                if body is not None:
+                    bodies[pat] = body
+            for key_regex, chosen, schema, here in self._pattern_keys(patterns, bodies, pointer):
+                value = self.symbol(schema, here)
+                # declared names took the patterns' schemas in _object: they are no additional keys
+                taken = [n for n in declared if any(self._search(p, n) for p in chosen)]
+                if taken:
+                    key_regex = except_words(['"' + rx.canonical(n) + '"' for n in taken]) + key_regex
+                if value:
+                    alts.append(self._member(self._terminal(key_regex), value))
         if additional is False:
-            return None
+            return self._extras_rule(alts)
         value = self.symbol(additional, f"{pointer}/additionalProperties")
         if value is None:
+            return self._extras_rule(alts)
+        if bodies:
+            # keys outside every pattern
+            outside = subtracted(_other_string(declared), '"(?:' + "|".join(bodies.values()) + ')"')
+            alts.append(self._member(self._terminal(outside), value))
             return self._extras_rule(alts)
         key = self._key_terminal(names_schema, declared, pointer)
         if key is not None:
             alts.append(self._member(key, value))
         return self._extras_rule(alts)
+
+    def _pattern_keys(
+        self, patterns: dict[str, Any], bodies: dict[str, str], pointer: str
+    ) -> list[tuple[str, tuple[str, ...], Any, str]]:
+        """(key regex, the patterns it matches, value schema, pointer) for the keys the patterns
+        match: one entry when
+        the patterns share their schema, else one per set of patterns a key may match (the
+        schemas of all of them apply), each key matching exactly one entry."""
+        where = {pat: f"{pointer}/patternProperties/{pointer_token(pat)}" for pat in bodies}
+        if len({_canon(patterns[p]) for p in bodies}) <= 1:
+            return [('"(?:' + "|".join(bodies.values()) + ')"', tuple(bodies), patterns[p], where[p]) for p in list(bodies)[:1]]
+        if len(bodies) > _MAX_OVERLAPPING_PATTERNS:
+            self.notes.add(pointer, "patternProperties", "more than 4 patterns with different schemas may overlap")
+            return [('"' + bodies[p] + '"', (p,), patterns[p], where[p]) for p in bodies]
+        out = []
+        names = list(bodies)
+        for size in range(1, len(names) + 1):
+            for chosen in itertools.combinations(names, size):
+                regex = '"' + bodies[chosen[0]] + '"'
+                for p in chosen[1:]:
+                    regex = intersected(regex, '"' + bodies[p] + '"')
+                others = [bodies[p] for p in names if p not in chosen]
+                if others:
+                    regex = subtracted(regex, '"(?:' + "|".join(others) + ')"')
+                schema: Any = True
+                for p in chosen:
+                    schema = self._combine(schema, patterns[p])
+                out.append((regex, chosen, schema, where[chosen[0]]))
+        return out
 
     def _extras_rule(self, alts: list[list[str]]) -> str | None:
         if not alts:
@@ -1416,6 +1512,35 @@ def absolute_refs(root: Any) -> Any:
     resources[root_base] = ""
     index(root, root_base, "")
     return rewrite(root, root_base)
+
+
+@functools.cache
+def _format_regex(name: str) -> "re.Pattern[str]":
+    return re.compile('"' + FORMATS[name][0] + '"')
+
+
+def _has_format(name: str, value: Any) -> bool:
+    return not isinstance(value, str) or _format_regex(name).fullmatch('"' + rx.canonical(value) + '"') is not None
+
+
+# Literal values (enum, const, property names) are checked against the formats the grammar
+# asserts, in the grammar's own terms: jsonschema's checker skips the formats whose optional
+# libraries are not installed, and asserts some the grammar keeps as annotations.
+_FORMAT_CHECKER = jsonschema.FormatChecker(formats=())
+for _name in FORMATS:
+    _FORMAT_CHECKER.checks(_name)(functools.partial(_has_format, _name))
+
+
+def _checkable(flat: Flat) -> Flat:
+    """A flat schema with its internal keywords spelled as JSON Schema, for jsonschema (which
+    cannot check the strings outside a set: callers leave those out)."""
+    out = {k: v for k, v in flat.items() if k not in _INTERNAL}
+    extra = [{"pattern": p} for p in flat.get(_PATTERNS, ())]
+    extra += [{"not": {"type": "string", "pattern": p}} for p in flat.get(_NOT_PATTERNS, ())]
+    extra += [{"not": {"type": "string", "format": f}} for f in flat.get(_NOT_FORMATS, ())]
+    if extra:
+        out["allOf"] = extra
+    return out
 
 
 def _matches_everything(pattern: str) -> bool:

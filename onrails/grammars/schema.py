@@ -25,6 +25,9 @@ admit an invalid one:
   additional) are written in their canonical JSON spelling (as ``json.dumps(...,
   ensure_ascii=False)`` writes them: so that excluding the declared names' one spelling
   excludes the names from the additional keys);
+* a ``maxLength`` above 128 beside a ``pattern`` or ``format`` that does not decide the length
+  is enforced as 128, and a ``minLength`` above 128 there raises CompileBudgetError (the two
+  automata's product has a state per length; lengths alone are counted exactly at any bound);
 * ``format`` is asserted for every format of draft 2020-12's vocabulary, each a sound regex
   (``_schema_formats`` gives every narrowing with its reason): second 60 only at 23:59:60 UTC (in a
   date-time, on the dates a leap second occurred); hostnames of up to 8 labels (with more than 4,
@@ -48,28 +51,31 @@ What cannot be enforced exactly raises ``SchemaError`` (with the JSON pointer an
 strict mode; in lenient mode it is left out and listed in ``unenforced``:
 
 * ``uniqueItems: true``; ``$dynamicRef``; a ``$ref`` leaving the document;
-* a ``pattern`` with lookaround, backreferences, ``\\b``, anchors inside it or ``\\p{...}``; a
-  pattern next to a ``format`` or another pattern (terminal regexes have no intersection, and
-  the automata are only built by the engine); lengths next to a pattern, unless the pattern
-  is anchored and one repeated character class decides the length; lengths a format does not
-  decide;
+* a ``pattern`` with lookaround, backreferences, ``\\b``, anchors inside it or ``\\p{...}``;
 * ``multipleOf`` other than p/10^k with p dividing a power of ten (7 and 0.3 are refused), or
   with bounds unless the range holds at most 256 multiples or the step is 1 (the integral
   numbers);
-* ``not``, ``if`` and overlapping ``oneOf`` branches whose negation has no grammar (patterns,
-  formats, multiples, sets of numbers, non-integer numbers, deep recursion);
-* ``patternProperties`` with several patterns of different schemas, with a pattern that matches
-  a declared name (unless it matches every key), next to ``additionalProperties`` other than
-  false (unless the pattern schemas are ``true``) or next to ``propertyNames``;
+* ``not``, ``if`` and overlapping ``oneOf`` branches whose negation has no grammar (multiples,
+  sets of numbers, non-integer numbers, deep recursion);
+* ``patternProperties`` with more than 4 patterns of different schemas (a key may match any
+  set of them: one key automaton per set), or next to ``propertyNames``;
 * ``unevaluatedProperties``/``unevaluatedItems`` next to ``anyOf``, ``oneOf``, ``not``, ``if`` or
   ``dependentSchemas``; two ``contains`` merged by ``allOf``.
 
 A schema nesting more than ``MAX_SCHEMA_DEPTH`` (128) levels of JSON raises SchemaError with the
 pointer of the first value past it, before validation or conversion recurse over it.
 
+Strings under several constraints (a ``pattern`` or ``format`` next to a length, another
+pattern or format, a negated pattern or format, or values left out by a negated ``enum``) are
+one terminal whose automaton is the product of the constraints' automata (an intersection or a
+difference: ``regex_notes``); keys outside the ``patternProperties`` patterns, and keys matching
+several of them, are products alike.
+
 A schema whose grammar would be too large (64 alternatives after distributing ``anyOf``/``oneOf``
 over siblings, 4096 counting states for ``min/maxItems`` with ``contains`` or
-``min/maxProperties``, 400,000 grammar symbols, the time budget) raises CompileBudgetError.
+``min/maxProperties``, 400,000 grammar symbols, 8,192 states for a string automaton built as a
+product, e.g. a pattern counting 30 words within 128 characters, the time budget) raises
+CompileBudgetError.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ few bytes at a time."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from onrails import GrammarCompiler, Matcher, Vocabulary
 from onrails.constrain._bytedfa import ByteDFA, _regex_to_byte_dfa, regex_to_byte_dfa
 from onrails.grammars._ecma_regex import GENERIC_CHAR
-from onrails.grammars.regex_notes import except_words
+from onrails.grammars.regex_notes import except_words, intersected, subtracted
 from onrails.constrain.compiled import _trie_for
 from onrails.grammars.schema import schema_to_grammar
 
@@ -92,6 +93,8 @@ def test_counted_schema_masks_equal_the_reference() -> None:
         f'"{GENERIC_CHAR}{{2,}}"',
         r'"[0-9]{4}-[0-9]{2}-[0-9]{2}"',
         except_words(['"name"', '"nam"', '"x"']) + r'"[^"\\\x00-\x1f]*"',
+        intersected(r'"[^"\\\x00-\x1f]*e[^"\\\x00-\x1f]*"', f'"{GENERIC_CHAR}{{2,4}}"'),
+        subtracted(r'"[^"\\\x00-\x1f]+"', r'"(?:na.*|x)"'),
     ],
 )
 def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
@@ -125,6 +128,19 @@ def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
                     exits.add(node)
             assert bool(allowed[token]) == alive, (state, data)
         assert set(pure.exits.tolist()) == exits, state
+
+
+@pytest.mark.parametrize("both", [True, False])
+def test_a_product_reads_exactly_the_intersection_or_the_difference(both: bool) -> None:
+    """Every string of up to 5 characters (one of them two bytes long) against Python's ``re``
+    on each side."""
+    left, right = r'"[^"]*b[^"]*"', r'"[^"]{1,3}"'
+    dfa = regex_to_byte_dfa((intersected if both else subtracted)(left, right))
+    for n in range(6):
+        for chars in itertools.product('ab"\u00e9', repeat=n):
+            text = '"' + "".join(chars) + '"'
+            expected = bool(re.fullmatch(left, text)) and bool(re.fullmatch(right, text)) == both
+            assert dfa.matches(text.encode()) == expected, text
 
 
 def _plain_bfs_form(dfa: ByteDFA, state: int) -> bytes:

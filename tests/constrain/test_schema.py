@@ -6,9 +6,10 @@ import json
 import time
 from typing import Any
 
+import jsonschema
 import pytest
 
-from onrails import CompileBudgetError, GrammarCompiler, Matcher, SchemaError, schema_to_grammar
+from onrails import CompileBudgetError, GrammarCompiler, GrammarError, Matcher, SchemaError, schema_to_grammar
 from tests.constrain.small_vocab import small_vocabulary
 
 _COMPILER = GrammarCompiler(small_vocabulary(), budget_s=20)
@@ -26,6 +27,16 @@ def check(schema: Any, good: list[Any], bad: list[Any]) -> None:
         assert accepts(schema, value), f"{value!r} should be accepted by {schema}"
     for value in bad:
         assert not accepts(schema, value), f"{value!r} should be rejected by {schema}"
+
+
+def agrees_with_jsonschema(schema: Any, values: list[Any]) -> None:
+    """The grammar accepts exactly the values jsonschema finds valid (formats asserted), and the
+    list holds both kinds."""
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    verdicts = [validator.is_valid(v) for v in values]
+    assert any(verdicts) and not all(verdicts), (schema, verdicts)
+    for value, valid in zip(values, verdicts):
+        assert accepts(schema, value) == valid, f"{value!r} is {'valid' if valid else 'invalid'} under {schema}"
 
 
 def test_type_and_lists_of_types() -> None:
@@ -234,14 +245,80 @@ def test_pointer_template_iri_and_idn_formats_are_asserted() -> None:
     check({"format": "idn-email"}, ["δοκιμή@example.com", "a@bücher.de"], ["plain", "a@-b"])
 
 
-def test_a_pattern_beside_a_format_is_refused_in_strict_mode_and_listed_in_lenient_mode() -> None:
-    # intersecting the two automata would need an intersection in the regex layer, which it lacks
-    schema = {"type": "string", "format": "date", "pattern": "^2024"}
-    with pytest.raises(SchemaError) as info:
-        schema_to_grammar(schema)
-    assert info.value.keyword == "pattern"
-    lenient = schema_to_grammar(schema, strict=False)
-    assert [(u.keyword, u.reason) for u in lenient.unenforced] == [("pattern", "pattern together with format")]
+def test_a_pattern_beside_a_format_accepts_the_strings_matching_both() -> None:
+    agrees_with_jsonschema(
+        {"type": "string", "format": "date", "pattern": "^2024"},
+        ["2024-01-05", "2024-12-31", "2023-01-05", "2024-13-01", "2024", "x2024-01-05"],
+    )
+
+
+def test_two_patterns_merged_by_all_of_both_apply() -> None:
+    agrees_with_jsonschema({"allOf": [{"pattern": "^a"}, {"pattern": "b$"}]}, ["ab", "axb", "a", "b", "ba", 7])
+
+
+def test_lengths_beside_a_pattern_that_does_not_decide_them_are_exact() -> None:
+    schema = {"type": "string", "pattern": "[a-z]+", "minLength": 3, "maxLength": 5}
+    agrees_with_jsonschema(schema, ["abc", "1a2b3", "ab", "1a2b3c", "12345", "\u00e9a\u00e9", "AB\nc"])
+    # a pattern anchored at one end only, a minimum alone
+    agrees_with_jsonschema({"type": "string", "pattern": "^[a-z]", "minLength": 2}, ["ab", "a1", "a", "1a"])
+
+
+def test_a_max_length_above_128_beside_a_pattern_is_enforced_as_128() -> None:
+    # a documented narrowing, as for strings without a pattern
+    schema = {"type": "string", "pattern": "^/", "maxLength": 500}
+    check(schema, ["/" + "a" * 127], ["/" + "a" * 128, "a"])
+
+
+def test_lengths_on_formats_are_enforced_exactly() -> None:
+    check({"type": "string", "format": "ipv4", "maxLength": 15}, ["10.0.0.1"], ["x"])
+    agrees_with_jsonschema(
+        {"type": "string", "format": "email", "maxLength": 12}, ["a@b.co", "abcd@efgh.io", "abcde@efgh.io", "ab"]
+    )
+    agrees_with_jsonschema({"type": "string", "format": "uri", "minLength": 12}, ["http://a.bc/", "http://a.b/", "x"])
+
+
+def test_a_product_too_large_for_the_budget_is_refused_cleanly() -> None:
+    # each of 30 words may end at each of 128 lengths: more states than a product may have
+    schema = {"type": "string", "pattern": "^(?:\\S+\\s+){0,29}\\S+$", "maxLength": 128}
+    started = time.monotonic()
+    with pytest.raises(CompileBudgetError):
+        _COMPILER.compile_json_schema(schema)
+    assert time.monotonic() - started < 5
+
+
+def test_a_negated_pattern_excludes_exactly_the_matching_strings() -> None:
+    agrees_with_jsonschema({"type": "string", "not": {"pattern": "^a"}}, ["b", "ba", "", "a", "ab"])
+    agrees_with_jsonschema({"not": {"pattern": "^a", "maxLength": 2}}, ["b", "a", "ab", "abc", 1])
+
+
+def test_a_negated_format_excludes_exactly_the_strings_in_the_format() -> None:
+    agrees_with_jsonschema({"type": "string", "not": {"format": "date"}}, ["x", "2024-02-30", "2024-01-01"])
+    # a format outside the specification is an annotation: its negation allows no string
+    check({"anyOf": [{"not": {"format": "int64"}}, {"type": "integer"}]}, [1], ["x"])
+
+
+def test_one_of_overlapping_patterns_takes_the_strings_matching_exactly_one() -> None:
+    agrees_with_jsonschema({"type": "string", "oneOf": [{"pattern": "^a"}, {"pattern": "b$"}]}, ["ax", "xb", "ab", "xx"])
+
+
+def test_a_string_outside_a_set_takes_the_other_string_keywords_too() -> None:
+    schema = {"type": "string", "maxLength": 3, "pattern": "^a", "not": {"enum": ["ab", "zz"]}}
+    agrees_with_jsonschema(schema, ["a", "abc", "ab", "abcd", "ba"])
+    # the words left out of a counted string: its length still holds
+    agrees_with_jsonschema({"type": "string", "maxLength": 3, "not": {"enum": ["ab"]}}, ["a", "abc", "ab", "abcd"])
+
+
+def test_an_intersection_matching_nothing_leaves_the_other_branches() -> None:
+    schema = {"anyOf": [{"type": "string", "pattern": "^[0-9]+$", "format": "date"}, {"type": "integer"}]}
+    check(schema, [1], ["2024-01-01", "1"])
+    with pytest.raises(GrammarError):
+        _COMPILER.compile_json_schema({"type": "string", "pattern": "^[0-9]+$", "format": "date"})
+
+
+def test_enum_values_are_checked_against_every_asserted_format() -> None:
+    # jsonschema alone skips formats whose optional libraries are missing (uri, date-time, ...)
+    check({"enum": ["http://a.b/c", "not a uri"], "format": "uri"}, ["http://a.b/c"], ["not a uri"])
+    check({"enum": ["2024-01-01T00:00:00Z", "2024-01-01"], "format": "date-time"}, ["2024-01-01T00:00:00Z"], ["2024-01-01"])
 
 
 def test_integer_bounds_are_exact() -> None:
@@ -444,13 +521,6 @@ def test_compile_json_schema_caches_by_canonical_json_and_accepts_text() -> None
     assert a is b
 
 
-def test_lengths_on_formats_are_enforced_when_the_format_decides_them() -> None:
-    check({"type": "string", "format": "ipv4", "maxLength": 15}, ["10.0.0.1"], ["x"])
-    with pytest.raises(SchemaError) as info:
-        schema_to_grammar({"type": "string", "format": "email", "maxLength": 40})
-    assert info.value.keyword == "maxLength"
-
-
 def test_bounded_whitespace_allows_one_line_break_and_few_blanks() -> None:
     schema = {"type": "array"}
     assert accepts(schema, "[\n  1,\n  2\n]", whitespace="bounded", raw=True)
@@ -460,6 +530,30 @@ def test_bounded_whitespace_allows_one_line_break_and_few_blanks() -> None:
 def test_a_pattern_matching_every_key_applies_to_declared_and_additional_members() -> None:
     schema = {"properties": {"a": {"type": "integer"}}, "patternProperties": {".*": {"minimum": 0}}, "additionalProperties": False}
     check(schema, [{"a": 1, "b": 2}, {}], [{"a": -1}, {"b": -2}, {"a": "x"}])
+
+
+def test_keys_outside_the_patterns_take_additional_properties() -> None:
+    schema = {"patternProperties": {"^x-": {"type": "integer"}}, "additionalProperties": {"type": "string"}}
+    values = [{"x-a": 1}, {"x-a": "s"}, {"b": "s"}, {"b": 1}, {"x-a": 1, "b": "s"}, {"b": "s", "x-": True}]
+    agrees_with_jsonschema(schema, values)
+    # additionalProperties left out: keys outside the patterns take any value, the others do not
+    agrees_with_jsonschema({"patternProperties": {"^x-": {"type": "integer"}}}, [{"x-a": 1}, {"x-a": "s"}, {"b": [None]}])
+
+
+def test_a_key_matching_several_patterns_takes_all_their_schemas() -> None:
+    schema = {"patternProperties": {"^a": {"type": "integer"}, "b$": {"minimum": 3}}, "additionalProperties": False}
+    values = [{"ab": 3}, {"ab": 2}, {"ab": "x"}, {"a": 1}, {"a": "x"}, {"b": 1}, {"b": "x"}, {"c": None}]
+    agrees_with_jsonschema(schema, values)
+    five = {"patternProperties": {p: {"maxLength": i} for i, p in enumerate("abcde")}}
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar(five)
+    assert info.value.keyword == "patternProperties"
+
+
+def test_a_pattern_matching_a_declared_name_applies_to_it_as_well() -> None:
+    schema = {"properties": {"ab": {"type": "integer"}}, "patternProperties": {"^a": {"minimum": 3}}, "additionalProperties": False}
+    agrees_with_jsonschema(schema, [{"ab": 3}, {"ab": 2}, {"ab": 3.5}, {"ac": 5}, {"ac": 1}, {"b": 1}])
+    assert not accepts(schema, '{"ab":3,"ab":4}', raw=True)  # the declared name is no pattern key
 
 
 def test_merged_pattern_keys_obey_the_other_branch_additional_properties() -> None:
