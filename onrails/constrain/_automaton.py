@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Set as AbstractSet
 
 import numpy as np
 
@@ -120,14 +120,19 @@ class Automaton:
         self._allowed_cache: dict[int, tuple[int, ...]] = {}
         self._boundaries: dict[tuple[int, int], int] = {}
         # Interned configuration sets; state 0 is the dead (empty) set.
-        self.configs: list[frozenset[Config]] = [frozenset()]
-        self._state_ids: dict[frozenset[Config], int] = {frozenset(): DEAD}
+        # A state's configurations are a sorted tuple: tuples of ints are not tracked by Python's
+        # cycle collector, and a grammar's automaton holds tens of thousands of states, whose
+        # frozensets made full collections (100-200 ms, every state of every grammar scanned)
+        # come every few schemas, each a pause in some mask.
+        self.configs: list[tuple[Config, ...]] = [()]
+        self._state_ids: dict[tuple[Config, ...], int] = {(): DEAD}
+        # Rows past ``len(configs)`` are not initialised (see ``_grow``).
         self.trans = np.full((64, 256), UNKNOWN, dtype=np.int32)
         self.trans[DEAD, :] = DEAD
         self._accepting: list[bool | None] = [False]
         # Configurations of a truncated state whose next byte needs the stack below the cut;
         # they are left out of the state's row and resumed on the real stack by the mask code.
-        self.suspended: dict[int, frozenset[Config]] = {}
+        self.suspended: dict[int, tuple[Config, ...]] = {}
         self.source_status = np.full(64, SOURCES_UNKNOWN, dtype=np.int8)
         self.source_status[DEAD] = SOURCES_KNOWN
         self._row_done = np.zeros(64, dtype=bool)
@@ -140,7 +145,6 @@ class Automaton:
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
         self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], _Rows]] = OrderedDict()
         self._rows_cache: OrderedDict[tuple[tuple[int, int], ...], _Rows] = OrderedDict()
-        self._shiftable = [frozenset(actions) for actions in table.shift]
         # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
         # reduction closure is computed once per class (schema grammars have one terminal per
         # property name, nearly all in one class).
@@ -153,14 +157,15 @@ class Automaton:
             class_ids.setdefault(tuple(signatures.get(t, ())), len(class_ids))
             for t in range(max(len(dfas), table.end) + 1)
         ]
-        self._closure_cache: dict[tuple[int, int], list[int]] = {}
+        # Tuples, not lists: lists are tracked by the cycle collector (see ``configs``).
+        self._closure_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         # Per LR state, for closures of several classes at once (``_class_closure``): each rule it
         # reduces with the classes it reduces under (a bit per class), its shiftable terminals by
         # class, and the classes of the terminals it reduces on (only they need the stack below).
         self._rule_classes: list[tuple[tuple[int, int], ...]] = []
-        self._shift_classes: list[tuple[tuple[int, frozenset[int]], ...]] = []
+        self._shift_classes: list[tuple[tuple[int, tuple[int, ...]], ...]] = []
         self._reducing_classes: list[int] = []
-        for actions, shiftable in zip(table.reduce, self._shiftable):
+        for actions, shiftable in zip(table.reduce, table.shift):
             by_rule: dict[int, int] = {}
             for lookahead, rules in actions.items():
                 for rule in rules:
@@ -169,7 +174,7 @@ class Automaton:
             by_class: dict[int, set[int]] = {}
             for t in shiftable:
                 by_class.setdefault(self._reduce_class[t], set()).add(t)
-            self._shift_classes.append(tuple((c, frozenset(ts)) for c, ts in by_class.items()))
+            self._shift_classes.append(tuple((c, tuple(sorted(ts))) for c, ts in by_class.items()))
             self._reducing_classes.append(_bits(self._reduce_class[t] for t in actions if t != table.end))
         self._all_classes = _bits(self._reduce_class[t] for t in range(len(dfas)))
         bits = [max(1, int(d.n_states).bit_length()) for d in dfas]
@@ -274,12 +279,12 @@ class Automaton:
             self._shift_cache[key] = cached
         return cached
 
-    def _closure(self, stack: int, terminal: int) -> list[int]:
+    def _closure(self, stack: int, terminal: int) -> tuple[int, ...]:
         """``reduce_closure`` memoised per reduce class of the look-ahead terminal."""
         key = (stack, self._reduce_class[terminal])
         closure = self._closure_cache.get(key)
         if closure is None:
-            closure = self._closure_cache[key] = self.reduce_closure(stack, terminal)
+            closure = self._closure_cache[key] = tuple(self.reduce_closure(stack, terminal))
         return closure
 
     def can_end(self, stack: int) -> bool:
@@ -296,7 +301,7 @@ class Automaton:
         cached = self._allowed_cache.get(stack)
         if cached is None:
             if stack > OPAQUE:
-                allowed = set(self._shiftable[self.stack_state[stack]])
+                allowed = set(self.table.shift[self.stack_state[stack]])
                 classes = self._reducing_classes[self.stack_state[stack]]
             else:
                 allowed, classes = set(), self._all_classes
@@ -341,7 +346,7 @@ class Automaton:
             classes ^= low
             key = (stack, low.bit_length() - 1)
             if key not in self._closure_cache:
-                self._closure_cache[key] = [node for node, bits in found.items() if bits & low]
+                self._closure_cache[key] = tuple(node for node, bits in found.items() if bits & low)
         return found
 
     def after_terminal(self, stack: int, terminal: int) -> tuple[int, ...]:
@@ -353,22 +358,28 @@ class Automaton:
 
     # -- configuration sets ---------------------------------------------------------------------
 
-    def intern(self, configs: frozenset[Config]) -> int:
-        sid = self._state_ids.get(configs)
+    def intern(self, configs: AbstractSet[Config]) -> int:
+        """The state of a set of configurations."""
+        key = tuple(sorted(configs))
+        sid = self._state_ids.get(key)
         if sid is None:
             with self._lock:
-                sid = self._state_ids.get(configs)
+                sid = self._state_ids.get(key)
                 if sid is None:
                     sid = len(self.configs)
                     if sid >= self.trans.shape[0]:
                         self._grow()
-                    self.configs.append(configs)
+                    self.trans[sid] = UNKNOWN
+                    self.configs.append(key)
                     self._accepting.append(None)
-                    self._state_ids[configs] = sid
+                    self._state_ids[key] = sid
         return sid
 
     def _grow(self) -> None:
-        """Double the per-state tables (each growth copies them: a pause in some mask)."""
+        """Double the per-state tables. The transition rows are left uninitialised until their
+        state is interned: filling a table of 64k states with UNKNOWN wrote 64 MB at once, a
+        pause of 40-120 ms in whichever mask met the new state; now a growth copies the rows in
+        use, and the memory of the others is touched as states arrive."""
         size = self.trans.shape[0]
 
         def grown(old: np.ndarray, fill: int) -> np.ndarray:
@@ -376,12 +387,14 @@ class Automaton:
             new[:size] = old
             return new
 
-        self.trans = grown(self.trans, UNKNOWN)
+        trans = np.empty((size * 2, 256), dtype=self.trans.dtype)
+        trans[:size] = self.trans
+        self.trans = trans
         self.source_status = grown(self.source_status, SOURCES_UNKNOWN)
         self._row_done = grown(self._row_done, False)
         self.splits = grown(self.splits, SPLIT_UNKNOWN)
 
-    def _accepts(self, configs: frozenset[Config]) -> bool:
+    def _accepts(self, configs: tuple[Config, ...]) -> bool:
         for stack, t, d in configs:
             if t < 0:
                 if self.can_end(stack):
@@ -487,7 +500,7 @@ class Automaton:
                 except NeedsDeeper:
                     suspended.append(config)
             if suspended:
-                self.suspended[state] = frozenset(suspended)
+                self.suspended[state] = tuple(suspended)
             self.source_status[state] = SOURCES_SUSPENDED if suspended else SOURCES_KNOWN
             cached = ([(stack, t) for stack, t, _ in sources], self._rows([(t, d) for _, t, d in sources]))
             self._source_cache[state] = cached

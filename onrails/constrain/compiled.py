@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,8 +72,10 @@ _MAX_SUSPENSIONS = 8
 _LISTED_NODES = 8192
 # Up to this many, the nodes a walk entered at one state are kept sorted, past it as flags.
 _SORTED_ENTERED = 4096
+# Up to this many token ids, a mask is made by setting their bits, past it from a bool per id.
+_SCATTERED_IDS = 400
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
-_Parts = tuple[np.ndarray, list[_Suspension]]
+_Parts = tuple[np.ndarray, tuple[_Suspension, ...]]
 
 
 _tries: "weakref.WeakKeyDictionary[Vocabulary, TokenTrie]" = weakref.WeakKeyDictionary()
@@ -107,14 +110,13 @@ class Explanation:
         return self.message
 
 
-@dataclass
-class _Pure:
-    stay: np.ndarray  # packed words
-    exits: np.ndarray  # trie nodes where the terminal may end and the token continues
+# A pure part: (packed words of the tokens that stay inside, trie nodes where the terminal may
+# end and the token continues). A plain tuple: the cycle collector stops tracking tuples of
+# arrays, not instances of classes, and a compiler keeps thousands (see ``Automaton.configs``).
+_Pure = tuple[np.ndarray, np.ndarray]
 
 
-@dataclass
-class _Units:
+class _Units(NamedTuple):
     """Per token, read from one state of an uncounted string: whether it stays inside, whether it
     closes the string, and how many units it starts; where it may end with bytes below."""
 
@@ -131,7 +133,8 @@ def _weight(value: object) -> int:
         return value._cached_bytes()
     if isinstance(value, ByteDFA):
         return 2 * value.table.nbytes + value.accepting.nbytes  # with its flat table
-    return sum(a.nbytes for a in vars(value).values() if isinstance(a, np.ndarray))
+    assert isinstance(value, tuple), type(value)  # a pure part or _Units
+    return sum(a.nbytes for a in value)
 
 
 class _LRU(OrderedDict):  # type: ignore[type-arg]
@@ -259,6 +262,16 @@ class CompiledGrammar:
         allowed[np.asarray(ids, dtype=np.int64)] = True
         return allowed
 
+    def _packed_of(self, ids: np.ndarray) -> np.ndarray:
+        """Packed mask of the token ``ids`` (repeats allowed). A first visit's walk finds a few
+        dozen tokens: setting their bits costs a tenth of a bool per token id packed."""
+        if ids.size > _SCATTERED_IDS:
+            return pack_bool_mask(self._bool_of(ids))
+        words = np.zeros(self._words, dtype=np.uint32)
+        if ids.size:
+            np.bitwise_or.at(words, ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32)))
+        return words.view(np.int32)
+
     def _words_at(self, nodes: list[np.ndarray]) -> np.ndarray:
         """Packed mask of the tokens ending at any of ``nodes`` (arrays of trie nodes, repeats
         allowed). Walks through adjacent terminals meet many nodes several times: past a few
@@ -266,7 +279,7 @@ class CompiledGrammar:
         trie = self._trie
         total = sum(n.size for n in nodes)
         if total <= _LISTED_NODES:
-            return pack_bool_mask(self._bool_of(trie.tokens_at(np.concatenate(nodes)) if nodes else []))
+            return self._packed_of(trie.tokens_at(np.concatenate(nodes)) if nodes else np.zeros(0, np.int64))
         hit = np.zeros(trie.n_nodes + 1, dtype=bool)  # the last slot: ids without content
         for n in nodes:
             hit[n] = True
@@ -297,11 +310,11 @@ class CompiledGrammar:
                 stay = pack_bool_mask(states[trie.node_of_id] != dfa.n_states * 256)
                 exits = trie.exits(states, np.flatnonzero(dfa.accepting) * 256)
             else:
-                stay = pack_bool_mask(self._bool_of(trie.tokens_at(nodes)))
+                stay = self._packed_of(trie.tokens_at(nodes))
                 exits = nodes[(trie.child_count[nodes] > 0) & dfa.accepting[node_states >> 8]]
-            pure = _Pure(stay=stay, exits=exits)
+            pure = (stay, exits)
             pure = self._shared.pure.keep(key, pure)
-        assert isinstance(pure, _Pure)
+        assert isinstance(pure, tuple)
         return pure
 
     def _counted_pure(self, counting: Counted, dfa_state: int) -> _Pure:
@@ -324,8 +337,8 @@ class CompiledGrammar:
             units = self._units(counting, base_state)
             stay = units.alive & (units.started <= left) & (~units.closed | (units.started >= needed))
             exits = units.exits[(units.exit_started <= left) & (units.exit_started >= needed)]
-            pure = self._shared.pure.keep(key, _Pure(stay=pack_bool_mask(stay), exits=exits))
-        assert isinstance(pure, _Pure)
+            pure = self._shared.pure.keep(key, (pack_bool_mask(stay), exits))
+        assert isinstance(pure, tuple)
         return pure
 
     def _units(self, counting: Counted, base_state: int) -> "_Units":
@@ -406,16 +419,15 @@ class CompiledGrammar:
                         exit_flip.append(child)
                     deeper.append((child, nxt, base_nxt))
             frontier = deeper
-        stay = base.stay
+        stay, exits = base
         if stay_flip:
             flip = trie.tokens_at(np.array(stay_flip, dtype=np.int64))
             stay = stay.copy()
             bits = np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32))
             np.bitwise_xor.at(stay.view(np.uint32), flip >> 5, bits)
-        exits = base.exits
         if exit_flip:
             exits = np.array(sorted(set(exits.tolist()).symmetric_difference(exit_flip)), dtype=np.int64)
-        return _Pure(stay=stay, exits=exits)
+        return stay, exits
 
     def _literal_pure(self, rest: bytes) -> _Pure:
         """The pure part inside a fixed string: the tokens that are prefixes of what is left of it."""
@@ -423,7 +435,7 @@ class CompiledGrammar:
         nodes = trie.path(rest)
         complete = 0 < nodes.size == len(rest)
         exits = nodes[-1:] if complete and trie.child_count[nodes[-1]] > 0 else np.zeros(0, np.int64)
-        return _Pure(stay=pack_bool_mask(self._bool_of(trie.tokens_at(nodes))), exits=exits)
+        return self._packed_of(trie.tokens_at(nodes)), exits
 
     def _cached_bytes(self) -> int:
         # What the compiler's cache charges this grammar (shared parts are charged apart).
@@ -442,7 +454,7 @@ class CompiledGrammar:
                 for key, p in self._shared.pure.items()
                 if key in mine or (key[0] in ("counted", "units") and key[1] in counted)
             ]
-        total = sum(sum(a.nbytes for a in vars(p).values()) for p in parts)
+        total = sum(_weight(p) for p in parts)
         windows = [w for dfa in self._dfas if dfa.counter is not None for w in dfa.counter._windows.values()]
         serials = {dfa._serial for dfa in self._dfas + windows}
         with self._shared.lock:
@@ -777,6 +789,7 @@ class _Entered:
 
     def __init__(self, n_nodes: int, nodes: np.ndarray, states: np.ndarray) -> None:
         self._start = (nodes, states)
+        self._start_states: set[int] | None = None
         self._first: dict[int, np.ndarray] = {}
         self._sorted: dict[int, np.ndarray] = {}
         self._many = NodePairs(n_nodes)
@@ -789,7 +802,9 @@ class _Entered:
             if seen is None:
                 start_nodes, start_states = self._start
                 first = self._first.pop(state, None)
-                if first is None and not (start_states == state).any():
+                if self._start_states is None:
+                    self._start_states = set(start_states.tolist())
+                if first is None and state not in self._start_states:
                     # The first arrival at a state the walk did not start at is taken as it
                     # is: most states are met once, and repeats cost work only from the second.
                     self._first[state] = at
@@ -951,10 +966,10 @@ class _Generation:
         starts: list[tuple[np.ndarray, int]] = []
         lexing = [(t, 0) for t in automaton.allowed_terminals(stack)] if terminal < 0 else [(terminal, dfa_state)]
         for t, d in lexing:
-            pure = self.grammar._pure_part(t, d)
-            words |= pure.stay
+            stay, exits = self.grammar._pure_part(t, d)
+            words |= stay
             ends_here = automaton.dfas[t].accepts(d)
-            if not (pure.exits.size or ends_here):
+            if not (exits.size or ends_here):
                 continue
             boundary = automaton.boundary_after(stack, t)
             if boundary == DEAD:
@@ -964,13 +979,13 @@ class _Generation:
                     sub_words, sub_susp = self._config_mask(c)
                     words |= sub_words
                     suspensions += sub_susp
-            if pure.exits.size:
-                starts.append((pure.exits, boundary))
+            if exits.size:
+                starts.append((exits, boundary))
         if starts:
             walked, walk_susp = self._walk(*_starts(starts))
             suspensions += walk_susp
             words |= walked
-        parts = (words, suspensions)
+        parts = (words, tuple(suspensions))
         self._config_masks[config] = parts
         self.config_mask_bytes += _parts_bytes(parts)
         while self.config_mask_bytes > _MASK_CACHE_BYTES and len(self._config_masks) > 1:

@@ -105,8 +105,8 @@ def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
     grammar = GrammarCompiler(vocab).compile_lark(f"start: T\nT: /{pattern}/\n")
     trie = _trie_for(vocab)
     for state in range(dfa.n_states):
-        pure = grammar._pure_part(0, state)
-        allowed = np.unpackbits(pure.stay.view(np.uint8), bitorder="little")[: vocab.size]
+        stay, pure_exits = grammar._pure_part(0, state)
+        allowed = np.unpackbits(stay.view(np.uint8), bitorder="little")[: vocab.size]
         exits = set()
         for token, data in enumerate(vocab.token_bytes):
             if not data:
@@ -127,7 +127,7 @@ def test_pure_parts_equal_a_run_of_every_token(pattern: str) -> None:
                 if dfa.accepts(d) and trie.child_count[node] > 0:
                     exits.add(node)
             assert bool(allowed[token]) == alive, (state, data)
-        assert set(pure.exits.tolist()) == exits, state
+        assert set(pure_exits.tolist()) == exits, state
 
 
 @pytest.mark.parametrize("both", [True, False])
@@ -274,9 +274,10 @@ def test_counted_pure_parts_equal_the_plain_automaton_on_a_real_vocabulary(llama
         counted, plain = regex_to_byte_dfa(pattern), _plain(pattern)
         pairs = _paired_states(counted, plain)
         for a, b in pairs[:: max(1, len(pairs) // 40)] + pairs[-20:]:
-            fast, slow = grammar._pure_of(counted, a), grammar._pure_of(plain, b)
-            assert np.array_equal(fast.stay, slow.stay), (bounds, a)
-            assert np.array_equal(np.sort(fast.exits), np.sort(slow.exits)), (bounds, a)
+            fast_stay, fast_exits = grammar._pure_of(counted, a)
+            slow_stay, slow_exits = grammar._pure_of(plain, b)
+            assert np.array_equal(fast_stay, slow_stay), (bounds, a)
+            assert np.array_equal(np.sort(fast_exits), np.sort(slow_exits)), (bounds, a)
             if a:
                 fast_below = grammar._below(counted, a, quote)
                 slow_below = grammar._below(plain, b, quote)
