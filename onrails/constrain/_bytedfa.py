@@ -391,7 +391,12 @@ def equal_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     global _column_weights
     rows = table.shape[0]
     if _column_weights.size < rows:
-        _column_weights = np.random.default_rng(0).integers(1, 1 << 62, 2 * rows, dtype=np.int64)
+        # Fixed odd weights scrambled by a multiply-xorshift (no np.random: importing it cost a
+        # first compile 10 ms); any weights are exact, since collisions are checked.
+        mixed = np.arange(1, 2 * rows + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        mixed ^= mixed >> np.uint64(31)
+        mixed *= np.uint64(0xBF58476D1CE4E5B9)
+        _column_weights = ((mixed >> np.uint64(2)) | np.uint64(1)).astype(np.int64)
     _, first, inverse = np.unique(table.T @ _column_weights[:rows], return_index=True, return_inverse=True)
     if not (table[:, first[inverse]] == table).all():
         _, first, inverse = np.unique(table.T, axis=0, return_index=True, return_inverse=True)

@@ -19,6 +19,13 @@ _MIN_STEP_BUDGET = 1 << 22
 _STEP_BUDGET_PER_NODE = 8
 # From this many starts at several depths, a ``below`` walk removes repeated (node, state) pairs.
 _NESTED_STARTS = 256
+# A ``below`` walk goes node by node in Python where its starts have at most this many nodes
+# below them per level (or 64 in all): a Python step costs about a fortieth of a level of numpy
+# operations, and past the ends of a long token (``-----`` read as unary minuses, a run of blanks)
+# the trie below is a chain, one node per level.
+_NODES_PER_LEVEL = 32
+_SMALL_BELOW = 64
+_MAX_BY_NODE = 4096
 
 
 class TokenTrie:
@@ -101,6 +108,19 @@ class TokenTrie:
         # Widest step a walk may take: a level has at most ``n_nodes`` nodes, and walks meet
         # a node once per automaton state (a few) since pairs are entered once.
         self.max_step_nodes = max(_MIN_STEP_BUDGET, _STEP_BUDGET_PER_NODE * total)
+        # Per node, the nodes strictly below it and the levels they span, from the deepest level up.
+        below = np.zeros(total, dtype=np.int64)
+        height = np.zeros(total, dtype=np.int64)
+        for depth in range(len(level_start) - 2, 0, -1):
+            a, b = level_start[depth], level_start[depth + 1]
+            below += np.bincount(self.node_parent[a:b], weights=below[a:b] + 1, minlength=total).astype(np.int64)
+            np.maximum.at(height, self.node_parent[a:b], height[a:b] + 1)
+        self.nodes_below = below
+        self.levels_below = height
+        # Python ints per index, for the walks that go node by node (``below``).
+        self._child_start_py = memoryview(self.child_start)  # type: ignore[arg-type]
+        self._child_count_py = memoryview(self.child_count)  # type: ignore[arg-type]
+        self._byte_py = memoryview(self.byte32)  # type: ignore[arg-type]
 
     def children(self, nodes: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All children of ``nodes``, grouped by parent in order, and each parent's count
@@ -246,6 +266,10 @@ class TokenTrie:
         """Reading on from ``nodes`` in a DFA (``flat_table`` as for ``level_pass``) from state
         ``start``: the nodes strictly below them that stay alive, and where the DFA accepts with
         bytes still below (``nodes`` themselves included), as ``(alive, ends)``."""
+        if nodes.size <= _MAX_BY_NODE:
+            count = int(self.nodes_below[nodes].sum())
+            if count <= _MAX_BY_NODE and count <= max(_SMALL_BELOW, _NODES_PER_LEVEL * int(self.levels_below[nodes].max())):
+                return self._below_by_node(flat_table, dead * 256, accepting, nodes, start)
         dead *= 256
         current = nodes.astype(np.int64)
         states = np.full(current.size, start * 256, dtype=np.int32)
@@ -267,6 +291,36 @@ class TokenTrie:
             ends.append(current[accepting[states >> 8] & (self.child_count[current] > 0)])
         none = np.zeros(0, dtype=np.int64)
         return (np.concatenate(alive) if alive else none), (np.concatenate(ends) if ends else none)
+
+    def _below_by_node(
+        self, flat_table: np.ndarray, dead: int, accepting: np.ndarray, nodes: np.ndarray, start: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``below`` for a few nodes with few below them, one (node, state) pair at a time."""
+        child_start, child_count, byte = self._child_start_py, self._child_count_py, self._byte_py
+        table = memoryview(flat_table)  # type: ignore[arg-type]
+        accepts = memoryview(np.ascontiguousarray(accepting).view(np.uint8))  # type: ignore[arg-type]
+        starts = nodes.tolist()
+        alive: list[int] = []
+        ends = [n for n in starts if child_count[n]] if accepts[start] else []
+        todo = [(n, start * 256) for n in starts]
+        expanded: set[tuple[int, int]] = set()
+        while todo:
+            pair = todo.pop()
+            if pair in expanded:  # starts one below another meet again
+                continue
+            expanded.add(pair)
+            node, state = pair
+            first = child_start[node]
+            for child in range(first, first + child_count[node]):
+                nxt = table[state + byte[child]]
+                if nxt == dead:
+                    continue
+                alive.append(child)
+                if child_count[child]:
+                    if accepts[nxt >> 8]:
+                        ends.append(child)
+                    todo.append((child, nxt))
+        return np.array(alive, dtype=np.int64), np.array(ends, dtype=np.int64)
 
     def _depth(self, node: int) -> int:
         return int(np.searchsorted(self.level_start, node, side="right")) - 1

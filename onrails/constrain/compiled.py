@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+import numpy.ma  # noqa: F401  (np.unique imports it on its first call: 25 ms of a user's first mask)
 
 from onrails.constrain._automaton import (
     DEAD,
@@ -70,8 +71,8 @@ _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
 # Up to this many trie nodes, a walk's mask is built from the token ids listed at them.
 _LISTED_NODES = 8192
-# Up to this many, the nodes a walk entered at one state are kept sorted, past it as flags.
-_SORTED_ENTERED = 4096
+# Up to this many, the nodes a walk entered at one state are kept in a set, past it as flags.
+_FEW_ENTERED = 4096
 # Up to this many token ids, a mask is made by setting their bits, past it from a bool per id.
 _SCATTERED_IDS = 400
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
@@ -783,22 +784,23 @@ class _Entered:
     run of an ignored terminal), a run of bytes splits into terminals in exponentially many
     ways, each reaching the same node at the same boundary; each such pair goes on once.
 
-    The nodes entered at a state are a sorted array while they are few (most walks: a JSON
-    value's ends), then flags per trie node (``NodePairs``).
+    The nodes entered at a state are a Python set while they are few (most walks: a JSON
+    value's ends, a node or two past each terminal of a long token), then flags per trie node
+    (``NodePairs``).
     """
 
     def __init__(self, n_nodes: int, nodes: np.ndarray, states: np.ndarray) -> None:
         self._start = (nodes, states)
         self._start_states: set[int] | None = None
         self._first: dict[int, np.ndarray] = {}
-        self._sorted: dict[int, np.ndarray] = {}
+        self._few: dict[int, set[int]] = {}
         self._many = NodePairs(n_nodes)
         self._flagged: set[int] = set()
 
     def _fresh(self, at: np.ndarray, state: int) -> np.ndarray:
         """The nodes of ``at`` not entered at ``state`` before, once each; marks them entered."""
         if state not in self._flagged:
-            seen = self._sorted.pop(state, None)
+            seen = self._few.get(state)
             if seen is None:
                 start_nodes, start_states = self._start
                 first = self._first.pop(state, None)
@@ -809,14 +811,14 @@ class _Entered:
                     # is: most states are met once, and repeats cost work only from the second.
                     self._first[state] = at
                     return at
-                seen = start_nodes[start_states == state] if first is None else first
-            if seen.size + at.size <= _SORTED_ENTERED:
-                seen = np.unique(seen)
-                fresh = np.unique(at)
-                fresh = fresh[~np.isin(fresh, seen, assume_unique=True)]
-                self._sorted[state] = np.union1d(seen, fresh)
-                return fresh
-            self._many.add(seen, state)
+                seen = set((start_nodes[start_states == state] if first is None else first).tolist())
+            if len(seen) + at.size <= _FEW_ENTERED:
+                fresh = [node for node in dict.fromkeys(at.tolist()) if node not in seen]
+                seen.update(fresh)
+                self._few[state] = seen
+                return np.array(fresh, dtype=np.int64)
+            self._few.pop(state, None)
+            self._many.add(np.fromiter(seen, dtype=np.int64, count=len(seen)), state)
             self._flagged.add(state)
         return self._many.first_time(at, np.full(at.size, state, dtype=np.int64))[0]
 

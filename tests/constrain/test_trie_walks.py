@@ -1,0 +1,56 @@
+"""Walks of the vocabulary trie below given nodes read the same whichever way they go: node by
+node in Python (few nodes below) or level by level in numpy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from onrails.constrain import _trie
+from onrails.constrain._bytedfa import regex_to_byte_dfa
+from onrails.constrain.compiled import _trie_for
+
+PATTERNS = [r"[ \t]+", r"-", r"[A-Za-z_][A-Za-z0-9_]*", r"[0-9]+(\.[0-9]+)?", r'"([^"\\]|\\.)*"', r"\)", r"a+b?"]
+
+
+def _by_numpy(trie: Any, dfa: Any, nodes: np.ndarray, start: int, monkeypatch: pytest.MonkeyPatch) -> tuple[set[int], set[int]]:
+    with monkeypatch.context() as patch:
+        patch.setattr(_trie, "_MAX_BY_NODE", -1)
+        alive, ends = trie.below(dfa.flat_table(), dfa.n_states, dfa.accepting, nodes, start)
+    return set(alive.tolist()), set(ends.tolist())
+
+
+def test_node_by_node_walks_equal_level_walks_on_a_real_vocabulary(
+    llama_vocab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trie = _trie_for(llama_vocab)
+    rng = np.random.default_rng(0)
+    small = np.flatnonzero((trie.nodes_below > 0) & (trie.nodes_below <= 300))
+    by_node = 0
+    for pattern in PATTERNS:
+        dfa = regex_to_byte_dfa(pattern)
+        for _ in range(60):
+            nodes = rng.choice(small, size=int(rng.integers(1, 4)), replace=False)
+            # Starts one below another too (a walk through letters next to letters).
+            nodes = np.unique(np.concatenate([nodes, trie.node_parent[nodes][trie.node_parent[nodes] > 0]]))
+            start = int(rng.integers(0, dfa.n_states))
+            alive, ends = trie.below(dfa.flat_table(), dfa.n_states, dfa.accepting, nodes, start)
+            by_node += int(trie.nodes_below[nodes].sum()) <= _trie._MAX_BY_NODE
+            assert (set(alive.tolist()), set(ends.tolist())) == _by_numpy(trie, dfa, nodes, start, monkeypatch)
+    assert by_node > 300, "most of these walks should have gone node by node"
+
+
+def test_nodes_below_and_levels_below_count_the_subtrees(llama_vocab: Any) -> None:
+    trie = _trie_for(llama_vocab)
+    for node in [0, 1, 2, *np.flatnonzero(trie.nodes_below > 1000)[:5].tolist()]:
+        frontier, count, levels = [node], 0, 0
+        while True:
+            children = [c for n in frontier for c in range(trie.child_start[n], trie.child_start[n] + trie.child_count[n])]
+            if not children:
+                break
+            count += len(children)
+            levels += 1
+            frontier = children
+        assert trie.nodes_below[node] == count and trie.levels_below[node] == levels, node
