@@ -6,6 +6,7 @@ contiguous range and a whole level of a walk is a handful of numpy operations.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -26,6 +27,8 @@ _NESTED_STARTS = 256
 _NODES_PER_LEVEL = 32
 _SMALL_BELOW = 64
 _MAX_BY_NODE = 4096
+# Up to this many nodes, the tokens ending at them are gathered in Python.
+_FEW_NODES = 32
 
 
 class TokenTrie:
@@ -121,6 +124,9 @@ class TokenTrie:
         self._child_start_py = memoryview(self.child_start)  # type: ignore[arg-type]
         self._child_count_py = memoryview(self.child_count)  # type: ignore[arg-type]
         self._byte_py = memoryview(self.byte32)  # type: ignore[arg-type]
+        self._token_start_py = memoryview(self.node_token_start)  # type: ignore[arg-type]
+        self._token_count_py = memoryview(self.node_token_count)  # type: ignore[arg-type]
+        self._token_ids_py = memoryview(self.token_ids_by_node)  # type: ignore[arg-type]
 
     def children(self, nodes: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All children of ``nodes``, grouped by parent in order, and each parent's count
@@ -140,15 +146,14 @@ class TokenTrie:
 
     def path(self, data: bytes) -> np.ndarray:
         """The nodes spelling ``data`` from the root, as far as the trie goes (root excluded)."""
+        child_start, child_count, byte_of = self._child_start_py, self._child_count_py, self._byte_py
         out = []
         node = 0
         for byte in data:
-            start = int(self.child_start[node])
-            count = int(self.child_count[node])
-            if not count:
-                break
-            k = start + int(np.searchsorted(self.node_byte[start : start + count], byte))
-            if k >= start + count or self.node_byte[k] != byte:
+            first = child_start[node]
+            last = first + child_count[node]
+            k = bisect_left(byte_of, byte, first, last)
+            if k == last or byte_of[k] != byte:
                 break
             node = k
             out.append(node)
@@ -156,6 +161,15 @@ class TokenTrie:
 
     def tokens_at(self, nodes: np.ndarray) -> np.ndarray:
         """Token ids whose bytes end exactly at ``nodes``."""
+        if nodes.size <= _FEW_NODES:
+            # A key's or a keyword's path: a few nodes, where numpy's fixed costs are 10x the work.
+            starts, counts, token_ids = self._token_start_py, self._token_count_py, self._token_ids_py
+            found: list[int] = []
+            for node in nodes.tolist():
+                count = counts[node]
+                if count:
+                    found.extend(token_ids[starts[node] : starts[node] + count].tolist())
+            return np.array(found, dtype=np.int64)
         counts = self.node_token_count[nodes]
         keep = counts > 0
         nodes, counts = nodes[keep], counts[keep]

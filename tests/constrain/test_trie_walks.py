@@ -54,3 +54,24 @@ def test_nodes_below_and_levels_below_count_the_subtrees(llama_vocab: Any) -> No
             levels += 1
             frontier = children
         assert trie.nodes_below[node] == count and trie.levels_below[node] == levels, node
+
+
+def test_tokens_at_a_few_nodes_equal_the_vectorised_gather(llama_vocab: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    trie = _trie_for(llama_vocab)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        nodes = rng.integers(0, trie.n_nodes, int(rng.integers(0, 40)))
+        few = trie.tokens_at(nodes)
+        with monkeypatch.context() as patch:
+            patch.setattr(_trie, "_FEW_NODES", -1)
+            gathered = trie.tokens_at(nodes)
+        assert sorted(few.tolist()) == sorted(gathered.tolist())
+
+
+def test_the_path_of_every_tokens_bytes_ends_at_that_token(llama_vocab: Any) -> None:
+    trie = _trie_for(llama_vocab)
+    for token, data in enumerate(llama_vocab.token_bytes):
+        if data:
+            path = trie.path(data)
+            assert path.size == len(data) and token in trie.tokens_at(path[-1:]).tolist(), token
+    assert trie.path(b"\x00\x00\x00zzzz").size < 7
