@@ -120,10 +120,11 @@ class TokenTrie:
             np.maximum.at(height, self.node_parent[a:b], height[a:b] + 1)
         self.nodes_below = below
         self.levels_below = height
-        # Python ints per index, for the walks that go node by node (``below``).
-        self._child_start_py = memoryview(self.child_start)  # type: ignore[arg-type]
-        self._child_count_py = memoryview(self.child_count)  # type: ignore[arg-type]
-        self._byte_py = memoryview(self.byte32)  # type: ignore[arg-type]
+        # Python ints per index, for walks that go node by node (``below``, literal paths, the
+        # paths of words taken out of a string's automaton).
+        self.child_start_view = memoryview(self.child_start)  # type: ignore[arg-type]
+        self.child_count_view = memoryview(self.child_count)  # type: ignore[arg-type]
+        self.byte_view = memoryview(self.byte32)  # type: ignore[arg-type]
         self._token_start_py = memoryview(self.node_token_start)  # type: ignore[arg-type]
         self._token_count_py = memoryview(self.node_token_count)  # type: ignore[arg-type]
         self._token_ids_py = memoryview(self.token_ids_by_node)  # type: ignore[arg-type]
@@ -146,7 +147,7 @@ class TokenTrie:
 
     def path(self, data: bytes) -> np.ndarray:
         """The nodes spelling ``data`` from the root, as far as the trie goes (root excluded)."""
-        child_start, child_count, byte_of = self._child_start_py, self._child_count_py, self._byte_py
+        child_start, child_count, byte_of = self.child_start_view, self.child_count_view, self.byte_view
         out = []
         node = 0
         for byte in data:
@@ -310,7 +311,7 @@ class TokenTrie:
         self, flat_table: np.ndarray, dead: int, accepting: np.ndarray, nodes: np.ndarray, start: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """``below`` for a few nodes with few below them, one (node, state) pair at a time."""
-        child_start, child_count, byte = self._child_start_py, self._child_count_py, self._byte_py
+        child_start, child_count, byte = self.child_start_view, self.child_count_view, self.byte_view
         table = memoryview(flat_table)  # type: ignore[arg-type]
         accepts = memoryview(np.ascontiguousarray(accepting).view(np.uint8))  # type: ignore[arg-type]
         starts = nodes.tolist()

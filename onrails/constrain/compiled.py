@@ -393,30 +393,39 @@ class CompiledGrammar:
         assert dfa.shadow is not None
         shadow = dfa.shadow
         trie = self._trie
-        table, base_table = dfa.table, shadow.base.table
-        accepting, base_accepting = dfa.accepting, shadow.base.accepting
+        child_start, child_count, byte_of = trie.child_start_view, trie.child_count_view, trie.byte_view
+        in_words = memoryview(np.ascontiguousarray(shadow.in_words))  # type: ignore[arg-type]
+        accepting = memoryview(np.ascontiguousarray(dfa.accepting))  # type: ignore[arg-type]
+        base_accepting = memoryview(np.ascontiguousarray(shadow.base.accepting))  # type: ignore[arg-type]
+        dead_row = [DEAD_DFA] * 256
+        rows: dict[int, list[int]] = {DEAD_DFA: dead_row}
+        base_rows: dict[int, list[int]] = {DEAD_DFA: dead_row}
         stay_flip: list[int] = []
         exit_flip: list[int] = []
         frontier = [(0, dfa_state, int(shadow.base_state[dfa_state]))]
         while frontier:
             deeper = []
             for node, state, base_state in frontier:
-                start = int(trie.child_start[node])
-                children = range(start, start + int(trie.child_count[node]))
-                row = table[state].tolist() if state >= 0 else None
-                base_row = base_table[base_state].tolist() if base_state >= 0 else None
-                for child, byte in zip(children, trie.node_byte[start : children.stop].tolist()):
-                    nxt = row[byte] if row is not None else DEAD_DFA
-                    base_nxt = base_row[byte] if base_row is not None else DEAD_DFA
-                    if nxt < 0 and base_nxt < 0:
-                        continue
-                    if nxt >= 0 and not shadow.in_words[nxt]:
+                row = rows.get(state)
+                if row is None:
+                    row = rows[state] = dfa.table[state].tolist()
+                base_row = base_rows.get(base_state)
+                if base_row is None:
+                    base_row = base_rows[base_state] = shadow.base.table[base_state].tolist()
+                first = child_start[node]
+                for child in range(first, first + child_count[node]):
+                    byte = byte_of[child]
+                    nxt, base_nxt = row[byte], base_row[byte]
+                    if nxt < 0:
+                        if base_nxt < 0:
+                            continue
+                    elif not in_words[nxt]:
                         continue  # no word can be completed any more: both read alike below
                     if (nxt >= 0) != (base_nxt >= 0):
                         stay_flip.append(child)
-                    ends = nxt >= 0 and bool(accepting[nxt])
-                    base_ends = base_nxt >= 0 and bool(base_accepting[base_nxt])
-                    if ends != base_ends and trie.child_count[child] > 0:
+                    ends = nxt >= 0 and accepting[nxt]
+                    base_ends = base_nxt >= 0 and base_accepting[base_nxt]
+                    if ends != base_ends and child_count[child]:
                         exit_flip.append(child)
                     deeper.append((child, nxt, base_nxt))
             frontier = deeper
