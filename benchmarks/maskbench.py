@@ -357,6 +357,8 @@ def run_engine(key: str, cases: list[dict[str, Any]], args: argparse.Namespace) 
         "worker_restarts": restarts,
         "masks": int(tokens),
         "mask_us": percentiles(all_mask, POINTS),
+        # The share of first visits' cost (cached states take a few µs).
+        "masks_over_100us": float((all_mask > 100e-6).mean()) if all_mask.size else None,
         "advance_us": percentiles(all_adv, POINTS),
         "ttfm_ms": {k: (v / 1e3 if k != "n" else v) for k, v in percentiles(ttfm_s, POINTS).items()},
         "wall_s": round(time.monotonic() - started, 1),
@@ -392,6 +394,7 @@ def table(results: list[dict[str, Any]]) -> str:
     for stat in ("mean", *(f"p{p}" for p in POINTS), "max"):
         label = "avg" if stat == "mean" else stat
         row(f"time per mask {label} (µs)", lambda r, s=stat: fmt(r["mask_us"].get(s), 1, thousands=True))
+    row("masks over 100 µs (%)", lambda r: fmt(None if r["masks_over_100us"] is None else 100 * r["masks_over_100us"], 2))
     for stat in ("p50", "p99"):
         row(f"advance {stat} (µs)", lambda r, s=stat: fmt(r["advance_us"].get(s), 1, thousands=True))
     for stat in ("mean", *(f"p{p}" for p in POINTS), "max"):
