@@ -61,6 +61,9 @@ _PATTERNS = "\x00patterns"
 _NOT_PATTERNS = "\x00notPatterns"
 _NOT_FORMATS = "\x00notFormats"
 _INTERNAL = (_NOT_IN, _PATTERNS, _NOT_PATTERNS, _NOT_FORMATS)
+# Internal keyword of any type: [pointer, keyword, reason, schema] of applicators whose negation
+# has no grammar (not, overlapping oneOf, if), checked on the values of an enum or const.
+_DEFERRED = "\x00deferred"
 _MAX_ALTERNATIVES = 64
 _MAX_COUNT_STATES = 4096
 # A pattern or format within a length is the product of two automata, a state per length:
@@ -409,7 +412,7 @@ class SchemaConverter:
                 try:
                     conjuncts.append(self.negate(value, here, depth + 1))
                 except _Unexpressible as exc:
-                    self.notes.add(here, "not", exc.why)
+                    conjuncts.append([_deferred({}, here, "not", exc.why, {"not": value})])
             elif key == "if":
                 conjuncts.append(self._if_then_else(schema, pointer, depth))
             elif key in _UNSUPPORTED:
@@ -495,8 +498,8 @@ class SchemaConverter:
         try:
             negations = [self.negate(b, f"{pointer}/{i}", depth + 1) for i, b in enumerate(branches)]
         except _Unexpressible as exc:
-            self.notes.add(pointer, "oneOf", f"branches may overlap and cannot be negated ({exc.why})")
-            return [f for fs in flats for f in fs]
+            why = f"branches may overlap and cannot be negated ({exc.why})"
+            return [_deferred(f, pointer, "oneOf", why, {"oneOf": branches}) for fs in flats for f in fs]
         out = []
         for i, fs in enumerate(flats):
             current = fs
@@ -523,8 +526,9 @@ class SchemaConverter:
         try:
             negated = self.negate(cond, f"{pointer}/if", depth + 1)
         except _Unexpressible as exc:
-            self.notes.add(pointer, "if", f"the condition cannot be negated ({exc.why})")
-            return yes + self.flatten(other, f"{pointer}/else", depth + 1)
+            why = f"the condition cannot be negated ({exc.why})"
+            whole = {"if": cond, "then": then, "else": other}
+            return [_deferred(f, pointer, "if", why, whole) for f in yes + self.flatten(other, f"{pointer}/else", depth + 1)]
         no = [
             m
             for a, b in itertools.product(negated, self.flatten(other, f"{pointer}/else", depth + 1))
@@ -614,6 +618,8 @@ class SchemaConverter:
                 out[key] = list(dict.fromkeys([*mine, *value]))
             elif key in _INTERNAL:
                 out[key] = list(dict.fromkeys([*mine, *value]))
+            elif key == _DEFERRED:
+                out[key] = [*mine, *(v for v in value if v not in mine)]
             elif key == "pattern":
                 # both apply: the string terminal intersects the two
                 out[_PATTERNS] = list(dict.fromkeys([*out.get(_PATTERNS, ()), value]))
@@ -733,6 +739,8 @@ class SchemaConverter:
         for key, value in flat.items():
             if key == "type":
                 continue
+            if key == _DEFERRED:
+                raise _Unexpressible(pointer, "not", value[0][2])
             if key == "enum":
                 out.extend(self._negate_enum(value, types, pointer))
                 continue
@@ -826,6 +834,8 @@ class SchemaConverter:
         types = _types_of(flat)
         if "enum" in flat:
             return self._enum_alternatives(flat, pointer)
+        for where, keyword, why, _ in flat.get(_DEFERRED, ()):
+            self.notes.add(where, keyword, why)  # no finite set of values to check it on
         out: list[list[str]] = []
         if "null" in types:
             out.append(['"null"'])
@@ -1531,13 +1541,20 @@ for _name in FORMATS:
     _FORMAT_CHECKER.checks(_name)(functools.partial(_has_format, _name))
 
 
+def _deferred(flat: Flat, pointer: str, keyword: str, why: str, schema: Any) -> Flat:
+    """``flat`` and ``schema``, which has no grammar: only a finite set of values (an ``enum``
+    or ``const`` merged in later) can be checked against it, else it is refused then."""
+    return {**flat, _DEFERRED: [*flat.get(_DEFERRED, ()), [pointer, keyword, why, schema]]}
+
+
 def _checkable(flat: Flat) -> Flat:
     """A flat schema with its internal keywords spelled as JSON Schema, for jsonschema (which
     cannot check the strings outside a set: callers leave those out)."""
-    out = {k: v for k, v in flat.items() if k not in _INTERNAL}
+    out = {k: v for k, v in flat.items() if k not in _INTERNAL and k != _DEFERRED}
     extra = [{"pattern": p} for p in flat.get(_PATTERNS, ())]
     extra += [{"not": {"type": "string", "pattern": p}} for p in flat.get(_NOT_PATTERNS, ())]
     extra += [{"not": {"type": "string", "format": f}} for f in flat.get(_NOT_FORMATS, ())]
+    extra += [schema for _, _, _, schema in flat.get(_DEFERRED, ())]
     if extra:
         out["allOf"] = extra
     return out

@@ -56,7 +56,8 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
   with bounds unless the range holds at most 256 multiples or the step is 1 (the integral
   numbers);
 * ``not``, ``if`` and overlapping ``oneOf`` branches whose negation has no grammar (multiples,
-  sets of numbers, non-integer numbers, deep recursion);
+  sets of numbers, non-integer numbers, deep recursion), unless an ``enum`` or ``const`` they
+  are merged with leaves finitely many values: each value is then checked against them;
 * ``patternProperties`` with more than 4 patterns of different schemas (a key may match any
   set of them: one key automaton per set), or next to ``propertyNames``;
 * ``unevaluatedProperties``/``unevaluatedItems`` next to ``anyOf``, ``oneOf``, ``not``, ``if`` or

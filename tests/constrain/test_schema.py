@@ -308,6 +308,22 @@ def test_a_string_outside_a_set_takes_the_other_string_keywords_too() -> None:
     agrees_with_jsonschema({"type": "string", "maxLength": 3, "not": {"enum": ["ab"]}}, ["a", "abc", "ab", "abcd"])
 
 
+def test_a_negation_without_grammar_is_checked_on_the_values_of_an_enum() -> None:
+    # "not an integer" has no grammar, but only the listed values can occur
+    negated = {"not": {"allOf": [{"properties": {"bar": {"type": "integer"}}, "required": ["bar"]}, {"required": ["foo"]}]}}
+    agrees_with_jsonschema({"allOf": [{"enum": [{"foo": "baz"}, {"foo": 1, "bar": 2}, {"bar": 1.5, "foo": "x"}]}, negated]}, [
+        {"foo": "baz"}, {"foo": 1, "bar": 2}, {"bar": 1.5, "foo": "x"}, {"foo": "other"},
+    ])
+    overlapping = {"oneOf": [{"type": "integer"}, {"type": "number", "minimum": 2}]}
+    agrees_with_jsonschema({"enum": [1, 2.5, 3, "a"], **overlapping}, [1, 2.5, 3, "a", 4])
+    agrees_with_jsonschema({"enum": [1, 2.5, 3], "if": {"type": "integer"}, "then": {"minimum": 2}}, [1, 2.5, 3])
+    # without a finite set of values it stays refused, naming the keyword
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar(overlapping)
+    assert info.value.keyword == "oneOf" and info.value.pointer == "/oneOf"
+    assert [u.keyword for u in schema_to_grammar(overlapping, strict=False).unenforced] == ["oneOf"]
+
+
 def test_an_intersection_matching_nothing_leaves_the_other_branches() -> None:
     schema = {"anyOf": [{"type": "string", "pattern": "^[0-9]+$", "format": "date"}, {"type": "integer"}]}
     check(schema, [1], ["2024-01-01", "1"])
