@@ -27,10 +27,12 @@ WHITESPACE_MODES = ("flexible", "bounded", "compact")
 # put beside their punctuation (tools embed schemas in the built-in grammar: blanks must read
 # alike in both). json.lark's own WS is the flexible one.
 WHITESPACE_REGEXES = {"flexible": r"[ \t\n\r]+", "bounded": r"\r?\n[ \t]{0,32}|[ \t]{1,32}"}
+# Outside flexible mode the JSON roots are the bare value (no blanks to loop on before or after).
+_BARE_ROOTS = "".join(f"%override {root}: json_{root}\n" for root in ("value", "object", "array", "string", "number"))
 _WS_OVERRIDES = {
     "flexible": "",
-    "bounded": f"\n%override WS: /{WHITESPACE_REGEXES['bounded']}/\n",
-    "compact": "\n%override ws: \n",
+    "bounded": f"\n%override WS: /{WHITESPACE_REGEXES['bounded']}/\n{_BARE_ROOTS}",
+    "compact": f"\n%override ws: \n{_BARE_ROOTS}",
 }
 
 

@@ -107,6 +107,22 @@ def test_flexible_whitespace_accepts_any_rfc8259_whitespace(compiler: GrammarCom
     assert matcher.is_accepting()
 
 
+@pytest.mark.parametrize(("root", "value"), [("value", "null"), ("object", "{}"), ("array", "[1]"), ("string", '"a"'), ("number", "-1.5")])
+def test_flexible_json_roots_take_whitespace_around_the_value_and_the_others_do_not(
+    compiler: GrammarCompiler, root: str, value: str
+) -> None:
+    """A JSON text (RFC 8259) may have whitespace before and after its value: flexible mode
+    accepts every valid document; bounded and compact keep the bare value."""
+    text = f" \n\t{value}\r\n ".encode()
+    matcher = Matcher(compiler.compile_builtin("flexible"), root)
+    assert matcher.advance_bytes(text) and matcher.is_accepting()
+    for mode in ("bounded", "compact"):
+        bare = Matcher(compiler.compile_builtin(mode), root)
+        assert bare.advance_bytes(value.encode()) and bare.is_accepting()
+        assert not Matcher(compiler.compile_builtin(mode), root).advance_bytes(b" ")
+        assert not bare.advance_bytes(b" ")
+
+
 def test_compact_whitespace_allows_none(compiler: GrammarCompiler) -> None:
     grammar = compiler.compile_builtin("compact")
     assert Matcher(grammar, "value").advance_bytes(b'{"a":[1,"x y"]}')
