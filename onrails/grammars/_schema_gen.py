@@ -2,7 +2,7 @@
 
 Every schema location becomes a rule (or a terminal) deriving exactly the JSON texts valid under
 it, or a documented subset of them (``schema.py`` lists the narrowings): objects take their
-members in any order, but more than 6 required properties keep ``properties`` order among
+members in any order, but more than 8 required properties keep ``properties`` order among
 themselves; numbers with bounds take an exponent only where sign and exponent decide the bound;
 strings with a ``pattern``, ``format`` or fixed value, and keys, are written in their canonical
 JSON spelling.
@@ -74,8 +74,12 @@ _MAX_NEGATION_DEPTH = 12
 # Keys matching several patterns of different schemas take all of them: one key automaton per
 # set of patterns (2^n - 1 products).
 _MAX_OVERLAPPING_PATTERNS = 4
-_ANY_ORDER_MEMBERS = 5  # up to this many declared properties: any order, none repeated (2^n states)
-_ANY_ORDER_REQUIRED = 6  # more required properties than this come in declared order among themselves
+# Any order with no key twice needs a state per subset of the keys written (2^n), and every
+# edge between them becomes a parser state (about 0.1 ms of compile each: n = 8 is 1,024).
+# Up to this many declared properties all are tracked so; beyond, only the required ones (up to
+# _ANY_ORDER_REQUIRED in any order, more in declared order), the optional ones may repeat.
+_ANY_ORDER_MEMBERS = 5
+_ANY_ORDER_REQUIRED = 8
 
 # Keywords that only annotate: ignoring them changes nothing.
 _ANNOTATIONS = {
@@ -878,7 +882,7 @@ class SchemaConverter:
         return out
 
     def literal(self, value: Any) -> str:
-        """A symbol for exactly one JSON value (objects keep their key order)."""
+        """A symbol for exactly one JSON value (object keys in any order, see ``_ANY_ORDER_MEMBERS``)."""
         if value is None:
             return '"null"'
         if value is True:
@@ -899,10 +903,20 @@ class SchemaConverter:
             for i, item in enumerate(value):
                 inner += self._sep(i > 0) + [self.literal(item)]
             self._define(name, [self._brackets("[", inner, "]")])
+        elif value:
+            # Every key once, in any order where the subsets written fit (as declared members).
+            members = []
+            for k, v in value.items():
+                member = self._rule()
+                self._define(member, [self._member(self._key(k), self.literal(v))])
+                members.append((member, True))
+            if len(members) <= _ANY_ORDER_MEMBERS:
+                start = self._members_any_order(members, None, 0, None, 1)
+            else:
+                start = self._members_in_order(members, None, 0, None, 1)
+            self._define(name, [self._brackets("{", [start], "}")])
         else:
-            for i, (k, v) in enumerate(value.items()):
-                inner += self._sep(i > 0) + self._member(self._key(k), self.literal(v))
-            self._define(name, [self._brackets("{", inner, "}")])
+            self._define(name, [self._brackets("{", [], "}")])
         return name
 
     def _key(self, name: str) -> str:
@@ -1201,14 +1215,13 @@ class SchemaConverter:
     def _members_any_order(
         self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
     ) -> str:
-        """Declared members in any order, each at most once (one state per subset written),
-        additional members among them once the required ones are written (in every mode: a run
-        of arbitrary keys and values first might never reach the required members)."""
+        """Declared members in any order, each at most once (one state per subset written), and
+        additional members anywhere among them."""
         required = frozenset(k for k, m in enumerate(members) if m[1])
 
         def moves(done: frozenset[int]) -> list[tuple[str | None, Any]]:
             out: list[tuple[str | None, Any]] = [(m[0], done | {k}) for k, m in enumerate(members) if k not in done]
-            if extras and required <= done:
+            if extras:
                 out.append((extras, done))
             return out
 
@@ -1219,22 +1232,18 @@ class SchemaConverter:
     ) -> str:
         """Members in any order where only the required ones are tracked: each required member
         exactly once (any order when there are at most ``_ANY_ORDER_REQUIRED``, else in declared
-        order among themselves), optional members anywhere, additional members once the
-        required ones are written; optional and additional ones possibly repeated. Only for
-        ``min_p`` at most the number of required members: a repeat counts as a member, so a
-        higher minimum could pass with too few distinct keys."""
+        order among themselves), optional and additional members anywhere, possibly repeated.
+        Only for ``min_p`` at most the number of required members: a repeat counts as a member,
+        so a higher minimum could pass with too few distinct keys."""
         required = [m[0] for m in members if m[1]]
         optional = [[m[0]] for m in members if not m[1]]
         free = len(required) <= _ANY_ORDER_REQUIRED
+        other = self._extras_rule(optional + ([[extras]] if extras else []))
 
         def final(state: "frozenset[int] | int") -> bool:
             return len(state) == len(required) if isinstance(state, frozenset) else state == len(required)
 
-        before = self._extras_rule(optional)
-        after = self._extras_rule(optional + [[extras]]) if extras else before
-
         def moves(state: "frozenset[int] | int") -> list[tuple[str | None, Any]]:
-            other = after if final(state) else before
             out: list[tuple[str | None, Any]] = [(other, state)] if other else []
             if isinstance(state, frozenset):
                 out += [(m, state | {k}) for k, m in enumerate(required) if k not in state]
@@ -1247,13 +1256,15 @@ class SchemaConverter:
     def _members_in_order(
         self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
     ) -> str:
-        """Declared members in ``properties`` order, then additional members."""
+        """Declared members in ``properties`` order, each at most once, additional members
+        anywhere among them."""
 
         def moves(i: int) -> list[tuple[str | None, Any]]:
-            if i == len(members):
-                return [(extras, i)] if extras else []
-            sym, req = members[i]
-            return [(sym, i + 1)] + ([] if req else [(None, i + 1)])
+            out: list[tuple[str | None, Any]] = [(extras, i)] if extras else []
+            if i < len(members):
+                sym, req = members[i]
+                out += [(sym, i + 1)] + ([] if req else [(None, i + 1)])
+            return out
 
         return self._members(0, moves, lambda i: i == len(members), min_p, max_p, cap)
 
