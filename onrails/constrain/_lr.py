@@ -110,14 +110,7 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
             else:
                 first[lhs].add(s)
                 break
-    todo = [n for n in range(n_nts) if first[n]]
-    while todo:
-        grown = todo.pop()
-        for n in includers[grown]:
-            before = len(first[n])
-            first[n] |= first[grown]
-            if len(first[n]) != before:
-                todo.append(n)
+    _propagate(first, includers)
 
     # FOLLOW sets: what a rule puts after each nonterminal directly, then "FOLLOW(B) includes
     # FOLLOW(A)" where B ends a rule of A (up to a nullable tail), by a worklist.
@@ -144,14 +137,7 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
             else:
                 trailer = {s}
                 tail_nullable = False
-    todo = [n for n in range(n_nts) if follow[n]]
-    while todo:
-        grown = todo.pop()
-        for n in follow_includers[grown]:
-            before = len(follow[n])
-            follow[n] |= follow[grown]
-            if len(follow[n]) != before:
-                todo.append(n)
+    _propagate(follow, follow_includers)
 
     rules_by_lhs: dict[int, list[int]] = {}
     for i, (lhs, _) in enumerate(rules):
@@ -236,6 +222,19 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
         table.accept.append(accept)
         table.items.append(kernel)
     return table
+
+
+def _propagate(sets: list[set[int]], includers: list[set[int]]) -> None:
+    """Grow ``sets`` until each includes the sets of those it is listed under (``includers[a]``
+    holds every b whose set includes a's)."""
+    todo = [n for n, found in enumerate(sets) if found]
+    while todo:
+        grown = todo.pop()
+        for n in includers[grown]:
+            before = len(sets[n])
+            sets[n] |= sets[grown]
+            if len(sets[n]) != before:
+                todo.append(n)
 
 
 def _productive(rules: list[tuple[int, tuple[int, ...]]], n_terms: int, n_nts: int) -> set[int]:
