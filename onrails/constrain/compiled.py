@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -57,7 +57,7 @@ from onrails.constrain.vocabulary import Vocabulary
 from onrails.errors import GrammarError
 from onrails.grammars.regex_notes import has_notes
 from onrails.grammars.builtin import BUILTIN_ROOTS, builtin_grammar_text, builtin_rules
-from onrails.grammars.schema import load_schema, pydantic_schema, schema_to_grammar
+from onrails.grammars.schema import load_documents, load_schema, pydantic_schema, schema_to_grammar
 from onrails.grammars.tools import tools_to_grammar
 
 # A compiler's caches together (compiled grammars with their masks: half of it).
@@ -575,17 +575,20 @@ class GrammarCompiler:
         *,
         whitespace: str = "flexible",
         strict: bool = True,
+        schemas: "Mapping[str, dict[str, object] | bool] | None" = None,
     ) -> CompiledGrammar:
         """Compile a JSON Schema (dict, boolean or JSON text); its root is the schema's value.
 
-        Cached by the schema's canonical JSON and the options. Raises SchemaError (invalid
-        schema, or a keyword not enforceable exactly in strict mode), GrammarError or
-        CompileBudgetError. ``schema_to_grammar`` shows the Lark text and, in lenient mode,
-        what was left out.
+        ``schemas`` maps absolute URIs to the other documents its ``$ref``s may name (nothing
+        is fetched). Cached by the canonical JSON of the schema and documents, and the options.
+        Raises SchemaError (invalid schema, a ``$ref`` to a URI no document defines, or a
+        keyword not enforceable exactly in strict mode), GrammarError or CompileBudgetError.
+        ``schema_to_grammar`` shows the Lark text and, in lenient mode, what was left out.
         """
         loaded = load_schema(schema)
-        key = ("schema", json.dumps(loaded, sort_keys=True, ensure_ascii=False), whitespace, strict)
-        return self._compiled(key, _build_schema, (loaded, whitespace, strict))
+        documents = load_documents(schemas)
+        key = ("schema", json.dumps([loaded, documents], sort_keys=True, ensure_ascii=False), whitespace, strict)
+        return self._compiled(key, _build_schema, (loaded, whitespace, strict, documents))
 
     def compile_pydantic(
         self, model_or_type: object, *, whitespace: str = "flexible", strict: bool = True
@@ -743,11 +746,16 @@ def _build_builtin(whitespace: str, deadline: float, dfas: "_LRU | None" = None)
 
 
 def _build_schema(
-    loaded: "dict[str, object] | bool", whitespace: str, strict: bool, deadline: float, dfas: "_LRU | None" = None
+    loaded: "dict[str, object] | bool",
+    whitespace: str,
+    strict: bool,
+    documents: "dict[str, dict[str, object] | bool]",
+    deadline: float,
+    dfas: "_LRU | None" = None,
 ) -> _Built:
     # One budget for converting and compiling, not one each.
     budget = max(0.0, deadline - time.monotonic())
-    converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=budget)
+    converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=budget, schemas=documents)
     spec = spec_from_rules(converted.rules, converted.terminals, (converted.start,))
     return _build_spec(spec, deadline, dfas)
 
@@ -776,7 +784,7 @@ def _warm_worker() -> None:
     """Load what compiles need once per process before the first: the Unicode classes of regex
     escapes (for schemas, which skip Lark) and Lark's own grammar (for Lark text and tools)."""
     deadline = time.monotonic() + 60.0
-    _build_schema({"type": "string", "pattern": "^\\d\\w\\s\\D$"}, "flexible", True, deadline)
+    _build_schema({"type": "string", "pattern": "^\\d\\w\\s\\D$"}, "flexible", True, {}, deadline)
     _build_lark('start: "a"', ("start",), deadline)
 
 

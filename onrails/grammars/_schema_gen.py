@@ -33,13 +33,14 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable
-from urllib.parse import unquote, urljoin
+from urllib.parse import unquote
 
 import jsonschema
 
 from onrails.grammars import _ecma_regex as rx
 from onrails.grammars.regex_notes import except_words, intersected, subtracted
 from onrails.grammars._schema_formats import FORMATS
+from onrails.grammars._schema_refs import join
 from onrails.grammars._schema_numbers import (
     INTEGER,
     NUMBER,
@@ -317,7 +318,9 @@ class SchemaConverter:
     def resolve(self, ref: str, pointer: str) -> tuple[Any, str]:
         """The schema a ``$ref`` names (refs were made root-relative by ``absolute_refs``)."""
         if not ref.startswith("#") or (len(ref) > 1 and ref[1] != "/"):
-            raise _Unexpressible(pointer, "$ref", f"cannot resolve {ref!r} (only references inside the schema)")
+            # what absolute_refs and bundle leave is a URI no document known here defines
+            why = f"no schema known by the URI {ref!r} (pass its document in `schemas`, keyed by that URI)"
+            raise _Unexpressible(pointer, "$ref", why)
         target: Any = self.root
         for token in ref[2:].split("/") if len(ref) > 1 else []:
             token = unquote(token).replace("~1", "/").replace("~0", "~")
@@ -1481,7 +1484,7 @@ def absolute_refs(root: Any) -> Any:
             for key in ("$id", "id"):
                 value = node.get(key)
                 if isinstance(value, str) and not value.startswith("#"):
-                    base = urljoin(base, value).split("#")[0]
+                    base = join(base, value).split("#")[0]
                     resources.setdefault(base, pointer)
             for key in ("$anchor", "$dynamicAnchor"):
                 value = node.get(key)
@@ -1502,11 +1505,11 @@ def absolute_refs(root: Any) -> Any:
             for key in ("$id", "id"):
                 value = node.get(key)
                 if isinstance(value, str) and not value.startswith("#"):
-                    base = urljoin(base, value).split("#")[0]
+                    base = join(base, value).split("#")[0]
             out = {}
             for k, v in node.items():
                 if k == "$ref" and isinstance(v, str):
-                    out[k] = _rewrite_ref(urljoin(base, v) if base else v, base)
+                    out[k] = _rewrite_ref(join(base, v), base)  # join: URN bases too
                 elif k in _NOT_SCHEMAS:
                     out[k] = v
                 else:

@@ -53,7 +53,8 @@ depend on distinct keys).
 What cannot be enforced exactly raises ``SchemaError`` (with the JSON pointer and keyword) in
 strict mode; in lenient mode it is left out and listed in ``unenforced``:
 
-* ``uniqueItems: true``; ``$dynamicRef``; a ``$ref`` leaving the document;
+* ``uniqueItems: true``; ``$recursiveRef`` (draft 2019-09); a ``$ref`` to a URI that neither the
+  schema nor a document of ``schemas`` defines (nothing is fetched);
 * a ``pattern`` with lookaround, backreferences, ``\\b``, anchors inside it or ``\\p{...}``;
 * ``multipleOf`` other than p/10^k with p dividing a power of ten (7 and 0.3 are refused), or
   with bounds unless the range holds at most 256 multiples or the step is 1 (the integral
@@ -65,6 +66,13 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
   set of them: one key automaton per set), or next to ``propertyNames``;
 * ``unevaluatedProperties``/``unevaluatedItems`` next to ``anyOf``, ``oneOf``, ``not``, ``if`` or
   ``dependentSchemas``; two ``contains`` merged by ``allOf``.
+
+``$ref``s to other documents resolve through ``schemas`` (absolute URI -> document; a
+document's own ``$id`` and anchors name its parts too), and ``$dynamicRef``s through the
+dynamic scope, statically: each schema resource is converted once per set of outermost
+``$dynamicAnchor``s in scope on the way to it (``_schema_refs``; more than 256 such copies raise
+CompileBudgetError). A JSON pointer inside another document, in an error, starts with
+``/$onrails:resources/<its URI>``.
 
 A schema nesting more than ``MAX_SCHEMA_DEPTH`` (128) levels of JSON raises SchemaError with the
 pointer of the first value past it, before validation or conversion recurse over it.
@@ -86,14 +94,16 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import urlsplit
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import jsonschema
 import jsonschema.validators
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 
 from onrails.grammars._schema_gen import Notes, SchemaConverter, absolute_refs, pointer_token
+from onrails.grammars._schema_refs import bundle, needs_bundle
 from onrails.grammars.builtin import WHITESPACE_MODES, WHITESPACE_REGEXES
 from onrails.errors import SchemaError
 
@@ -207,22 +217,25 @@ def schema_to_grammar(
     strict: bool = True,
     prefix: str = "js_",
     budget_s: float = _DEFAULT_BUDGET_S,
+    schemas: "Mapping[str, dict[str, Any] | bool] | None" = None,
 ) -> SchemaGrammar:
     """Convert a JSON Schema to Lark grammar text.
 
     ``whitespace`` is "flexible" (RFC 8259), "bounded" or "compact" (none). Rule names start
     with ``prefix`` and terminal names with its upper case (tools embed several schemas in one
-    grammar).
-    Raises SchemaError (invalid schema, a keyword not enforceable in strict mode, a schema
-    accepting nothing) or CompileBudgetError.
+    grammar). ``schemas`` maps absolute URIs to the documents a ``$ref`` may name outside the
+    schema (nothing is fetched); each is checked like the schema.
+    Raises SchemaError (invalid schema, a keyword not enforceable in strict mode, a ``$ref`` to a
+    URI not in ``schemas``, a schema accepting nothing) or CompileBudgetError.
     """
     if whitespace not in SCHEMA_WHITESPACE_MODES:
         raise SchemaError(f"whitespace must be one of {SCHEMA_WHITESPACE_MODES}, not {whitespace!r}")
     loaded = load_schema(schema)
     cls = validator_class(loaded)
+    documents = load_documents(schemas)
     notes = Notes(strict=strict)
     converter = SchemaConverter(
-        absolute_refs(loaded),
+        bundle(loaded, documents) if needs_bundle(loaded, documents) else absolute_refs(loaded),
         notes=notes,
         ws_regex=WHITESPACE_REGEXES.get(whitespace),
         prefix=prefix,
@@ -248,6 +261,22 @@ def schema_to_grammar(
         rules=tuple((name, tuple(tuple(a) for a in alts)) for name, alts in rules),
         terminals=tuple(terminals),
     )
+
+
+def load_documents(schemas: "Mapping[str, Any] | None") -> dict[str, "dict[str, Any] | bool"]:
+    """The documents of ``schemas`` by absolute URI, each loaded and checked like a schema;
+    SchemaError names the URI of one that is not."""
+    documents: dict[str, "dict[str, Any] | bool"] = {}
+    for uri, document in (schemas or {}).items():
+        if not isinstance(uri, str) or not urlsplit(uri).scheme:
+            raise SchemaError(f"schemas: {uri!r} is not an absolute URI", pointer="")
+        try:
+            loaded = load_schema(document)
+            validator_class(loaded)
+        except SchemaError as exc:
+            raise SchemaError(f"the document for {uri!r} in schemas is not a schema: {exc}") from exc
+        documents[uri.split("#")[0]] = loaded
+    return documents
 
 
 def pydantic_schema(model_or_type: Any) -> dict[str, Any]:
