@@ -65,6 +65,12 @@ _INTERNAL = (_NOT_IN, _PATTERNS, _NOT_PATTERNS, _NOT_FORMATS)
 # Internal keyword of any type: [pointer, keyword, reason, schema] of applicators whose negation
 # has no grammar (not, overlapping oneOf, if), checked on the values of an enum or const.
 _DEFERRED = "\x00deferred"
+# Internal keyword of flats built under an unevaluatedProperties/unevaluatedItems: what the
+# keywords that applied evaluated (``_evaluated``), so that the unevaluated ones act on the rest.
+# Negations carry none: a schema under ``not`` (or a failed ``if``) leaves no annotations.
+_EVALUATED = "\x00evaluated"
+# anyOf beside unevaluated*: one alternative per set of branches that hold (2^n - 1)
+_MAX_TRACKED_BRANCHES = 6
 _MAX_ALTERNATIVES = 64
 _MAX_COUNT_STATES = 4096
 # A pattern or format within a length is the product of two automata, a state per length:
@@ -202,6 +208,7 @@ class SchemaConverter:
         self._n = 0
         self._symbols = 0
         self._any: str | None = None
+        self._tracking = 0  # > 0 while flattening under an unevaluated* keyword
 
     # -- names and output -----------------------------------------------------------------------
 
@@ -347,7 +354,11 @@ class SchemaConverter:
             return self._memo[key]
         name = self._rule()
         self._memo[key] = name  # before building: recursive references land here
-        alternatives = self._build(schema, pointer)
+        tracking, self._tracking = self._tracking, 0  # a value of its own: evaluated apart
+        try:
+            alternatives = self._build(schema, pointer)
+        finally:
+            self._tracking = tracking
         self._define(name, alternatives)
         return name
 
@@ -374,7 +385,7 @@ class SchemaConverter:
             return [[sym]] if sym else []
         out = []
         for flat in self.flatten(schema, pointer, 0):
-            sym = self.flat_symbol(flat, pointer)
+            sym = self.flat_symbol(_untracked(flat), pointer)
             if sym:
                 out.append([sym])
         return out
@@ -383,6 +394,14 @@ class SchemaConverter:
 
     def flatten(self, schema: Any, pointer: str, depth: int) -> list[Flat]:
         """The schema as a disjunction of flat schemas (no applicators at the top)."""
+        tracked = isinstance(schema, dict) and ("unevaluatedProperties" in schema or "unevaluatedItems" in schema)
+        self._tracking += tracked
+        try:
+            return self._flatten(schema, pointer, depth)
+        finally:
+            self._tracking -= tracked
+
+    def _flatten(self, schema: Any, pointer: str, depth: int) -> list[Flat]:
         if depth > _MAX_REF_DEPTH:
             raise SchemaError("$ref cycle without any value in between", pointer=pointer, keyword="$ref")
         if schema is True:
@@ -410,9 +429,8 @@ class SchemaConverter:
                 for i, sub in enumerate(value):
                     conjuncts.append(self.flatten(sub, f"{here}/{i}", depth + 1))
             elif key == "anyOf":
-                conjuncts.append(
-                    [f for i, sub in enumerate(value) for f in self.flatten(sub, f"{here}/{i}", depth + 1)]
-                )
+                branches = [self.flatten(sub, f"{here}/{i}", depth + 1) for i, sub in enumerate(value)]
+                conjuncts.append(self._any_of_sets(branches, here) if self._tracking else [f for fs in branches for f in fs])
             elif key == "oneOf":
                 conjuncts.append(self._one_of(value, here, depth))
             elif key == "not":
@@ -438,12 +456,8 @@ class SchemaConverter:
                     present_with = [self.merge({"required": [name]}, s, pointer) for s in subs]
                     conjuncts.append([absent] + [m for m in present_with if m is not None])
         own = self._normalize(own, pointer)
-        if "unevaluatedProperties" in own or "unevaluatedItems" in own:
-            if any(k in schema for k in ("anyOf", "oneOf", "not", "if", "dependentSchemas", "dependencies")):
-                for k in ("unevaluatedProperties", "unevaluatedItems"):
-                    if k in own:
-                        self.notes.add(pointer, k, "evaluation depends on which branches apply")
-                        own.pop(k)
+        if self._tracking:
+            own[_EVALUATED] = _evaluated_by(own)
         result = [own]
         for options in conjuncts:
             merged: list[Flat] = []
@@ -456,21 +470,68 @@ class SchemaConverter:
             result = merged
         return [self._apply_unevaluated(f, pointer) for f in result]
 
+    def _any_of_sets(self, branches: list[list[Flat]], pointer: str) -> list[Flat]:
+        """anyOf under unevaluated*: every branch that holds evaluates, so one alternative per
+        nonempty set of branches, all of them merged (a value takes the set it satisfies)."""
+        if len(branches) > _MAX_TRACKED_BRANCHES:
+            raise CompileBudgetError(f"anyOf at #{pointer} beside unevaluated* has more than {_MAX_TRACKED_BRANCHES} branches")
+        out: list[Flat] = []
+        for size in range(1, len(branches) + 1):
+            for chosen in itertools.combinations(branches, size):
+                merged: list[Flat] = [{}]
+                for options in chosen:
+                    merged = [m for a, b in itertools.product(merged, options) if (m := self.merge(a, b, pointer)) is not None]
+                out.extend(merged)
+                if len(out) > _MAX_ALTERNATIVES:
+                    raise CompileBudgetError(f"anyOf at #{pointer} beside unevaluated* expands to too many alternatives")
+        return out
+
     def _apply_unevaluated(self, flat: Flat, pointer: str) -> Flat:
-        """unevaluated* after merging: they act on what no merged keyword evaluated."""
+        """unevaluated* after merging: they act on what no keyword that applied evaluated (the
+        flat's ``_EVALUATED``); what they apply to is then evaluated too."""
+        if "unevaluatedProperties" not in flat and "unevaluatedItems" not in flat:
+            return flat
         flat = dict(flat)
+        evaluated = dict(flat.get(_EVALUATED) or _evaluated_by({}))
         if "unevaluatedProperties" in flat:
             extra = flat.pop("unevaluatedProperties")
-            if "additionalProperties" not in flat:
-                flat["additionalProperties"] = extra
+            if not evaluated["properties_all"]:
+                self._unevaluated_properties(flat, evaluated, extra)
+            evaluated["properties_all"] = True
         if "unevaluatedItems" in flat:
             extra = flat.pop("unevaluatedItems")
-            if "items" not in flat:
-                if "contains" in flat:
-                    self.notes.add(pointer, "unevaluatedItems", "items evaluated by contains")
-                else:
-                    flat["items"] = extra
+            if not evaluated["items_all"]:
+                self._unevaluated_items(flat, evaluated, extra)
+            evaluated["items_all"] = True
+        flat[_EVALUATED] = evaluated
         return flat
+
+    def _unevaluated_properties(self, flat: Flat, evaluated: dict[str, Any], extra: Any) -> None:
+        """Members no applied keyword evaluated take ``extra`` too: declared names outside the
+        evaluated ones (declared by a negation, or absent-only), patterns likewise (a key also
+        matching an evaluated pattern takes it too: narrower, never wider), and the rest."""
+        names = set(evaluated["names"])
+        patterns = set(evaluated["patterns"])
+        if "properties" in flat:
+            flat["properties"] = {
+                n: sub if n in names else self._combine(sub, extra) for n, sub in flat["properties"].items()
+            }
+        if "patternProperties" in flat:
+            flat["patternProperties"] = {
+                p: sub if p in patterns else self._combine(sub, extra) for p, sub in flat["patternProperties"].items()
+            }
+        flat["additionalProperties"] = self._combine(flat.get("additionalProperties", True), extra)
+
+    def _unevaluated_items(self, flat: Flat, evaluated: dict[str, Any], extra: Any) -> None:
+        """Items past the evaluated prefix that no evaluated ``contains`` matched take ``extra``."""
+        if evaluated["contains"]:
+            extra = {"anyOf": [*evaluated["contains"], extra]}
+        prefix = list(flat.get("prefixItems", []))
+        for i in range(evaluated["prefix"], len(prefix)):
+            prefix[i] = self._combine(prefix[i], extra)
+        if prefix:
+            flat["prefixItems"] = prefix
+        flat["items"] = self._combine(flat.get("items", True), extra)
 
     def _normalize(self, own: Flat, pointer: str) -> Flat:
         """Draft-07 and draft-04 spellings to their 2020-12 meaning."""
@@ -627,6 +688,8 @@ class SchemaConverter:
                 out[key] = list(dict.fromkeys([*mine, *value]))
             elif key == _DEFERRED:
                 out[key] = [*mine, *(v for v in value if v not in mine)]
+            elif key == _EVALUATED:
+                out[key] = _evaluated_union(mine, value)
             elif key == "pattern":
                 # both apply: the string terminal intersects the two
                 out[_PATTERNS] = list(dict.fromkeys([*out.get(_PATTERNS, ()), value]))
@@ -723,7 +786,7 @@ class SchemaConverter:
             return [{}]
         result: list[Flat] = [{}]
         for flat in self.flatten(schema, pointer, depth):
-            options = self._negate_flat(flat, pointer, depth)
+            options = self._negate_flat(_untracked(flat), pointer, depth)
             result = [m for x, y in itertools.product(result, options) if (m := self.merge(x, y, pointer)) is not None]
             if len(result) > _MAX_ALTERNATIVES:
                 raise _Unexpressible(pointer, "not", "negation expands to too many alternatives")
@@ -1559,6 +1622,36 @@ def _deferred(flat: Flat, pointer: str, keyword: str, why: str, schema: Any) -> 
     """``flat`` and ``schema``, which has no grammar: only a finite set of values (an ``enum``
     or ``const`` merged in later) can be checked against it, else it is refused then."""
     return {**flat, _DEFERRED: [*flat.get(_DEFERRED, ()), [pointer, keyword, why, schema]]}
+
+
+def _evaluated_by(own: Flat) -> dict[str, Any]:
+    """What a flat's own keywords evaluate (JSON: flats are compared by their canonical text)."""
+    return {
+        "names": sorted(own.get("properties", {})),
+        "patterns": sorted(own.get("patternProperties", {})),
+        "properties_all": "additionalProperties" in own,  # own unevaluated*: once applied
+        "prefix": len(own.get("prefixItems", [])),
+        "items_all": "items" in own,
+        "contains": [own["contains"]] if "contains" in own else [],
+    }
+
+
+def _evaluated_union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "names": sorted({*a["names"], *b["names"]}),
+        "patterns": sorted({*a["patterns"], *b["patterns"]}),
+        "properties_all": a["properties_all"] or b["properties_all"],
+        "prefix": max(a["prefix"], b["prefix"]),
+        "items_all": a["items_all"] or b["items_all"],
+        "contains": [*a["contains"], *(c for c in b["contains"] if c not in a["contains"])],
+    }
+
+
+def _untracked(flat: Flat) -> Flat:
+    """A flat without its evaluation record (for the grammar, and before a negation)."""
+    if _EVALUATED not in flat:
+        return flat
+    return {k: v for k, v in flat.items() if k != _EVALUATED}
 
 
 def _checkable(flat: Flat) -> Flat:

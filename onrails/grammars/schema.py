@@ -64,8 +64,15 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
   are merged with leaves finitely many values: each value is then checked against them;
 * ``patternProperties`` with more than 4 patterns of different schemas (a key may match any
   set of them: one key automaton per set), or next to ``propertyNames``;
-* ``unevaluatedProperties``/``unevaluatedItems`` next to ``anyOf``, ``oneOf``, ``not``, ``if`` or
-  ``dependentSchemas``; two ``contains`` merged by ``allOf``.
+* two ``contains`` merged by ``allOf``.
+
+``unevaluatedProperties``/``unevaluatedItems`` act on what the keywords that applied did not
+evaluate, tracked per alternative: an ``anyOf`` beside them becomes one alternative per set of
+branches that hold (more than 6 branches raise CompileBudgetError), a ``oneOf`` branch, a
+``then``/``else``, a held ``if`` and a present ``dependentSchemas`` evaluate, ``not`` and a failed
+``if`` do not, items matching an applied ``contains`` are evaluated. One narrowing: a member that
+a non-evaluating keyword declares (by name or pattern) takes the unevaluated schema even where
+an evaluated pattern also matches its key.
 
 ``$ref``s to other documents resolve through ``schemas`` (absolute URI -> document; a
 document's own ``$id`` and anchors name its parts too), and ``$dynamicRef``s through the
