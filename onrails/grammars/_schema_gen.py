@@ -40,7 +40,7 @@ import jsonschema
 from onrails.grammars import _ecma_regex as rx
 from onrails.grammars.regex_notes import except_words, intersected, subtracted
 from onrails.grammars._schema_formats import FORMATS
-from onrails.grammars._schema_refs import join
+from onrails.grammars._schema_refs import BUNDLE_KEY, join
 from onrails.grammars._schema_numbers import (
     INTEGER,
     NUMBER,
@@ -93,6 +93,7 @@ _ANNOTATIONS = {
     "$schema", "$id", "id", "$comment", "$anchor", "$dynamicAnchor", "$vocabulary", "$defs",
     "definitions", "title", "description", "default", "examples", "example", "deprecated",
     "readOnly", "writeOnly", "contentMediaType", "contentEncoding", "contentSchema",
+    BUNDLE_KEY,  # other documents' resources, like $defs
 }
 # Assertion keywords, by the instance type they constrain.
 _BY_TYPE = {

@@ -237,6 +237,8 @@ class _Bundler:
         for key, value in node.items():
             if key in _IDENTIFIERS and isinstance(value, str):
                 continue  # resolved here; left in, jsonschema would move the base of "#/..." pointers
+            if key == "$schema" and not (top and base == self.index.resources[self.root_uri].base):
+                continue  # one dialect for the whole bundle, the root's (as the converter reads it)
             if key in ("$ref", "$dynamicRef") and isinstance(value, str):
                 refs.append(self.reference(key, value, base, context))
             elif key in _NOT_SCHEMAS:

@@ -8,6 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 import referencing
+import referencing.jsonschema
 
 from onrails import GrammarCompiler, Matcher, SchemaError, schema_to_grammar
 from onrails.errors import CompileBudgetError
@@ -85,7 +86,7 @@ def test_documents_must_be_schemas_keyed_by_absolute_uris() -> None:
 
 
 def test_compile_json_schema_caches_by_the_documents_too() -> None:
-    schema = {"$ref": "https://example.com/n.json"}
+    schema: dict[str, object] = {"$ref": "https://example.com/n.json"}
     small = _COMPILER.compile_json_schema(schema, schemas={"https://example.com/n.json": {"maximum": 1}})
     large = _COMPILER.compile_json_schema(schema, schemas={"https://example.com/n.json": {"maximum": 10}})
     assert small is not large
@@ -130,3 +131,10 @@ def test_dynamic_contexts_that_multiply_past_the_budget_are_refused_cleanly() ->
     schema = {"$id": "https://example.com/many", "anyOf": [{"$ref": f"r{i}"} for i in range(300)], "$defs": defs}
     with pytest.raises(CompileBudgetError):
         schema_to_grammar(schema)
+
+
+def test_an_error_inside_a_document_points_into_that_document() -> None:
+    documents = {"https://example.com/p.json": {"properties": {"a": {"type": "array", "uniqueItems": True}}}}
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar({"$ref": "https://example.com/p.json"}, schemas=documents)
+    assert info.value.pointer == "/$onrails:resources/https:~1~1example.com~1p.json/properties/a"

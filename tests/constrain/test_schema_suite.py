@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 from pathlib import Path
 from typing import Any, Iterator
 
+import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
 
 from onrails import GrammarCompiler, Matcher, SchemaError, schema_to_grammar
 from onrails.constrain.compiled import CompiledGrammar
@@ -166,6 +170,64 @@ def test_every_group_compiled_in_strict_mode_accepts_valid_and_rejects_invalid_i
     )
     assert not failures, "\n".join(map(str, failures[:20]))
     assert passing >= 315  # a regression guard on coverage, not a target
+
+
+def _harvest(node: Any, names: set[str], values: list[Any]) -> None:
+    """Property names and literal values a schema mentions (to build instances from)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("properties", "dependentSchemas", "dependentRequired"):
+                names.update(value)
+            elif key == "required":
+                names.update(n for n in value if isinstance(n, str))
+            elif key == "const":
+                values.append(value)
+            elif key == "enum":
+                values.extend(value)
+            _harvest(value, names, values)
+    elif isinstance(node, list):
+        for value in node:
+            _harvest(value, names, values)
+
+
+def _instance(rng: random.Random, names: list[str], values: list[Any], depth: int = 0) -> Any:
+    roll = rng.random()
+    if depth < 2 and roll < 0.35:
+        return {n: _instance(rng, names, values, depth + 1) for n in rng.sample(names, rng.randint(0, min(4, len(names))))}
+    if depth < 2 and roll < 0.6:
+        return [_instance(rng, names, values, depth + 1) for _ in range(rng.randint(0, 4))]
+    return rng.choice(values)
+
+
+def test_groups_of_references_and_unevaluated_keywords_agree_with_jsonschema_on_generated_instances(
+    suite_dir: Path, compiler: GrammarCompiler
+) -> None:
+    """Beyond the suite's own instances: objects and arrays built from the names and values each
+    schema mentions, judged by jsonschema (with the same remote documents)."""
+    registry: referencing.Registry[Any] = referencing.Registry().with_resources(
+        (uri, referencing.jsonschema.DRAFT202012.create_resource(doc)) for uri, doc in REMOTES.items()
+    )
+    files = ["refRemote", "dynamicRef", "unevaluatedProperties", "unevaluatedItems"]
+    rng = random.Random(0)
+    wrong, checked = [], 0
+    for _, group in _groups(suite_dir, files):
+        compiled = _compile(compiler, group["schema"])
+        if compiled is None:
+            continue
+        names: set[str] = {"foo", "bar", "zz"}
+        values: list[Any] = [1, 2.5, "a", "foo", None, True, [], {}, *(t["data"] for t in group["tests"])]
+        _harvest(group["schema"], names, values)
+        validator = jsonschema.Draft202012Validator(group["schema"], registry=registry)
+        for _ in range(60):
+            data = _instance(rng, sorted(names), values)
+            valid = validator.is_valid(data)
+            text = _texts(data)[0]
+            accepted = _accepts(compiled, text) or (valid and _accepts_some_order(compiled, data, False))
+            if accepted != valid:
+                wrong.append((group["description"], text, "valid" if valid else "invalid"))
+            checked += 1
+    assert checked > 3000
+    assert not wrong, wrong[:10]
 
 
 def test_every_specified_format_is_asserted() -> None:
