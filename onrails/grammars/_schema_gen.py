@@ -69,6 +69,10 @@ _DEFERRED = "\x00deferred"
 # keywords that applied evaluated (``_evaluated``), so that the unevaluated ones act on the rest.
 # Negations carry none: a schema under ``not`` (or a failed ``if``) leaves no annotations.
 _EVALUATED = "\x00evaluated"
+# uniqueItems over finite domains: candidate values per position, and states (one per set of
+# values written: 8 values in any number are 256)
+_MAX_DOMAIN = 64
+_MAX_DISTINCT_STATES = 1024
 # anyOf beside unevaluated*: one alternative per set of branches that hold (2^n - 1)
 _MAX_TRACKED_BRANCHES = 6
 _MAX_ALTERNATIVES = 64
@@ -1447,8 +1451,6 @@ class SchemaConverter:
         min_i = int(flat.get("minItems", 0))
         max_i = flat.get("maxItems")
         max_i = None if max_i is None else int(max_i)
-        if flat.get("uniqueItems"):
-            self.notes.add(pointer, "uniqueItems", "distinct items cannot be expressed by a grammar")
         contains = flat.get("contains")
         min_c = int(flat.get("minContains", 1)) if contains is not None else 0
         max_c = flat.get("maxContains") if contains is not None else None
@@ -1458,6 +1460,12 @@ class SchemaConverter:
             max_i = len(prefix) if max_i is None else min(max_i, len(prefix))
         if max_i is not None and max_i < min_i:
             return None
+        if flat.get("uniqueItems"):
+            beyond = items if max_i is None or max_i > len(prefix) else False  # items unused past maxItems
+            domains = self._finite_domains(prefix, beyond, pointer) if contains is None else None
+            if domains is not None:
+                return self._distinct_array(domains, min_i, max_i, pointer)
+            self.notes.add(pointer, "uniqueItems", "distinct items of an infinite domain cannot be expressed by a grammar")
         # positions beyond the prefix and the counts behave alike: cap them
         pos_cap = max(len(prefix), min_i, max_i if max_i is not None else 0, 1)
         c_cap = max(min_c, (int(max_c) + 1) if max_c is not None else 0)
@@ -1506,6 +1514,77 @@ class SchemaConverter:
         arr = self._rule()
         alts = [self._brackets("[", [start], "]")]
         if min_i == 0 and min_c == 0:
+            alts.append(self._brackets("[", [], "]"))
+        self._define(arr, alts)
+        return arr
+
+    def _finite_domains(self, prefix: list[Any], items: Any, pointer: str) -> list[list[Any]] | None:
+        """The values each prefix position and then ``items`` admit (the last list), each list
+        without two equal values; None when one of them is infinite."""
+        out = []
+        for i, schema in enumerate([*prefix, items]):
+            here = f"{pointer}/prefixItems/{i}" if i < len(prefix) else f"{pointer}/items"
+            values = self._finite_domain(schema, here)
+            if values is None:
+                return None
+            out.append(values)
+        return out
+
+    def _finite_domain(self, schema: Any, pointer: str) -> list[Any] | None:
+        """Every value ``schema`` admits, when its flat schemas are ``enum``s, booleans, null or
+        bounded integer ranges (at most ``_MAX_DOMAIN`` candidates); None otherwise."""
+        if schema is False:
+            return []
+        flats = [_untracked(f) for f in self.flatten(schema, pointer, 1)]
+        candidates: list[Any] = []
+        checks = []
+        for flat in flats:
+            more = _flat_candidates(flat)
+            checkable = _checkable(flat)
+            # jsonschema skips the converter's own keywords: one left inside would widen the check
+            if more is None or len(candidates) + len(more) > _MAX_DOMAIN or "\\u0000" in json.dumps(checkable):
+                return None
+            candidates += more
+            excluded = {_equality_key(v) for v in flat.get(_NOT_IN, ())}
+            checks.append((self._validator.evolve(schema=checkable), excluded))
+        seen: set[Any] = set()
+        values = []
+        for value in candidates:
+            key = _equality_key(value)
+            if key not in seen and any(key not in out and c.is_valid(value) for c, out in checks):
+                seen.add(key)
+                values.append(value)
+        return values
+
+    def _distinct_array(self, domains: list[list[Any]], min_i: int, max_i: int | None, pointer: str) -> str | None:
+        """Arrays of pairwise distinct items (``uniqueItems``) over finite domains: a state per
+        set of values written (its size is the position), an edge per value not written yet."""
+        everything = {_equality_key(v) for values in domains for v in values}
+        longest = len(everything) if max_i is None else min(max_i, len(everything))
+        states = sum(math.comb(len(everything), k) for k in range(longest + 1))
+        if states > _MAX_DISTINCT_STATES:
+            raise CompileBudgetError(
+                f"array at #{pointer}: distinct items of {len(everything)} values need {states} states"
+            )
+        if longest < min_i:
+            return None
+
+        def edges(written: frozenset[Any]) -> list[tuple[list[str], frozenset[Any]]]:
+            p = len(written)
+            if p >= longest:
+                return []
+            values = domains[min(p, len(domains) - 1)]
+            out = []
+            for value in values:
+                key = _equality_key(value)
+                if key not in written:
+                    out.append((self._sep(p > 0) + [self.literal(value)], written | {key}))
+            return out
+
+        start = self._left_linear(frozenset(), edges, lambda written: len(written) >= max(min_i, 1))
+        arr = self._rule()
+        alts = [self._brackets("[", [start], "]")]
+        if min_i == 0:
             alts.append(self._brackets("[", [], "]"))
         self._define(arr, alts)
         return arr
@@ -1646,6 +1725,40 @@ def _evaluated_union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "items_all": a["items_all"] or b["items_all"],
         "contains": [*a["contains"], *(c for c in b["contains"] if c not in a["contains"])],
     }
+
+
+def _flat_candidates(flat: Flat) -> list[Any] | None:
+    """A superset of the values a flat schema admits when it is finite and small, else None."""
+    if "enum" in flat:
+        return list(flat["enum"])
+    types = _types_of(flat)
+    out: list[Any] = []
+    if "boolean" in types:
+        out += [True, False]
+    if "null" in types:
+        out.append(None)
+    rest = types - {"boolean", "null"}
+    if rest == {"integer"}:
+        low = max((math.ceil(_fraction(flat[k])) for k in ("minimum", "exclusiveMinimum") if k in flat), default=None)
+        high = min((math.floor(_fraction(flat[k])) for k in ("maximum", "exclusiveMaximum") if k in flat), default=None)
+        if low is None or high is None or high - low >= _MAX_DOMAIN:
+            return None
+        out += list(range(low, high + 1))
+    elif rest:
+        return None
+    return out
+
+
+def _equality_key(value: Any) -> Any:
+    """A hashable key equal for JSON values JSON Schema calls equal (1 and 1.0; objects in any
+    key order; true is not 1)."""
+    if value is None or isinstance(value, (bool, str)):
+        return (type(value).__name__, value)
+    if isinstance(value, (int, float)):
+        return ("number", _fraction(value))
+    if isinstance(value, list):
+        return ("array", tuple(_equality_key(v) for v in value))
+    return ("object", frozenset((k, _equality_key(v)) for k, v in value.items()))
 
 
 def _untracked(flat: Flat) -> Flat:

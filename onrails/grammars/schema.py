@@ -53,7 +53,10 @@ depend on distinct keys).
 What cannot be enforced exactly raises ``SchemaError`` (with the JSON pointer and keyword) in
 strict mode; in lenient mode it is left out and listed in ``unenforced``:
 
-* ``uniqueItems: true``; ``$recursiveRef`` (draft 2019-09); a ``$ref`` to a URI that neither the
+* ``uniqueItems: true`` over items of an infinite domain (strings, numbers, objects...), or
+  beside ``contains`` (items from ``enum``s, booleans, null and integer ranges of fewer than 64
+  values are exact: a state per set of values written, more than 1,024 states raise
+  CompileBudgetError); ``$recursiveRef`` (draft 2019-09); a ``$ref`` to a URI that neither the
   schema nor a document of ``schemas`` defines (nothing is fetched);
 * a ``pattern`` with lookaround, backreferences, ``\\b``, anchors inside it or ``\\p{...}``;
 * ``multipleOf`` other than p/10^k with p dividing a power of ten (7 and 0.3 are refused), or
