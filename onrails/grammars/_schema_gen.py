@@ -40,7 +40,7 @@ import jsonschema
 from onrails.grammars import _ecma_regex as rx
 from onrails.grammars.regex_notes import except_words, intersected, subtracted
 from onrails.grammars._schema_formats import FORMATS
-from onrails.grammars._schema_refs import BUNDLE_KEY, join
+from onrails.grammars._schema_refs import BUNDLE_KEY, Names, children, join
 from onrails.grammars._schema_numbers import (
     INTEGER,
     NUMBER,
@@ -1619,29 +1619,31 @@ _NOT_SCHEMAS = {"enum", "const", "default", "examples", "example"}
 def absolute_refs(root: Any) -> Any:
     """A copy of ``root`` whose ``$ref``s are JSON pointers from the root ("#/..."), resolving
     ``$id`` base URIs and ``$anchor``s; references leaving the document are kept as they are."""
-    resources: dict[str, str] = {}  # absolute URI without fragment -> pointer
-    anchors: dict[str, str] = {}  # absolute URI with anchor fragment -> pointer
+    resources = Names()  # absolute URI without fragment -> pointer
+    anchors = Names()  # absolute URI with anchor fragment -> pointer
 
-    def index(node: Any, base: str, pointer: str) -> None:
-        if isinstance(node, dict):
+    def index(node: Any, base: str, pointer: str, real: bool, in_map: bool = False) -> None:
+        if isinstance(node, dict) and in_map:  # names -> schemas
+            for k, v in node.items():
+                index(v, base, f"{pointer}/{pointer_token(k)}", real)
+        elif isinstance(node, dict):
             for key in ("$id", "id"):
                 value = node.get(key)
                 if isinstance(value, str) and not value.startswith("#"):
                     base = join(base, value).split("#")[0]
-                    resources.setdefault(base, pointer)
+                    resources.register(base, pointer, real)
             for key in ("$anchor", "$dynamicAnchor"):
                 value = node.get(key)
                 if isinstance(value, str):
-                    anchors.setdefault(f"{base}#{value}", pointer)
+                    anchors.register(f"{base}#{value}", pointer, real)
             value = node.get("id", node.get("$id"))
             if isinstance(value, str) and value.startswith("#") and len(value) > 1:
-                anchors.setdefault(f"{base}{value}", pointer)  # draft-04/06 location ids
-            for k, v in node.items():
-                if k not in _NOT_SCHEMAS:
-                    index(v, base, f"{pointer}/{pointer_token(k)}")
+                anchors.register(f"{base}{value}", pointer, real)  # draft-04/06 location ids
+            for k, v, schema, is_map in children(node, real):
+                index(v, base, f"{pointer}/{pointer_token(k)}", schema, is_map)
         elif isinstance(node, list):
             for i, v in enumerate(node):
-                index(v, base, f"{pointer}/{i}")
+                index(v, base, f"{pointer}/{i}", real)
 
     def rewrite(node: Any, base: str) -> Any:
         if isinstance(node, dict):
@@ -1676,8 +1678,8 @@ def absolute_refs(root: Any) -> Any:
         value = root.get("$id", root.get("id"))
         root_base = value.split("#")[0] if isinstance(value, str) else ""
     root_base = root_base or "https://onrails.invalid/schema.json"
-    resources[root_base] = ""
-    index(root, root_base, "")
+    resources.register(root_base, "", True)
+    index(root, root_base, "", True)
     return rewrite(root, root_base)
 
 

@@ -28,7 +28,41 @@ _MAX_COPIES = 256
 # Values that are data, not schemas: never indexed nor rewritten.
 _NOT_SCHEMAS = {"enum", "const", "default", "examples", "example"}
 _IDENTIFIERS = ("$id", "id", "$anchor", "$dynamicAnchor")
+# Keywords whose values are schemas, arrays of schemas or (the maps) objects of schemas. An $id or
+# anchor inside another keyword is no identifier (JSON Schema only reads schemas): one met through
+# these keywords alone wins, the others only name what nothing else does (real schemas keep
+# $defs-like "components" under unknown keywords and point into them).
+SCHEMA_KEYWORDS = frozenset({
+    "properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies", "items",
+    "prefixItems", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "additionalProperties",
+    "unevaluatedProperties", "unevaluatedItems", "contains", "propertyNames", "additionalItems", "contentSchema",
+})
+MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"})
 Context = tuple[tuple[str, str], ...]  # (anchor name, resource URI), sorted by name
+
+
+class Names(dict[str, Any]):
+    """A table of identifiers where one found at a schema position beats one found elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.real: set[str] = set()
+
+    def register(self, name: str, value: Any, real: bool) -> None:
+        if name not in self or (real and name not in self.real):
+            self[name] = value
+        if real:
+            self.real.add(name)
+
+
+def children(node: dict[str, Any], real: bool) -> list[tuple[str, Any, bool, bool]]:
+    """A schema object's values worth indexing: (key, value, at a schema position, a map of them)."""
+    out = []
+    for key, value in node.items():
+        if key not in _NOT_SCHEMAS:
+            schema = real and key in SCHEMA_KEYWORDS
+            out.append((key, value, schema, schema and key in MAP_KEYWORDS and isinstance(value, dict)))
+    return out
 
 
 def join(base: str, ref: str) -> str:
@@ -62,23 +96,27 @@ class _Resource:
 class _Index:
     """Every resource and anchor of the documents, by absolute URI."""
 
-    resources: dict[str, _Resource] = field(default_factory=dict)
-    anchors: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # uri#name -> resource, path
+    resources: Names = field(default_factory=Names)  # uri -> _Resource
+    anchors: Names = field(default_factory=Names)  # uri#name -> (resource uri, path)
     dynamic_names: set[str] = field(default_factory=set)  # names a $dynamicRef may use
 
     def add_document(self, uri: str, node: Any) -> None:
         """Index a document retrieved from ``uri`` (its ``$id`` may name it a second time)."""
         own = _own_id(node)
         resource = _Resource(uri, join(uri, own).split("#")[0] if own else uri, node)
-        self.resources.setdefault(uri, resource)
-        self._walk(node, uri, resource, [])
+        self.resources.register(uri, resource, True)
+        self._walk(node, uri, resource, [], True)
 
-    def _walk(self, node: Any, base: str, resource: _Resource, path: list[str]) -> None:
+    def _walk(self, node: Any, base: str, resource: _Resource, path: list[str], real: bool, in_map: bool = False) -> None:
         if isinstance(node, list):
             for i, v in enumerate(node):
-                self._walk(v, base, resource, [*path, str(i)])
+                self._walk(v, base, resource, [*path, str(i)], real)
             return
         if not isinstance(node, dict):
+            return
+        if in_map:  # names -> schemas: the object itself is no schema
+            for k, v in node.items():
+                self._walk(v, base, resource, [*path, _escape(k)], real)
             return
         own = _own_id(node)
         if own is not None:
@@ -86,22 +124,21 @@ class _Index:
             if path:  # an embedded resource: paths restart at it
                 resource = _Resource(base, base, node)
                 path = []
-            self.resources.setdefault(base, resource)
+            self.resources.register(base, resource, real)
         for key in ("$anchor", "$dynamicAnchor"):
             name = node.get(key)
             if isinstance(name, str):
-                self.anchors.setdefault(f"{base}#{name}", (resource.uri, path))
-                if key == "$dynamicAnchor":
+                self.anchors.register(f"{base}#{name}", (resource.uri, path), real)
+                if key == "$dynamicAnchor" and real:
                     resource.dynamic.setdefault(name, path)
         location = node.get("id", node.get("$id"))
         if isinstance(location, str) and location.startswith("#") and len(location) > 1:
-            self.anchors.setdefault(f"{base}{location}", (resource.uri, path))  # draft-04/06 location ids
+            self.anchors.register(f"{base}{location}", (resource.uri, path), real)  # draft-04/06 location ids
         dynamic = node.get("$dynamicRef")
         if isinstance(dynamic, str) and "#" in dynamic and not dynamic.split("#", 1)[1].startswith("/"):
             self.dynamic_names.add(dynamic.split("#", 1)[1])
-        for k, v in node.items():
-            if k not in _NOT_SCHEMAS:
-                self._walk(v, base, resource, [*path, _escape(k)])
+        for key, value, schema, is_map in children(node, real):
+            self._walk(value, base, resource, [*path, _escape(key)], schema, is_map)
 
     def locate(self, uri: str) -> tuple[str, list[str]] | None:
         """The resource and path within it that an absolute URI names, or None."""

@@ -138,3 +138,13 @@ def test_an_error_inside_a_document_points_into_that_document() -> None:
     with pytest.raises(SchemaError) as info:
         schema_to_grammar({"$ref": "https://example.com/p.json"}, schemas=documents)
     assert info.value.pointer == "/$onrails:resources/https:~1~1example.com~1p.json/properties/a"
+
+
+@pytest.mark.parametrize("documents", [{}, DOCUMENTS], ids=["one document", "with documents"])
+def test_an_id_inside_an_unknown_keyword_does_not_shadow_the_schema_that_has_it(documents: dict[str, Any]) -> None:
+    uri = "https://example.com/x.json"
+    schema = {"$defs": {"fake": {"not": {"unknown": [{"$id": uri, "type": "null"}]}}, "real": {"$id": uri, "type": "string"}},
+              "$ref": uri}
+    assert accepts(schema, "s", documents) and not accepts(schema, None, documents)
+    # with nothing else naming it, a pointer into an unknown keyword still resolves
+    assert accepts({"components": {"a": {"type": "integer"}}, "$ref": "#/components/a"}, 1, documents)
