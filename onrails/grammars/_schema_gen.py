@@ -65,6 +65,10 @@ _INTERNAL = (_NOT_IN, _PATTERNS, _NOT_PATTERNS, _NOT_FORMATS)
 # Internal keyword of any type: [pointer, keyword, reason, schema] of applicators whose negation
 # has no grammar (not, overlapping oneOf, if), checked on the values of an enum or const.
 _DEFERRED = "\x00deferred"
+# Internal array keyword: further [contains, minContains, maxContains] triples (allOf of two
+# contains), each counted on its own.
+_MORE_CONTAINS = "\x00moreContains"
+_MAX_CONTAINS_SCHEMAS = 3
 # Internal keyword of flats built under an unevaluatedProperties/unevaluatedItems: what the
 # keywords that applied evaluated (``_evaluated``), so that the unevaluated ones act on the rest.
 # Negations carry none: a schema under ``not`` (or a failed ``if``) leaves no annotations.
@@ -109,7 +113,7 @@ _BY_TYPE = {
     },
     "array": {
         "items", "prefixItems", "minItems", "maxItems", "contains", "minContains",
-        "maxContains", "uniqueItems", "unevaluatedItems",
+        "maxContains", "uniqueItems", "unevaluatedItems", _MORE_CONTAINS,
     },
 }
 _UNSUPPORTED = {"$dynamicRef", "$recursiveRef"}
@@ -660,6 +664,8 @@ class SchemaConverter:
 
     def merge(self, a: Flat, b: Flat, pointer: str) -> Flat | None:
         """The conjunction of two flat schemas; None when provably unsatisfiable."""
+        if "contains" in a and "contains" in b and _canon(a["contains"]) != _canon(b["contains"]):
+            b = _contains_aside(b)  # counted apart: its min/maxContains are not a's
         out = dict(a)
         for key, value in b.items():
             if key not in out:
@@ -695,6 +701,8 @@ class SchemaConverter:
                 out[key] = [*mine, *(v for v in value if v not in mine)]
             elif key == _EVALUATED:
                 out[key] = _evaluated_union(mine, value)
+            elif key == _MORE_CONTAINS:
+                out[key] = [*mine, *(v for v in value if v not in mine)]
             elif key == "pattern":
                 # both apply: the string terminal intersects the two
                 out[_PATTERNS] = list(dict.fromkeys([*out.get(_PATTERNS, ()), value]))
@@ -1460,6 +1468,9 @@ class SchemaConverter:
             max_i = len(prefix) if max_i is None else min(max_i, len(prefix))
         if max_i is not None and max_i < min_i:
             return None
+        if _MORE_CONTAINS in flat and not flat.get("uniqueItems"):
+            triples = [*([[contains, min_c, max_c]] if contains is not None else []), *flat[_MORE_CONTAINS]]
+            return self._contains_array(prefix, items, triples, min_i, max_i, pointer)
         if flat.get("uniqueItems"):
             beyond = items if max_i is None or max_i > len(prefix) else False  # items unused past maxItems
             domains = self._finite_domains(prefix, beyond, pointer) if contains is None else None
@@ -1514,6 +1525,51 @@ class SchemaConverter:
         arr = self._rule()
         alts = [self._brackets("[", [start], "]")]
         if min_i == 0 and min_c == 0:
+            alts.append(self._brackets("[", [], "]"))
+        self._define(arr, alts)
+        return arr
+
+    def _contains_array(
+        self, prefix: list[Any], items: Any, triples: list[list[Any]], min_i: int, max_i: int | None, pointer: str
+    ) -> str | None:
+        """Arrays under several ``contains`` (merged by ``allOf``), each with at least its
+        ``minContains`` matches: an item takes any set of them (every set that holds is one
+        edge), a counter per ``contains`` up to its minimum. A ``maxContains`` among them would
+        need each one's negation beside the others: refused."""
+        if any(mx is not None for _, _, mx in triples):
+            self.notes.add(pointer, "maxContains", "a maxContains beside another contains")
+        if len(triples) > _MAX_CONTAINS_SCHEMAS:
+            raise CompileBudgetError(f"array at #{pointer} has more than {_MAX_CONTAINS_SCHEMAS} contains schemas")
+        mins = tuple(int(mn) for _, mn, _ in triples)
+        pos_cap = max(len(prefix), min_i, max_i if max_i is not None else 0, 1)
+        if (pos_cap + 2) * math.prod(m + 1 for m in mins) > _MAX_COUNT_STATES:
+            raise CompileBudgetError(f"array at #{pointer} needs too many counting states")
+
+        def edges(state: tuple[int, tuple[int, ...]]) -> list[tuple[list[str], tuple[int, tuple[int, ...]]]]:
+            p, counts = state
+            if max_i is not None and p >= max_i:
+                return []
+            here = f"{pointer}/prefixItems/{p}" if p < len(prefix) else f"{pointer}/items"
+            base = prefix[p] if p < len(prefix) else items
+            out = []
+            for size in range(len(triples) + 1):
+                for chosen in itertools.combinations(range(len(triples)), size):
+                    schema = base
+                    for k in chosen:
+                        schema = self._combine(schema, triples[k][0])
+                    sym = self.symbol(schema, here)
+                    if sym:
+                        after = tuple(min(c + (k in chosen), mins[k]) for k, c in enumerate(counts))
+                        out.append((self._sep(p > 0) + [sym], (min(p + 1, pos_cap), after)))
+            return out
+
+        def accepting(state: tuple[int, tuple[int, ...]]) -> bool:
+            return 0 < state[0] >= min_i and state[1] == mins
+
+        start = self._left_linear((0, tuple(0 for _ in mins)), edges, accepting)
+        arr = self._rule()
+        alts = [self._brackets("[", [start], "]")]
+        if min_i == 0 and not any(mins):
             alts.append(self._brackets("[", [], "]"))
         self._define(arr, alts)
         return arr
@@ -1763,6 +1819,14 @@ def _equality_key(value: Any) -> Any:
     return ("object", frozenset((k, _equality_key(v)) for k, v in value.items()))
 
 
+def _contains_aside(flat: Flat) -> Flat:
+    """``flat`` with its contains, minContains and maxContains moved to ``_MORE_CONTAINS``."""
+    triple = [flat["contains"], flat.get("minContains", 1), flat.get("maxContains")]
+    out = {k: v for k, v in flat.items() if k not in ("contains", "minContains", "maxContains")}
+    out[_MORE_CONTAINS] = [triple, *(t for t in flat.get(_MORE_CONTAINS, ()) if t != triple)]
+    return out
+
+
 def _untracked(flat: Flat) -> Flat:
     """A flat without its evaluation record (for the grammar, and before a negation)."""
     if _EVALUATED not in flat:
@@ -1773,11 +1837,15 @@ def _untracked(flat: Flat) -> Flat:
 def _checkable(flat: Flat) -> Flat:
     """A flat schema with its internal keywords spelled as JSON Schema, for jsonschema (which
     cannot check the strings outside a set: callers leave those out)."""
-    out = {k: v for k, v in flat.items() if k not in _INTERNAL and k != _DEFERRED}
+    out = {k: v for k, v in flat.items() if k not in _INTERNAL and k not in (_DEFERRED, _MORE_CONTAINS)}
     extra = [{"pattern": p} for p in flat.get(_PATTERNS, ())]
     extra += [{"not": {"type": "string", "pattern": p}} for p in flat.get(_NOT_PATTERNS, ())]
     extra += [{"not": {"type": "string", "format": f}} for f in flat.get(_NOT_FORMATS, ())]
     extra += [schema for _, _, _, schema in flat.get(_DEFERRED, ())]
+    extra += [
+        {"contains": c, "minContains": mn, **({"maxContains": mx} if mx is not None else {})}
+        for c, mn, mx in flat.get(_MORE_CONTAINS, ())
+    ]
     if extra:
         out["allOf"] = extra
     return out

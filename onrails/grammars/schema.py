@@ -67,7 +67,8 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
   are merged with leaves finitely many values: each value is then checked against them;
 * ``patternProperties`` with more than 4 patterns of different schemas (a key may match any
   set of them: one key automaton per set), or next to ``propertyNames``;
-* two ``contains`` merged by ``allOf``.
+* a ``maxContains`` beside another ``contains`` (several ``contains``, merged by ``allOf`` or
+  ``if``/``then``, each count their own matches, up to 3 of them).
 
 ``unevaluatedProperties``/``unevaluatedItems`` act on what the keywords that applied did not
 evaluate, tracked per alternative: an ``anyOf`` beside them becomes one alternative per set of
