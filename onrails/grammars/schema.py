@@ -83,7 +83,10 @@ document's own ``$id`` and anchors name its parts too), and ``$dynamicRef``s thr
 dynamic scope, statically: each schema resource is converted once per set of outermost
 ``$dynamicAnchor``s in scope on the way to it (``_schema_refs``; more than 256 such copies raise
 CompileBudgetError). A JSON pointer inside another document, in an error, starts with
-``/$onrails:resources/<its URI>``.
+``/$onrails:resources/<its URI>``. A ``$schema`` naming a meta-schema among ``schemas`` (one built
+on draft 2020-12) is a custom dialect: the keywords of the vocabularies its ``$vocabulary`` leaves
+out are annotations; a vocabulary it requires that onrails does not know, and a subschema with a
+``$schema`` of its own inside it, raise SchemaError.
 
 A schema nesting more than ``MAX_SCHEMA_DEPTH`` (128) levels of JSON raises SchemaError with the
 pointer of the first value past it, before validation or conversion recurse over it.
@@ -114,7 +117,7 @@ import jsonschema.validators
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 
 from onrails.grammars._schema_gen import Notes, SchemaConverter, absolute_refs, pointer_token
-from onrails.grammars._schema_refs import bundle, needs_bundle
+from onrails.grammars._schema_refs import MAP_KEYWORDS, SCHEMA_KEYWORDS, bundle, needs_bundle
 from onrails.grammars.builtin import WHITESPACE_MODES, WHITESPACE_REGEXES
 from onrails.errors import SchemaError
 
@@ -194,6 +197,103 @@ def _deeper_than(value: Any, limit: int) -> str | None:
     return None
 
 
+# Draft 2020-12's vocabularies and their keywords, for dialects (custom meta-schemas) that
+# leave some out: those keywords are then unknown, so annotations.
+_VOCABULARY = "https://json-schema.org/draft/2020-12/vocab/"
+_VOCABULARIES = {
+    "core": {"$id", "$schema", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary", "$comment", "$defs", "definitions"},
+    "applicator": {
+        "prefixItems", "items", "contains", "additionalProperties", "properties", "patternProperties",
+        "dependentSchemas", "propertyNames", "if", "then", "else", "allOf", "anyOf", "oneOf", "not", "dependencies",
+        "additionalItems",
+    },
+    "unevaluated": {"unevaluatedItems", "unevaluatedProperties"},
+    "validation": {
+        "type", "const", "enum", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+        "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxContains", "minContains",
+        "maxProperties", "minProperties", "required", "dependentRequired",
+    },
+    "meta-data": {"title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples"},
+    "format-annotation": {"format"},  # asserted all the same (see the module's notes)
+    "format-assertion": {"format"},
+    "content": {"contentEncoding", "contentMediaType", "contentSchema"},
+}
+
+
+def dialect(
+    schema: "dict[str, Any] | bool", documents: "Mapping[str, Any] | None" = None
+) -> "tuple[Any, frozenset[str]]":
+    """The validator class of the schema's dialect and the keywords its vocabularies leave out
+    (a ``$schema`` naming a meta-schema among ``documents`` with a ``$vocabulary``).
+
+    Raises SchemaError for an unknown dialect or a required vocabulary onrails does not know."""
+    uri = schema.get("$schema") if isinstance(schema, dict) else None
+    meta = (documents or {}).get(uri.split("#")[0]) if isinstance(uri, str) else None
+    known = jsonschema.validators.validator_for(schema, default=None) is not None
+    if not isinstance(schema, dict) or not isinstance(meta, dict) or known:
+        return validator_class(schema), frozenset()
+    base = jsonschema.validators.validator_for(meta, default=None)
+    if base is not jsonschema.Draft202012Validator:
+        raise SchemaError(f"the dialect {uri!r} builds on no draft 2020-12 meta-schema", pointer="", keyword="$schema")
+    vocabularies = meta.get("$vocabulary")
+    active = set(_VOCABULARIES) if not isinstance(vocabularies, dict) else set()
+    for name, required in (vocabularies or {}).items():
+        short = name[len(_VOCABULARY):] if name.startswith(_VOCABULARY) else None
+        if short in _VOCABULARIES:
+            active.add(short)
+        elif required:
+            raise SchemaError(f"the dialect {uri!r} requires the unknown vocabulary {name!r}", pointer="", keyword="$schema")
+    validator_class({**schema, "$schema": "https://json-schema.org/draft/2020-12/schema"})  # checks it
+    nested = _nested_dialect(schema)
+    if nested is not None:  # its keywords would be left out too: refused rather than widened
+        raise SchemaError("a schema with its own $schema inside a custom dialect", pointer=nested, keyword="$schema")
+    kept = set().union(*(_VOCABULARIES[v] for v in active | {"core"}))
+    return base, frozenset(set().union(*_VOCABULARIES.values()) - kept)
+
+
+def _subschemas(schema: dict[str, Any], pointer: str) -> list[tuple[str, Any]]:
+    """The subschemas a schema object holds, with their pointers."""
+    out: list[tuple[str, Any]] = []
+    for key, value in schema.items():
+        here = f"{pointer}/{pointer_token(key)}"
+        if key in MAP_KEYWORDS and isinstance(value, dict):
+            out += [(f"{here}/{pointer_token(name)}", sub) for name, sub in value.items()]
+        elif key in SCHEMA_KEYWORDS and isinstance(value, list):
+            out += [(f"{here}/{i}", sub) for i, sub in enumerate(value)]
+        elif key in SCHEMA_KEYWORDS:
+            out.append((here, value))
+    return out
+
+
+def _nested_dialect(schema: dict[str, Any], pointer: str = "") -> str | None:
+    """The pointer of a subschema with a ``$schema`` of its own, if any."""
+    for here, sub in _subschemas(schema, pointer):
+        if isinstance(sub, dict):
+            found = here if "$schema" in sub else _nested_dialect(sub, here)
+            if found is not None:
+                return found
+    return None
+
+
+def without_keywords(node: Any, dropped: frozenset[str]) -> Any:
+    """``node`` without the ``dropped`` keywords in it and in every subschema it holds."""
+    if isinstance(node, list):
+        return [without_keywords(v, dropped) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in dropped:
+            continue
+        if key in MAP_KEYWORDS and isinstance(value, dict):
+            out[key] = {name: without_keywords(sub, dropped) for name, sub in value.items()}
+        elif key in SCHEMA_KEYWORDS:
+            out[key] = without_keywords(value, dropped)
+        else:
+            out[key] = value
+    return out
+
+
 def validator_class(schema: "dict[str, Any] | bool") -> Any:
     """The jsonschema validator class for the schema's dialect, after checking the schema.
 
@@ -234,16 +334,19 @@ def schema_to_grammar(
 
     ``whitespace`` is "flexible" (RFC 8259), "bounded" or "compact" (none). Rule names start
     with ``prefix`` and terminal names with its upper case (tools embed several schemas in one
-    grammar). ``schemas`` maps absolute URIs to the documents a ``$ref`` may name outside the
-    schema (nothing is fetched); each is checked like the schema.
+    grammar). ``schemas`` maps absolute URIs to the documents a ``$ref`` (or a custom dialect's
+    ``$schema``) may name outside the schema (nothing is fetched); each is checked like the
+    schema. Cost: one pass over the schema and the documents it reaches.
     Raises SchemaError (invalid schema, a keyword not enforceable in strict mode, a ``$ref`` to a
     URI not in ``schemas``, a schema accepting nothing) or CompileBudgetError.
     """
     if whitespace not in SCHEMA_WHITESPACE_MODES:
         raise SchemaError(f"whitespace must be one of {SCHEMA_WHITESPACE_MODES}, not {whitespace!r}")
     loaded = load_schema(schema)
-    cls = validator_class(loaded)
     documents = load_documents(schemas)
+    cls, dropped = dialect(loaded, documents)
+    if dropped:
+        loaded = without_keywords(loaded, dropped)
     notes = Notes(strict=strict)
     converter = SchemaConverter(
         bundle(loaded, documents) if needs_bundle(loaded, documents) else absolute_refs(loaded),
@@ -283,7 +386,7 @@ def load_documents(schemas: "Mapping[str, Any] | None") -> dict[str, "dict[str, 
             raise SchemaError(f"schemas: {uri!r} is not an absolute URI", pointer="")
         try:
             loaded = load_schema(document)
-            validator_class(loaded)
+            dialect(loaded, schemas)
         except SchemaError as exc:
             raise SchemaError(f"the document for {uri!r} in schemas is not a schema: {exc}") from exc
         documents[uri.split("#")[0]] = loaded

@@ -148,3 +148,38 @@ def test_an_id_inside_an_unknown_keyword_does_not_shadow_the_schema_that_has_it(
     assert accepts(schema, "s", documents) and not accepts(schema, None, documents)
     # with nothing else naming it, a pointer into an unknown keyword still resolves
     assert accepts({"components": {"a": {"type": "integer"}}, "$ref": "#/components/a"}, 1, documents)
+
+
+VOCAB = "https://json-schema.org/draft/2020-12/vocab/"
+
+
+def _meta(uri: str, vocabularies: dict[str, bool]) -> dict[str, Any]:
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": uri, "$vocabulary": vocabularies}
+
+
+def test_a_dialect_without_the_validation_vocabulary_leaves_its_keywords_out() -> None:
+    meta = "https://example.com/meta/no-validation"
+    documents = {meta: _meta(meta, {VOCAB + "core": True, VOCAB + "applicator": True})}
+    schema = {"$schema": meta, "properties": {"gone": False, "n": {"minimum": 10, "enum": [20]}}}
+    assert accepts(schema, {"n": 1}, documents) and accepts(schema, {"n": "x"}, documents)
+    assert not accepts(schema, {"gone": 1}, documents)  # applicator keywords still apply
+
+
+def test_a_dialect_may_name_optional_vocabularies_onrails_does_not_know_but_not_required_ones() -> None:
+    meta = "https://example.com/meta/optional"
+    vocabularies = {VOCAB + "core": True, VOCAB + "validation": True, "https://example.com/vocab/custom": False}
+    documents = {meta: _meta(meta, vocabularies)}
+    schema = {"$schema": meta, "enum": ["a", "bb"], "maxLength": 1}
+    assert accepts(schema, "a", documents) and not accepts(schema, "bb", documents)
+    required = {meta: _meta(meta, {**vocabularies, "https://example.com/vocab/custom": True})}
+    with pytest.raises(SchemaError, match="https://example.com/vocab/custom"):
+        schema_to_grammar(schema, schemas=required)
+
+
+def test_a_schema_with_its_own_dialect_inside_a_custom_dialect_is_refused() -> None:
+    meta = "https://example.com/meta/no-validation"
+    documents = {meta: _meta(meta, {VOCAB + "core": True, VOCAB + "applicator": True})}
+    inner = {"$schema": "https://json-schema.org/draft/2020-12/schema", "minimum": 3}
+    with pytest.raises(SchemaError) as info:
+        schema_to_grammar({"$schema": meta, "properties": {"a": inner}}, schemas=documents)
+    assert info.value.pointer == "/properties/a"
