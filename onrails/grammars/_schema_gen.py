@@ -40,7 +40,7 @@ import jsonschema
 from onrails.grammars import _ecma_regex as rx
 from onrails.grammars.regex_notes import except_words, intersected, subtracted
 from onrails.grammars._schema_formats import FORMATS
-from onrails.grammars._schema_refs import BUNDLE_KEY, Names, children, join
+from onrails.grammars._schema_refs import BUNDLE_KEY, Names, join, schema_children
 from onrails.grammars._schema_numbers import (
     INTEGER,
     NUMBER,
@@ -1468,7 +1468,9 @@ class SchemaConverter:
             max_i = len(prefix) if max_i is None else min(max_i, len(prefix))
         if max_i is not None and max_i < min_i:
             return None
-        if _MORE_CONTAINS in flat and not flat.get("uniqueItems"):
+        if _MORE_CONTAINS in flat:
+            if flat.get("uniqueItems"):
+                self.notes.add(pointer, "uniqueItems", "distinct items beside several contains")
             triples = [*([[contains, min_c, max_c]] if contains is not None else []), *flat[_MORE_CONTAINS]]
             return self._contains_array(prefix, items, triples, min_i, max_i, pointer)
         if flat.get("uniqueItems"):
@@ -1695,7 +1697,7 @@ def absolute_refs(root: Any) -> Any:
             value = node.get("id", node.get("$id"))
             if isinstance(value, str) and value.startswith("#") and len(value) > 1:
                 anchors.register(f"{base}{value}", pointer, real)  # draft-04/06 location ids
-            for k, v, schema, is_map in children(node, real):
+            for k, v, schema, is_map in schema_children(node, real):
                 index(v, base, f"{pointer}/{pointer_token(k)}", schema, is_map)
         elif isinstance(node, list):
             for i, v in enumerate(node):

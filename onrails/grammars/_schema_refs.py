@@ -55,7 +55,7 @@ class Names(dict[str, Any]):
             self.real.add(name)
 
 
-def children(node: dict[str, Any], real: bool) -> list[tuple[str, Any, bool, bool]]:
+def schema_children(node: dict[str, Any], real: bool) -> list[tuple[str, Any, bool, bool]]:
     """A schema object's values worth indexing: (key, value, at a schema position, a map of them)."""
     out = []
     for key, value in node.items():
@@ -137,7 +137,7 @@ class _Index:
         dynamic = node.get("$dynamicRef")
         if isinstance(dynamic, str) and "#" in dynamic and not dynamic.split("#", 1)[1].startswith("/"):
             self.dynamic_names.add(dynamic.split("#", 1)[1])
-        for key, value, schema, is_map in children(node, real):
+        for key, value, schema, is_map in schema_children(node, real):
             self._walk(value, base, resource, [*path, _escape(key)], schema, is_map)
 
     def locate(self, uri: str) -> tuple[str, list[str]] | None:
@@ -219,7 +219,6 @@ class _Bundler:
         self.root_uri = root_uri
         self.copies: dict[tuple[str, Context], str] = {}  # -> pointer of the copy
         self.todo: list[tuple[str, Context, str]] = []
-        self.out: dict[str, Any] = {}
 
     def run(self, root: Any) -> Any:
         top = self.copy_pointer(self.root_uri, ())
@@ -268,7 +267,8 @@ class _Bundler:
             base = self.index.resources[base].base
         elif own is not None:
             base = join(base, own).split("#")[0]
-            context = self.enter(self.index.resources[base].uri, context)
+            entered = self.index.resources.get(base)  # None for an $id in a map's names
+            context = self.enter(entered.uri, context) if entered is not None else context
         out: dict[str, Any] = {}
         refs: list[str] = []
         for key, value in node.items():
