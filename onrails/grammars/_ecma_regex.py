@@ -8,16 +8,18 @@ every string has exactly one spelling. That keeps key exclusion exact (see ``_sc
 
 Where ECMA-262 and Python's ``re`` (which ``jsonschema`` validates with) differ (``\\d``, ``\\w``,
 ``\\s``, ``.``), character classes take the intersection of both meanings, so whatever the grammar
-accepts is valid under either. What cannot be expressed as a regular language of this kind
-(lookaround, backreferences, word boundaries, anchors inside the pattern, ``\\p{...}``) raises
-``RegexUnsupported``.
+accepts is valid under either. A ``$`` inside the pattern ends the string where a match
+crosses it (``_emit_ended``); a word boundary restricts the characters on either side of it
+(``_without_boundaries``). What cannot be expressed as a regular language of this kind
+(lookaround, backreferences, a word boundary beside what may be empty, a ``^`` inside the
+pattern, ``\\p{...}``) raises ``RegexUnsupported``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Union, cast
 
 from onrails.grammars.unicode_classes import complement as code_point_complement
 from onrails.grammars.unicode_classes import python_class
@@ -218,6 +220,14 @@ class Anchor:
 
 Node = Union[Chars, Seq, Alt, Repeat, Anchor]
 
+
+@dataclass(frozen=True)
+class Boundary:
+    """``\\b`` (``word``) or ``\\B``: only between parsing and ``_without_boundaries``, which
+    leaves none in the AST (so no ``Node`` is one)."""
+
+    word: bool
+
 _MAX_REPEAT = 1000
 
 
@@ -255,7 +265,10 @@ class _Parser:
             self.i += 1
             return Anchor(c == "^")
         if c == "\\" and self.peek(1) in ("b", "B"):
-            raise RegexUnsupported("word boundaries are not regular over JSON strings")
+            self.i += 2
+            if self.peek() in ("*", "+", "?", "{"):
+                raise RegexUnsupported("quantified word boundary")
+            return cast("Node", Boundary(self.p[self.i - 1] == "b"))
         atom = self.atom()
         return self.quantifier(atom)
 
@@ -436,22 +449,25 @@ def _is_single(sets: tuple[Ranges, Ranges]) -> bool:
 # -- emission -----------------------------------------------------------------------------------
 
 
-def _emit(node: "Node") -> str | None:
-    """Regex over canonical encodings; None when the node matches nothing."""
+def _emit(node: "Node", plain: bool = False) -> str | None:
+    """Regex over canonical encodings; None when the node matches nothing. ``plain``: along
+    the paths that cross no ``$`` inside the node (one crossed ends the string: ``_emit_ended``)."""
     if isinstance(node, Chars):
         return char_regex(node.ranges)
     if isinstance(node, Anchor):
+        if plain and not node.start:
+            return None
         raise RegexUnsupported("anchor inside the pattern")
     if isinstance(node, Seq):
         parts = []
         for item in node.items:
-            part = _emit(item)
+            part = _emit(item, plain)
             if part is None:
                 return None
             parts.append(part)
         return "".join(parts)
     if isinstance(node, Alt):
-        options = [o for o in (_emit(x) for x in node.options) if o is not None]
+        options = [o for o in (_emit(x, plain) for x in node.options) if o is not None]
         if not options:
             return None
         nonempty = [o for o in options if o]
@@ -459,7 +475,7 @@ def _emit(node: "Node") -> str | None:
             return ""
         body = "(?:" + "|".join(nonempty) + ")"
         return body + "?" if len(nonempty) < len(options) else body
-    inner = _emit(node.node)
+    inner = _emit(node.node, plain)
     if inner is None:
         return None if node.lo > 0 else ""
     if not inner or node.hi == 0:
@@ -478,6 +494,68 @@ def _emit(node: "Node") -> str | None:
     return group + "{%d,%d}" % (node.lo, node.hi)
 
 
+def _emit_ended(node: "Node") -> str | None:
+    """Regex of the strings the node matches along a path crossing a ``$`` inside it: what it
+    read before the ``$``, where the string must end, everything after matching the empty
+    string there. None when there is none. ``^`` inside raises."""
+    if isinstance(node, Chars):
+        return None
+    if isinstance(node, Anchor):
+        if node.start:
+            raise RegexUnsupported("anchor inside the pattern")
+        return ""
+    if isinstance(node, Alt):
+        return _union([_emit_ended(o) for o in node.options])
+    if isinstance(node, Seq):
+        parts: list[str | None] = []
+        for i, item in enumerate(node.items):
+            if not all(_empty_at_end(rest) for rest in node.items[i + 1 :]):
+                continue
+            ended = _emit_ended(item)
+            before = _emit(Seq(node.items[:i]), plain=True) if ended is not None else None
+            if ended is not None and before is not None:
+                parts.append(_grouped(before) + _grouped(ended))
+        return _union(parts)
+    ended = _emit_ended(node.node)
+    if ended is None or node.hi == 0:
+        return None
+    # the iteration crossing the $ comes after some that did not; those it still owes (below
+    # the minimum) must match the empty string at the end
+    lo = 0 if node.lo <= 1 or _empty_at_end(node.node) else node.lo - 1
+    hi = None if node.hi is None else node.hi - 1
+    before = _emit(Repeat(node.node, lo, hi), plain=True)
+    return None if before is None else _grouped(before) + _grouped(ended)
+
+
+def _empty_at_end(node: "Node") -> bool:
+    """Whether the node matches the empty string at the end of the string (``$`` does; ``^``
+    is taken not to, which only leaves strings out)."""
+    if isinstance(node, Chars):
+        return False
+    if isinstance(node, Anchor):
+        return not node.start
+    if isinstance(node, Seq):
+        return all(_empty_at_end(i) for i in node.items)
+    if isinstance(node, Alt):
+        return any(_empty_at_end(o) for o in node.options)
+    return node.lo == 0 or _empty_at_end(node.node)
+
+
+def _union(parts: "list[str | None]") -> str | None:
+    real = list(dict.fromkeys(p for p in parts if p is not None))
+    if not real:
+        return None
+    nonempty = [p for p in real if p]
+    if not nonempty:
+        return ""
+    body = "(?:" + "|".join(nonempty) + ")"
+    return body + "?" if len(nonempty) < len(real) else body
+
+
+def _grouped(regex: str) -> str:
+    return regex if not regex or _is_atomic(regex) or "|" not in regex else "(?:" + regex + ")"
+
+
 def _is_atomic(rx: str) -> bool:
     if len(rx) == 1 or (len(rx) == 2 and rx[0] == "\\"):
         return True
@@ -490,7 +568,124 @@ def _is_atomic(rx: str) -> bool:
 
 def parse(pattern: str) -> "Node":
     """Parse an ECMA-262 pattern; raises RegexUnsupported."""
-    return _Parser(pattern).parse()
+    return _without_boundaries(_Parser(pattern).parse())
+
+
+# -- word boundaries ------------------------------------------------------------------------------
+# ``L\bR`` is ``L`` ending in a word character and ``R`` starting with a non-word one (or ending
+# the string at a ``$``), or the reverse; ``L\BR`` pairs alike characters. Each side is restricted
+# on its edge character; a side that may be empty (its context then decides) is refused.
+# Word characters as both ECMA-262 and Python's ``re`` read them (ASCII ``\w``), non-word ones
+# as both read them; characters the two disagree on are left out beside a boundary.
+
+_WORD = _class_escape("w")[0]
+_NON_WORD = _class_escape("W")[0]
+
+
+def _without_boundaries(node: "Node") -> "Node":
+    """The AST with its ``\\b``/``\\B`` rewritten into restricted edges; raises
+    RegexUnsupported where a side's context is outside the pattern."""
+    if isinstance(node, Boundary):
+        raise RegexUnsupported("word boundary at the edge of a group")
+    if isinstance(node, Alt):
+        return Alt(tuple(_without_boundaries(o) for o in node.options))
+    if isinstance(node, Repeat):
+        return Repeat(_without_boundaries(node.node), node.lo, node.hi)
+    if not isinstance(node, Seq):
+        return node
+    at = next((i for i, item in enumerate(node.items) if isinstance(item, Boundary)), None)
+    if at is None:
+        return Seq(tuple(_without_boundaries(i) for i in node.items))
+    boundary = node.items[at]
+    assert isinstance(boundary, Boundary)
+    # a leading ^ stays outside, where it anchors the whole (a $ on the right ends the string)
+    lead = 0
+    while lead < at and node.items[lead] == Anchor(True):
+        lead += 1
+    if lead:
+        return Seq((*node.items[:lead], _without_boundaries(Seq(node.items[lead:]))))
+    left = Seq(tuple(_without_boundaries(i) for i in node.items[:at]))
+    right = _without_boundaries(Seq(node.items[at + 1 :]))
+    if _nullable(left) or _nullable(right):
+        raise RegexUnsupported("word boundary beside what may be empty")
+    pairs = [(_WORD, _NON_WORD), (_NON_WORD, _WORD)] if boundary.word else [(_WORD, _WORD), (_NON_WORD, _NON_WORD)]
+    options = []
+    for before, after in pairs:
+        last, first = _restrict_last(left, before), _restrict_first(right, after, after is _NON_WORD)
+        if last is not None and first is not None:
+            options.append(Seq((last, first)))
+    return Alt(tuple(options)) if options else Chars(())
+
+
+def _nullable(node: "Node") -> bool:
+    """Whether the node matches the empty string without crossing an anchor."""
+    if isinstance(node, Chars) or isinstance(node, Anchor):
+        return False
+    if isinstance(node, Seq):
+        return all(_nullable(i) for i in node.items)
+    if isinstance(node, Alt):
+        return any(_nullable(o) for o in node.options)
+    if isinstance(node, Repeat):
+        return node.lo == 0 or _nullable(node.node)
+    raise RegexUnsupported("nested word boundary")
+
+
+def _restrict_first(node: "Node", chars: Ranges, end_ok: bool) -> "Node | None":
+    """The matches of ``node`` whose first character is in ``chars``, and (``end_ok``) those
+    that end the string (a ``$``) before reading any. None when there are none."""
+    if isinstance(node, Chars):
+        kept = intersect(node.ranges, chars)
+        return Chars(kept) if kept else None
+    if isinstance(node, Anchor):
+        if node.start:
+            raise RegexUnsupported("anchor inside the pattern")
+        return node if end_ok else None
+    if isinstance(node, Alt):
+        found = [r for o in node.options if (r := _restrict_first(o, chars, end_ok)) is not None]
+        return Alt(tuple(found)) if found else None
+    if isinstance(node, Repeat):
+        first = _restrict_first(node.node, chars, end_ok) if node.hi != 0 else None
+        if first is None:
+            return None
+        return Seq((first, Repeat(node.node, max(node.lo - 1, 0), None if node.hi is None else node.hi - 1)))
+    if isinstance(node, Seq):
+        found = []
+        for i, item in enumerate(node.items):
+            head = _restrict_first(item, chars, end_ok)
+            if head is not None:
+                found.append(Seq((head, *node.items[i + 1 :])))
+            if not _nullable(item):
+                break  # the items before the first character matched the empty string
+        return Alt(tuple(found)) if found else None
+    raise RegexUnsupported("nested word boundary")
+
+
+def _restrict_last(node: "Node", chars: Ranges) -> "Node | None":
+    """The matches of ``node`` whose last character is in ``chars``; None when there are none."""
+    if isinstance(node, Chars):
+        kept = intersect(node.ranges, chars)
+        return Chars(kept) if kept else None
+    if isinstance(node, Anchor):
+        raise RegexUnsupported("anchor before a word boundary")
+    if isinstance(node, Alt):
+        found = [r for o in node.options if (r := _restrict_last(o, chars)) is not None]
+        return Alt(tuple(found)) if found else None
+    if isinstance(node, Repeat):
+        last = _restrict_last(node.node, chars) if node.hi != 0 else None
+        if last is None:
+            return None
+        return Seq((Repeat(node.node, max(node.lo - 1, 0), None if node.hi is None else node.hi - 1), last))
+    if isinstance(node, Seq):
+        found = []
+        for i in range(len(node.items) - 1, -1, -1):
+            item = node.items[i]
+            tail = _restrict_last(item, chars)
+            if tail is not None:
+                found.append(Seq((*node.items[:i], tail)))
+            if not _nullable(item):
+                break
+        return Alt(tuple(found)) if found else None
+    raise RegexUnsupported("nested word boundary")
 
 
 def _strip_anchors(node: "Node") -> tuple["Node", bool, bool]:
@@ -522,7 +717,12 @@ def search_body(pattern: str) -> str | None:
         inner, start, end = _strip_anchors(option)
         if node_length(inner)[0] == 0 and not (start and end) and not _has_anchor(inner):
             return any_star  # an empty match is found in every string
-        body = _emit(inner)
+        if _has_anchor(inner):
+            # a $ inside: the matches crossing it end the string
+            ended = _emit_ended(inner)
+            if ended is not None:
+                bodies.setdefault((start, True), []).append(ended)
+        body = _emit(inner, plain=_has_anchor(inner))
         if body is not None:
             bodies.setdefault((start, end), []).append(body)
     out = []
@@ -557,7 +757,9 @@ def anchored_node(pattern: str) -> "Node | None":
 
 def emit(node: "Node") -> str | None:
     """Regex over canonical encodings of the strings ``node`` matches entirely."""
-    return _emit(node)
+    if not _has_anchor(node):
+        return _emit(node)
+    return _union([_emit(node, plain=True), _emit_ended(node)])
 
 
 def node_length(node: "Node") -> tuple[int, int | None]:

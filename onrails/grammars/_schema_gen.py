@@ -16,7 +16,8 @@ How the keywords are enforced:
 * ``enum``/``const`` are finite: each candidate value is checked against the whole schema with
   ``jsonschema`` (formats asserted) and the survivors are written literally.
 * ``anyOf`` is a choice of rules; ``oneOf`` is too when its branches are provably exclusive
-  (disjoint types or values), else it becomes ``A ∧ ¬B ∨ B ∧ ¬A`` where negation is possible.
+  (disjoint types or values, under the sibling keywords), else it becomes ``A ∧ ¬B ∨ B ∧ ¬A``
+  where negation is possible, per type: only the types where branches may overlap need it.
 * A pure ``$ref`` is a reference to the target's rule, so recursive schemas are recursive rules.
 
 What cannot be enforced exactly is reported through ``Notes`` (strict mode raises instead).
@@ -55,6 +56,10 @@ from onrails.errors import CompileBudgetError, SchemaError
 
 _TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
 _ALL_TYPES = frozenset(_TYPES)
+# Types no JSON value shares: a oneOf's branches may overlap in some and not in others.
+_TYPE_GROUPS = tuple(
+    frozenset(g) for g in (("null",), ("boolean",), ("object",), ("array",), ("string",), ("number", "integer"))
+)
 _NOT_IN = "\x00notIn"  # internal keyword: a string outside a finite set (from negated enums)
 # Internal keywords for strings: further patterns a string matches (two patterns merged), and
 # patterns and formats it does not match (negated). Their terminals are automata products.
@@ -62,6 +67,10 @@ _PATTERNS = "\x00patterns"
 _NOT_PATTERNS = "\x00notPatterns"
 _NOT_FORMATS = "\x00notFormats"
 _INTERNAL = (_NOT_IN, _PATTERNS, _NOT_PATTERNS, _NOT_FORMATS)
+# Internal keywords for numbers: not an integer (from a negated integer schema), and numbers
+# outside a finite set (from a negated enum).
+_FRACTIONAL = "\x00fractional"
+_NOT_NUMBERS = "\x00notNumbers"
 # Internal keyword of any type: [pointer, keyword, reason, schema] of applicators whose negation
 # has no grammar (not, overlapping oneOf, if), checked on the values of an enum or const.
 _DEFERRED = "\x00deferred"
@@ -106,7 +115,7 @@ _ANNOTATIONS = {
 # Assertion keywords, by the instance type they constrain.
 _BY_TYPE = {
     "string": {"minLength", "maxLength", "pattern", "format", *_INTERNAL},
-    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"},
+    "number": {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", _FRACTIONAL, _NOT_NUMBERS},
     "object": {
         "properties", "required", "additionalProperties", "patternProperties", "propertyNames",
         "minProperties", "maxProperties", "unevaluatedProperties",
@@ -423,6 +432,12 @@ class SchemaConverter:
             schema = {"$ref": schema["$ref"]}
         own: Flat = {}
         conjuncts: list[list[Flat]] = []
+        # What is found here is conjoined with the sibling assertions: oneOf branches need only
+        # exclude each other under them, and negations need only hold within the sibling
+        # ``type`` (the negation of an object schema is exact among strings whatever its object
+        # keywords are).
+        context = self._normalize({k: v for k, v in schema.items() if k in _ASSERTIONS}, pointer)
+        within = _types_of(context)
         for key, value in schema.items():
             if key in _ANNOTATIONS or key in ("then", "else", "dependencies", "dependentRequired", "dependentSchemas"):
                 continue
@@ -441,14 +456,14 @@ class SchemaConverter:
                 branches = [self.flatten(sub, f"{here}/{i}", depth + 1) for i, sub in enumerate(value)]
                 conjuncts.append(self._any_of_sets(branches, here) if self._tracking else [f for fs in branches for f in fs])
             elif key == "oneOf":
-                conjuncts.append(self._one_of(value, here, depth))
+                conjuncts.append(self._one_of(value, here, depth, context))
             elif key == "not":
                 try:
-                    conjuncts.append(self.negate(value, here, depth + 1))
+                    conjuncts.append(self.negate(value, here, depth + 1, within))
                 except _Unexpressible as exc:
                     conjuncts.append([_deferred({}, here, "not", exc.why, {"not": value})])
             elif key == "if":
-                conjuncts.append(self._if_then_else(schema, pointer, depth))
+                conjuncts.append(self._if_then_else(schema, pointer, depth, within))
             elif key in _UNSUPPORTED:
                 self.notes.add(pointer, key, "dynamic references are not supported")
             elif key in _ASSERTIONS:
@@ -567,19 +582,40 @@ class SchemaConverter:
             own["type"] = _type_value(_types_of(own))
         return own
 
-    def _one_of(self, branches: list[Any], pointer: str, depth: int) -> list[Flat]:
+    def _one_of(self, branches: list[Any], pointer: str, depth: int, context: Flat) -> list[Flat]:
+        """``oneOf`` as flat schemas, for values satisfying ``context`` (the sibling assertions,
+        conjoined with the result by the caller).
+
+        Per group of types (null, boolean, object, array, string, numbers): where no value of
+        the group satisfies two branches, their union; elsewhere each branch with the negation
+        of every other, taken within those types only (so an object branch's keywords that have
+        no negation do not matter among strings, nor a string branch's among objects)."""
         flats = [self.flatten(b, f"{pointer}/{i}", depth + 1) for i, b in enumerate(branches)]
-        if self._exclusive(branches, pointer):
+        within = _types_of(context)
+        # the branches as the caller will keep them: with the sibling keywords (a property
+        # required beside the oneOf discriminates branches that only declare it)
+        sigs = [self._with_context(context, fs, pointer) for fs in flats]
+        if self._exclusive_flats(sigs, within):
             return [f for fs in flats for f in fs]
+        apart: set[str] = set()
+        overlapping: set[str] = set()
+        for group in _TYPE_GROUPS:
+            types = group & within
+            if types:
+                (apart if self._exclusive_flats(sigs, types) else overlapping).update(types)
+        out = self._within(frozenset(apart), [f for fs in flats for f in fs], pointer)
+        both = frozenset(overlapping)
         # exactly one: each branch with the negation of every other
         try:
-            negations = [self.negate(b, f"{pointer}/{i}", depth + 1) for i, b in enumerate(branches)]
+            negations = [self.negate(b, f"{pointer}/{i}", depth + 1, both) for i, b in enumerate(branches)]
         except _Unexpressible as exc:
             why = f"branches may overlap and cannot be negated ({exc.why})"
-            return [_deferred(f, pointer, "oneOf", why, {"oneOf": branches}) for fs in flats for f in fs]
-        out = []
+            return out + [
+                _deferred(f, pointer, "oneOf", why, {"oneOf": branches})
+                for f in self._within(both, [f for fs in flats for f in fs], pointer)
+            ]
         for i, fs in enumerate(flats):
-            current = fs
+            current = self._within(both, fs, pointer)
             for j, neg in enumerate(negations):
                 if i == j:
                     continue
@@ -589,7 +625,29 @@ class SchemaConverter:
             out.extend(current)
         return out
 
-    def _if_then_else(self, schema: dict[str, Any], pointer: str, depth: int) -> list[Flat]:
+    def _with_context(self, context: Flat, flats: list[Flat], pointer: str) -> list[Flat]:
+        """``flats`` each conjoined with ``context``, for deciding whether branches overlap
+        (``flats`` themselves where a merge cannot be enforced: they overlap no less)."""
+        if not context:
+            return flats
+        notes, self.notes = self.notes, Notes(strict=True)  # a trial: nothing to report
+        try:
+            return [m for f in flats if (m := self.merge(context, f, pointer)) is not None]
+        except SchemaError:
+            return flats
+        finally:
+            self.notes = notes
+
+    def _within(self, types: frozenset[str], flats: list[Flat], pointer: str) -> list[Flat]:
+        """``flats`` restricted to values of ``types`` (none when ``types`` is empty)."""
+        if not types:
+            return []
+        if types == _ALL_TYPES:
+            return flats
+        restrict: Flat = {"type": _type_value(types)}
+        return [m for f in flats if (m := self.merge(f, restrict, "")) is not None]
+
+    def _if_then_else(self, schema: dict[str, Any], pointer: str, depth: int, within: frozenset[str]) -> list[Flat]:
         cond = schema["if"]
         then = schema.get("then", True)
         other = schema.get("else", True)
@@ -601,7 +659,7 @@ class SchemaConverter:
             if (m := self.merge(a, b, pointer)) is not None
         ]
         try:
-            negated = self.negate(cond, f"{pointer}/if", depth + 1)
+            negated = self.negate(cond, f"{pointer}/if", depth + 1, within)
         except _Unexpressible as exc:
             why = f"the condition cannot be negated ({exc.why})"
             whole = {"if": cond, "then": then, "else": other}
@@ -622,43 +680,108 @@ class SchemaConverter:
             except (SchemaError, _Unexpressible):
                 return False
             sigs.append(flats)
+        return self._exclusive_flats(sigs, _ALL_TYPES)
+
+    def _exclusive_flats(self, sigs: list[list[Flat]], within: frozenset[str]) -> bool:
+        """Whether no value of the types ``within`` satisfies two of the branches (each a
+        disjunction of flat schemas)."""
         for a, b in itertools.combinations(sigs, 2):
             for fa in a:
                 for fb in b:
-                    if not self._disjoint(fa, fb):
+                    if not self._disjoint(fa, fb, within):
                         return False
         return True
 
-    def _disjoint(self, a: Flat, b: Flat) -> bool:
-        ta, tb = _types_of(a), _types_of(b)
-        if not (ta & tb):
+    def _disjoint(self, a: Flat, b: Flat, within: frozenset[str] = _ALL_TYPES) -> bool:
+        common = _types_of(a) & _types_of(b) & within
+        if not common:
             return True
         if "enum" in a and "enum" in b:
             return not ({_canon(v) for v in a["enum"]} & {_canon(v) for v in b["enum"]})
         if "enum" in a or "enum" in b:
             return False
-        if ta & tb <= {"object"}:
-            # a discriminating property: required in both, with disjoint literal values
-            pa, pb = a.get("properties", {}), b.get("properties", {})
-            both = set(a.get("required", [])) & set(b.get("required", []))
-            # a property one side requires and the other forbids
-            for x, y in ((a, b), (b, a)):
-                if any(self._property_schema(x, r) is False for r in y.get("required", [])):
+        if common <= {"object"}:
+            required = set(a.get("required", [])) | set(b.get("required", []))
+            # more keys required than either side allows
+            most = min((int(x["maxProperties"]) for x in (a, b) if "maxProperties" in x), default=None)
+            if most is not None and max(len(required), *(int(x.get("minProperties", 0)) for x in (a, b))) > most:
+                return True
+            # a discriminating property: required by either, with values no value satisfies on
+            # both sides (one forbids it, disjoint literal values, disjoint types)
+            for name in required:
+                sa, sb = self._property_schema(a, name), self._property_schema(b, name)
+                if sa is False or sb is False:
                     return True
-            for name in both:
-                sa, sb = pa.get(name), pb.get(name)
-                if isinstance(sa, dict) and isinstance(sb, dict):
-                    va, vb = self._literal_values(sa), self._literal_values(sb)
-                    if va is not None and vb is not None and not (va & vb):
-                        return True
+                va, vb = self._literal_values(sa), self._literal_values(sb)
+                if va is not None and vb is not None and not (va & vb):
+                    return True
+                ta, tb = self._value_types(sa), self._value_types(sb)
+                if ta is not None and tb is not None and not (ta & tb):
+                    return True
         return False
 
-    def _literal_values(self, schema: dict[str, Any]) -> set[str] | None:
+    def _no_object(self, flat: Flat) -> bool:
+        """Whether no object satisfies ``flat`` for want of its required properties: one is
+        forbidden or takes no value (literal sets with nothing in common), or there are more
+        than ``maxProperties``."""
+        required = set(flat.get("required", ()))
+        if "maxProperties" in flat and len(required) > int(flat["maxProperties"]):
+            return True
+        for name in required:
+            schema = self._property_schema(flat, name)
+            if schema is False or self._literal_values(schema) == set():
+                return True
+        return False
+
+    def _value_types(self, schema: Any, depth: int = 0) -> frozenset[str] | None:
+        """The types a schema allows when it names some (a superset, through ``allOf`` and
+        references), else None."""
+        if not isinstance(schema, dict) or depth > _MAX_REF_DEPTH:
+            return None
+        if "$ref" in schema and self.draft7:
+            schema = {"$ref": schema["$ref"]}  # siblings of a draft-07 reference are ignored
+        found: list[frozenset[str]] = []
+        if isinstance(schema.get("type"), (str, list)):
+            found.append(_types_of(schema))
+        for sub in schema.get("allOf", ()):
+            types = self._value_types(sub, depth + 1)
+            if types is not None:
+                found.append(types)
+        if isinstance(schema.get("$ref"), str):
+            try:
+                target, _ = self.resolve(schema["$ref"], "")
+            except _Unexpressible:
+                target = None
+            types = self._value_types(target, depth + 1)
+            if types is not None:
+                found.append(types)
+        return frozenset.intersection(*found) if found else None
+
+    def _literal_values(self, schema: Any, depth: int = 0) -> set[str] | None:
+        """The canonical values a schema allows when finitely many (a superset, through
+        ``allOf`` and references), else None."""
+        if not isinstance(schema, dict) or depth > _MAX_REF_DEPTH:
+            return None
+        if "$ref" in schema and self.draft7:
+            schema = {"$ref": schema["$ref"]}  # siblings of a draft-07 reference are ignored
+        found: list[set[str]] = []
         if "const" in schema:
-            return {_canon(schema["const"])}
+            found.append({_canon(schema["const"])})
         if "enum" in schema:
-            return {_canon(v) for v in schema["enum"]}
-        return None
+            found.append({_canon(v) for v in schema["enum"]})
+        for sub in schema.get("allOf", ()):
+            values = self._literal_values(sub, depth + 1)
+            if values is not None:
+                found.append(values)
+        if isinstance(schema.get("$ref"), str):
+            try:
+                target, _ = self.resolve(schema["$ref"], "")
+            except _Unexpressible:
+                target = None
+            values = self._literal_values(target, depth + 1)
+            if values is not None:
+                found.append(values)
+        return set.intersection(*found) if found else None
 
     # -- merging --------------------------------------------------------------------------------
 
@@ -697,6 +820,8 @@ class SchemaConverter:
                 out[key] = list(dict.fromkeys([*mine, *value]))
             elif key in _INTERNAL:
                 out[key] = list(dict.fromkeys([*mine, *value]))
+            elif key == _NOT_NUMBERS:
+                out[key] = [*mine, *(v for v in value if v not in mine)]
             elif key == _DEFERRED:
                 out[key] = [*mine, *(v for v in value if v not in mine)]
             elif key == _EVALUATED:
@@ -721,6 +846,9 @@ class SchemaConverter:
             self._merge_properties(out, a, b, pointer)
         if "prefixItems" in a or "prefixItems" in b:
             self._merge_prefix(out, a, b)
+        if "object" in _types_of(out) and "required" in out and self._no_object(out):
+            # no object satisfies both: keep the other types (fewer alternatives to negate)
+            out["type"] = _type_value(_types_of(out) - {"object"})
         if "type" in out and not out["type"]:
             return None
         if "enum" in out and not out["enum"]:
@@ -789,34 +917,39 @@ class SchemaConverter:
 
     # -- negation -------------------------------------------------------------------------------
 
-    def negate(self, schema: Any, pointer: str, depth: int) -> list[Flat]:
-        """Flat schemas whose union is the complement of ``schema``; raises _Unexpressible."""
+    def negate(self, schema: Any, pointer: str, depth: int, within: frozenset[str] = _ALL_TYPES) -> list[Flat]:
+        """Flat schemas whose union is the complement of ``schema`` among the values of the
+        types ``within`` (the caller conjoins it with them); raises _Unexpressible."""
         if depth > _MAX_NEGATION_DEPTH:
             raise _Unexpressible(pointer, "not", "negation nests too deeply (recursive schema)")
         if schema is True:
             return []
+        everything: Flat = {} if within == _ALL_TYPES else {"type": _type_value(within)}
         if schema is False:
-            return [{}]
-        result: list[Flat] = [{}]
+            return [everything]
+        result: list[Flat] = [everything]
         for flat in self.flatten(schema, pointer, depth):
-            options = self._negate_flat(_untracked(flat), pointer, depth)
+            options = self._negate_flat(_untracked(flat), pointer, depth, within)
             result = [m for x, y in itertools.product(result, options) if (m := self.merge(x, y, pointer)) is not None]
             if len(result) > _MAX_ALTERNATIVES:
                 raise _Unexpressible(pointer, "not", "negation expands to too many alternatives")
         return result
 
-    def _negate_flat(self, flat: Flat, pointer: str, depth: int) -> list[Flat]:
-        types = _types_of(flat)
+    def _negate_flat(self, flat: Flat, pointer: str, depth: int, within: frozenset[str]) -> list[Flat]:
+        """The complement of one flat schema among the values of the types ``within``: the
+        other types, and per keyword the values of its type that fail it."""
+        types = _types_of(flat) & within
+        if not types:
+            return [{"type": _type_value(within)}]
         out: list[Flat] = []
-        others = _ALL_TYPES - types
-        if "integer" in types and "number" not in types:
-            if any(k not in ("type",) for k in flat):
-                raise _Unexpressible(pointer, "not", "negating an integer schema with other keywords")
-            raise _Unexpressible(pointer, "not", "non-integer numbers have no exact grammar")
+        integral = "integer" in types and "number" not in types
+        others = within - types - ({"number"} if integral else set())
         if others:
             out.append({"type": _type_value(others)})
+        if integral and "number" in within:
+            out.append({"type": ["number"], _FRACTIONAL: True})  # the numbers that are no integers
 
-        def within(kind: str) -> list[str]:
+        def of_kind(kind: str) -> list[str]:
             return _type_value(types & ({kind, "integer"} if kind == "number" else {kind}))
 
         for key, value in flat.items():
@@ -828,9 +961,9 @@ class SchemaConverter:
                 out.extend(self._negate_enum(value, types, pointer))
                 continue
             kind = next((t for t, kws in _BY_TYPE.items() if key in kws), None)
-            if kind is None or not within(kind):
+            if kind is None or not of_kind(kind):
                 continue
-            base: Flat = {"type": within(kind)}
+            base: Flat = {"type": of_kind(kind)}
             negs = {
                 "minLength": ("maxLength", lambda v: v - 1),
                 "maxLength": ("minLength", lambda v: v + 1),
@@ -879,9 +1012,14 @@ class SchemaConverter:
                 out.extend({**base, "format": f} for f in value)
             elif key == _NOT_IN:
                 out.append({**base, "enum": list(value)})
+            elif key == _FRACTIONAL:
+                if "integer" in base["type"]:
+                    out.append({"type": ["integer"]})
+            elif key == _NOT_NUMBERS:
+                out.append({**base, "enum": list(value)})
             else:
                 raise _Unexpressible(pointer, "not", f"the negation of {key!r} has no grammar")
-        return out
+        return self._within(within, out, pointer)
 
     def _negate_enum(self, values: list[Any], types: frozenset[str], pointer: str) -> list[Flat]:
         out: list[Flat] = []
@@ -897,9 +1035,13 @@ class SchemaConverter:
         for kind in ("number", "object", "array"):
             present = [v for v in values if _json_type(v) == kind]
             if kind in types or (kind == "number" and "integer" in types):
+                numeric = _type_value(types & {"integer", "number"})
+                if present and kind == "number":
+                    out.append({"type": numeric, _NOT_NUMBERS: present})
+                    continue
                 if present:
                     raise _Unexpressible(pointer, "not", f"the complement of a finite set of {kind}s")
-                out.append({"type": [kind] if kind != "number" else ["integer", "number"]})
+                out.append({"type": [kind] if kind != "number" else numeric})
         return out
 
     # -- flat schemas by type -------------------------------------------------------------------
@@ -1024,9 +1166,15 @@ class SchemaConverter:
                 return None
             bodies.append(regex)
             decided = decided or lo <= shortest and (hi is None or longest is not None and longest <= hi)
+        excluded: list[str] = []  # bodies of strings left out
         for pattern in patterns:
             try:
-                found = self._pattern_body(pattern, lo, hi)
+                split = _leading_lookahead(pattern)
+                if split is not None:
+                    # ^(?!X)Y: the strings matching ^Y, less those matching ^X
+                    refused = rx.search_body(split[1])
+                    excluded += [refused] if refused is not None else []
+                found = self._pattern_body(split[0] if split else pattern, lo, hi)
             except rx.RegexUnsupported as exc:
                 self.notes.add(pointer, "pattern", f"{pattern!r}: {exc}")
                 continue
@@ -1046,7 +1194,7 @@ class SchemaConverter:
         regex = '"' + bodies[0] + '"'
         for body in bodies[1:]:
             regex = intersected(regex, '"' + body + '"')
-        excluded = [b for b in self._negated_bodies(flat, pointer) if b is not None]
+        excluded += [b for b in self._negated_bodies(flat, pointer) if b is not None]
         if excluded:
             regex = subtracted(regex, '"(?:' + "|".join(excluded) + ')"')
         if flat.get(_NOT_IN):
@@ -1098,6 +1246,26 @@ class SchemaConverter:
     # numbers
 
     def _number(self, flat: Flat, pointer: str, integer: bool) -> str | None:
+        if flat.get(_FRACTIONAL) and integer:
+            return None
+        regex = self._number_regex(flat, pointer, integer)
+        if regex is None:
+            return None
+        if flat.get(_FRACTIONAL):
+            # The numbers that are no integers, as a set exact; spelled without exponent, or
+            # with a negative one after a mantissa ending in a non-zero digit (Python's
+            # spellings): an integral value's spellings compare an unbounded exponent with a
+            # count of digits.
+            fractional = _FRACTIONAL_DRAFT4 if not self.integer_tail else _FRACTIONAL_NUMBER
+            regex = fractional if regex == NUMBER else intersected(regex, fractional)
+        if flat.get(_NOT_NUMBERS):
+            # Numbers outside a set: each value has infinitely many spellings (10e-1 is 1), but
+            # only those of _SPELLED_NUMBER here, which a difference of automata removes exactly.
+            regex = _SPELLED_NUMBER if regex == NUMBER else intersected(regex, _SPELLED_NUMBER)
+            regex = subtracted(regex, "(?:" + "|".join(_number_spellings(v) for v in flat[_NOT_NUMBERS]) + ")")
+        return self._terminal(regex)
+
+    def _number_regex(self, flat: Flat, pointer: str, integer: bool) -> str | None:
         lo, lo_incl, hi, hi_incl = None, True, None, True
         for key in ("minimum", "exclusiveMinimum"):
             if key in flat:
@@ -1120,44 +1288,49 @@ class SchemaConverter:
             if step is not None and (1 / step).denominator == 1:
                 step = None  # every integer is a multiple of 1/n
             if step is not None:
-                if ilo is not None and ihi is not None:
-                    if ihi - ilo > 256 * step:
-                        self.notes.add(pointer, "multipleOf", "multiples within a wide range")
-                        wide = int_regex(ilo, ihi)
-                        return None if wide is None else self._terminal(wide + tail)
+                if ilo is not None and ihi is not None and ihi - ilo <= 256 * step:
                     values = [v for v in range(ilo, ihi + 1) if (v / step).denominator == 1]
-                    return self._alternatives_terminal([("-?0" if v == 0 else rx.literal(str(v))) + tail for v in values])
+                    return _alternatives_regex([("-?0" if v == 0 else rx.literal(str(v))) + tail for v in values])
+                bounds = None
                 if ilo is not None or ihi is not None:
-                    self.notes.add(pointer, "multipleOf", "multiples with a one-sided bound")
-                    body = int_regex(ilo, ihi)
-                    return None if body is None else self._terminal(body + tail)
-                body = multiple_regex(step, True, tail)
-                if body is None:
+                    bounds = int_regex(ilo, ihi)
+                    if bounds is None:
+                        return None
+                    bounds += tail
+                stepped = _integer_multiples(step, tail)
+                if stepped is None:
                     self.notes.add(pointer, "multipleOf", f"multiples of {flat['multipleOf']}")
-                    return self._terminal(INTEGER + tail)
-                return self._terminal(body)
+                    return bounds or INTEGER + tail
+                # the bounds and the last digits deciding the multiples: a product of automata
+                return stepped if bounds is None else intersected(stepped, bounds)
             body = int_regex(ilo, ihi)
-            return None if body is None else self._terminal(body + tail)
+            return None if body is None else body + tail
         if step is not None:
             if lo is not None and hi is not None and (hi - lo) / step <= 256:
                 first = math.ceil(lo / step)
                 multiples = [k * step for k in range(first, math.floor(hi / step) + 1)]
                 multiples = [v for v in multiples if (v > lo or lo_incl) and (v < hi or hi_incl)]
-                return self._alternatives_terminal([_fraction_literal(v) for v in multiples])
-            body = multiple_regex(step, False) if lo is None and hi is None else None
+                return _alternatives_regex([_fraction_literal(v) for v in multiples])
+            body = multiple_regex(step, False)
+            if body is None and step.denominator == 1:
+                body = _integer_multiples(step, ZERO_FRACTION)
             if body is None:
                 self.notes.add(pointer, "multipleOf", f"multiples of {flat['multipleOf']}")
+            elif lo is None and hi is None:
+                return body
             else:
-                return self._terminal(body)
+                unstepped = {k: v for k, v in flat.items() if k != "multipleOf"}
+                bounds = self._number_regex(unstepped, pointer, False)
+                return None if bounds is None else intersected(body, bounds)
         if lo is None and hi is None:
-            return self._terminal(NUMBER)
+            return NUMBER
         try:
             body = decimal_regex(lo, lo_incl, hi, hi_incl)
         except ValueError:
             self.notes.add(pointer, "minimum" if lo is not None else "maximum", "bound is not a short decimal")
-            return self._terminal(NUMBER)
+            return NUMBER
         exponent = exponent_regex(lo, lo_incl, hi, hi_incl)
-        return self._alternatives_terminal([b for b in (body, exponent) if b is not None])
+        return _alternatives_regex([b for b in (body, exponent) if b is not None])
 
     def _alternatives_terminal(self, bodies: list[str]) -> str | None:
         if not bodies:
@@ -1363,18 +1536,23 @@ class SchemaConverter:
         if patterns:
             if not _is_true(names_schema):
                 self.notes.add(pointer, "propertyNames", "together with patternProperties")
+            refused: list[str] = []  # words a lone ^(?!(w1|w2...)$)Y pattern leaves out
             for pat in patterns:
                 try:
                     body = rx.search_body(pat)
                 except rx.RegexUnsupported as exc:
-                    self.notes.add(f"{pointer}/patternProperties/{pointer_token(pat)}", "patternProperties", f"{pat!r}: {exc}")
-                    continue
+                    # the keys of one pattern and no others are one terminal: words can leave it
+                    found = _lookahead_words(pat) if len(patterns) == 1 and additional is False else None
+                    if found is None:
+                        self.notes.add(f"{pointer}/patternProperties/{pointer_token(pat)}", "patternProperties", f"{pat!r}: {exc}")
+                        continue
+                    body, refused = found
                 if body is not None:
                     bodies[pat] = body
             for key_regex, chosen, schema, here in self._pattern_keys(patterns, bodies, pointer):
                 value = self.symbol(schema, here)
                 # declared names took the patterns' schemas in _object: they are no additional keys
-                taken = [n for n in declared if any(self._search(p, n) for p in chosen)]
+                taken = [n for n in declared if any(self._search(p, n) for p in chosen)] + refused
                 if taken:
                     key_regex = except_words(['"' + rx.canonical(n) + '"' for n in taken]) + key_regex
                 if value:
@@ -1404,6 +1582,14 @@ class SchemaConverter:
         where = {pat: f"{pointer}/patternProperties/{pointer_token(pat)}" for pat in bodies}
         if len({_canon(patterns[p]) for p in bodies}) <= 1:
             return [('"(?:' + "|".join(bodies.values()) + ')"', tuple(bodies), patterns[p], where[p]) for p in list(bodies)[:1]]
+        alone = self._lone_words(list(bodies))
+        if alone:
+            # keys matching only their own pattern, one word each: no set of patterns to form
+            rest = {p: b for p, b in bodies.items() if p not in alone}
+            words: list[tuple[str, tuple[str, ...], Any, str]] = [
+                ('"' + bodies[p] + '"', (p,), patterns[p], where[p]) for p in alone
+            ]
+            return words + (self._pattern_keys(patterns, rest, pointer) if rest else [])
         if len(bodies) > _MAX_OVERLAPPING_PATTERNS:
             self.notes.add(pointer, "patternProperties", "more than 4 patterns with different schemas may overlap")
             return [('"' + bodies[p] + '"', (p,), patterns[p], where[p]) for p in bodies]
@@ -1422,6 +1608,25 @@ class SchemaConverter:
                     schema = self._combine(schema, patterns[p])
                 out.append((regex, chosen, schema, where[chosen[0]]))
         return out
+
+    def _lone_words(self, patterns: list[str]) -> list[str]:
+        """The patterns that match one word (``^name$``) which no other pattern matches (as
+        Python's ``re`` sees it: on printable ASCII as ECMA-262 does)."""
+        words: dict[str, str] = {}
+        for pat in patterns:
+            try:
+                node = rx.anchored_node(pat)
+            except rx.RegexUnsupported:
+                continue
+            word = _single_word(node) if node is not None else None
+            if word is not None:
+                words[pat] = word
+        lone = []
+        for pat, word in words.items():
+            others = [q for q in patterns if q != pat]
+            if all(_python_regex(q) and not self._search(q, word) for q in others):
+                lone.append(pat)
+        return lone
 
     def _extras_rule(self, alts: list[list[str]]) -> str | None:
         if not alts:
@@ -1837,20 +2042,41 @@ def _untracked(flat: Flat) -> Flat:
 
 
 def _checkable(flat: Flat) -> Flat:
-    """A flat schema with its internal keywords spelled as JSON Schema, for jsonschema (which
-    cannot check the strings outside a set: callers leave those out)."""
-    out = {k: v for k, v in flat.items() if k not in _INTERNAL and k not in (_DEFERRED, _MORE_CONTAINS)}
+    """A flat schema with its internal keywords spelled as JSON Schema, for jsonschema: at the
+    top (where callers leave out the strings outside a set themselves) and inside subschemas
+    (negations put them there, e.g. a property whose value is outside a set)."""
+    out = {k: _spelled(v) if k not in _LITERAL_KEYWORDS else v for k, v in flat.items() if k not in _HIDDEN}
     extra = [{"pattern": p} for p in flat.get(_PATTERNS, ())]
     extra += [{"not": {"type": "string", "pattern": p}} for p in flat.get(_NOT_PATTERNS, ())]
     extra += [{"not": {"type": "string", "format": f}} for f in flat.get(_NOT_FORMATS, ())]
-    extra += [schema for _, _, _, schema in flat.get(_DEFERRED, ())]
+    extra += [{"not": {"type": "integer"}}] if flat.get(_FRACTIONAL) else []
+    extra += [{"not": {"enum": list(flat[_NOT_NUMBERS])}}] if flat.get(_NOT_NUMBERS) else []
+    extra += [_spelled(schema) for _, _, _, schema in flat.get(_DEFERRED, ())]
     extra += [
-        {"contains": c, "minContains": mn, **({"maxContains": mx} if mx is not None else {})}
+        {"contains": _spelled(c), "minContains": mn, **({"maxContains": mx} if mx is not None else {})}
         for c, mn, mx in flat.get(_MORE_CONTAINS, ())
     ]
     if extra:
-        out["allOf"] = extra
+        out["allOf"] = [*(out.get("allOf") or ()), *extra]
     return out
+
+
+_HIDDEN = (*_INTERNAL, _DEFERRED, _FRACTIONAL, _NOT_NUMBERS, _MORE_CONTAINS)
+_LITERAL_KEYWORDS = ("enum", "const")
+
+
+def _spelled(node: Any) -> Any:
+    """Subschemas with every internal keyword spelled as JSON Schema (``_checkable``)."""
+    if isinstance(node, list):
+        return [_spelled(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if any(k in node for k in _HIDDEN):
+        inner = _checkable(node)
+        if node.get(_NOT_IN):
+            inner.setdefault("allOf", []).append({"not": {"type": "string", "enum": list(node[_NOT_IN])}})
+        return inner
+    return {k: v if k in _LITERAL_KEYWORDS else _spelled(v) for k, v in node.items()}
 
 
 def _matches_everything(pattern: str) -> bool:
@@ -1891,6 +2117,168 @@ def _fraction_literal(value: Fraction) -> str:
     except ValueError as exc:
         raise SchemaError(str(exc)) from exc
     return rx.literal(f"{sign}{whole}.{digits}") + "0*"
+
+
+def _leading_lookahead(pattern: str) -> tuple[str, str] | None:
+    """``(^Y, ^X)`` for a pattern ``^(?!X)Y`` (one alternative): it matches the strings
+    matching the first and not the second, a difference of automata. None for other patterns."""
+    if not pattern.startswith("^(?!"):
+        return None
+    depth, i, escaped, in_class = 1, 4, False, False
+    while i < len(pattern) and depth:
+        c = pattern[i]
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c in "()":
+            depth += 1 if c == "(" else -1
+        i += 1
+    if depth:
+        return None
+    rest, ahead = pattern[i:], pattern[4 : i - 1]
+    try:
+        if isinstance(rx.parse(rest), rx.Alt):
+            return None  # ^(?!X)A|B: the lookahead binds to A only
+        # a group only around alternatives: anchors at the edges of X stay edge anchors
+        return "^" + rest, "^" + (ahead if not isinstance(rx.parse(ahead), rx.Alt) else f"(?:{ahead})")
+    except rx.RegexUnsupported:
+        return None
+
+
+def _lookahead_words(pattern: str) -> tuple[str, list[str]] | None:
+    """For ``^(?!X$)Y`` where X matches finitely many words: the body of the strings ``^Y``
+    finds and those words, which the pattern leaves out; else None."""
+    split = _leading_lookahead(pattern)
+    if split is None:
+        return None
+    try:
+        node = rx.anchored_node(split[1])
+        words = _finite_words(node) if node is not None else None
+        body = rx.search_body(split[0]) if words is not None else None
+    except rx.RegexUnsupported:
+        return None
+    return None if body is None or words is None else (body, words)
+
+
+_MAX_WORDS = 4096
+
+
+def _finite_words(node: Any) -> list[str] | None:
+    """Every string the AST matches, when there are at most ``_MAX_WORDS`` (over sets of at
+    most 64 characters); else None."""
+    if isinstance(node, rx.Chars):
+        size = sum(hi - lo + 1 for lo, hi in node.ranges)
+        return [chr(c) for lo, hi in node.ranges for c in range(lo, hi + 1)] if size <= 64 else None
+    if isinstance(node, rx.Alt):
+        out: list[str] = []
+        for option in node.options:
+            words = _finite_words(option)
+            if words is None or len(out) + len(words) > _MAX_WORDS:
+                return None
+            out += words
+        return list(dict.fromkeys(out))
+    if isinstance(node, rx.Seq):
+        parts: list[str] = [""]
+        for item in node.items:
+            words = _finite_words(item)
+            if words is None or len(parts) * len(words) > _MAX_WORDS:
+                return None
+            parts = [a + b for a in parts for b in words]
+        return list(dict.fromkeys(parts))
+    if isinstance(node, rx.Repeat) and node.hi is not None:
+        return _finite_words(rx.Alt(tuple(rx.Seq((node.node,) * k) for k in range(node.lo, node.hi + 1))))
+    return None  # an anchor inside, or unbounded
+
+
+def _single_word(node: Any) -> str | None:
+    """The one string an anchored pattern's AST matches, when it is a sequence of single
+    printable ASCII characters (where ECMA-262 and Python regexes agree on what else matches
+    it); else None."""
+    items = node.items if isinstance(node, rx.Seq) else (node,)
+    chars = []
+    for item in items:
+        if not (isinstance(item, rx.Chars) and len(item.ranges) == 1 and item.ranges[0][0] == item.ranges[0][1]):
+            return None
+        if not 0x20 <= item.ranges[0][0] <= 0x7E:
+            return None
+        chars.append(chr(item.ranges[0][0]))
+    return "".join(chars)
+
+
+def _python_regex(pattern: str) -> bool:
+    """Whether Python's ``re`` compiles ``pattern`` (so that ``_search`` answers for it)."""
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _integer_multiples(step: Fraction, tail: str) -> str | None:
+    """Spellings without exponent of the multiples of ``step`` among the integers, when
+    expressible: ``multiple_regex``'s, or for an integral step 3 * p with p dividing a power of
+    ten (3, 6, 12, 15, 24, ...) those of p whose digit sum is a multiple of 3 (a product)."""
+    body = multiple_regex(step, True, tail)
+    if body is not None or step.denominator != 1 or step.numerator % 3 or step.numerator % 9 == 0:
+        return body
+    rest = multiple_regex(step / 3, True, tail)
+    return None if rest is None else intersected(rest, "-?" + _DIGIT_SUM_THIRDS + tail)
+
+
+# Non-empty digit strings whose digit sum is a multiple of 3: the three-state machine of the sum
+# modulo 3 (a digit of [0369] keeps it, [147] adds 1, [258] adds 2), loops through state 0
+# spelled out.
+_DIGIT_SUM_THIRDS = (
+    "(?:[0369]|[147](?:[0369]|[147][0369]*[258])*(?:[258]|[147][0369]*[147])"
+    "|[258](?:[0369]|[258][0369]*[147])*(?:[147]|[258][0369]*[258]))+"
+)
+
+
+# Numbers without exponent, or in scientific notation (one non-zero digit before the point):
+# every value has a finite, regular set of these spellings.
+_SPELLED_NUMBER = r"-?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]+)?|[1-9](?:\.[0-9]+)?[eE][+\-]?[0-9]+)"
+
+
+def _number_spellings(value: "int | float") -> str:
+    """A regex of the spellings in ``_SPELLED_NUMBER`` of one number: without exponent
+    (trailing fraction zeros, and -0), and in scientific notation (leading exponent zeros)."""
+    plain = _number_literal(value)
+    x = _fraction(value)
+    if x == 0:
+        return plain
+    whole, fraction = split_decimal(abs(x), max_digits=60)
+    digits = (str(whole) if whole else "") + fraction
+    exponent = len(str(whole)) - 1 if whole else -(len(fraction) - len(fraction.lstrip("0")) + 1)
+    significant = digits.lstrip("0").rstrip("0")
+    mantissa = significant[0] + ("(?:\\.0+)?" if len(significant) == 1 else "\\." + significant[1:] + "0*")
+    if exponent > 0:
+        power = "\\+?0*" + str(exponent)
+    elif exponent < 0:
+        power = "-0*" + str(-exponent)
+    else:
+        power = "[+\\-]?0+"
+    return "(?:" + plain + "|" + ("-" if x < 0 else "") + mantissa + "[eE]" + power + ")"
+
+
+def _alternatives_regex(bodies: list[str]) -> str | None:
+    if not bodies:
+        return None
+    return bodies[0] if len(bodies) == 1 else "(?:" + "|".join(bodies) + ")"
+
+
+# Numbers that are not integers (``_FRACTIONAL``): a non-zero fraction digit, or a negative
+# exponent after a mantissa ending in a non-zero digit (``1.5``, ``1e-05``, ``25e-1``). In
+# draft 4 every number spelled with a fraction or an exponent (``1.0`` is no integer there).
+_FRACTIONAL_NUMBER = (
+    r"-?(?:(?:0|[1-9][0-9]*)\.[0-9]*[1-9][0-9]*"
+    r"|(?:[1-9](?:[0-9]*[1-9])?|(?:0|[1-9][0-9]*)\.[0-9]*[1-9])[eE]-0*[1-9][0-9]*)"
+)
+_FRACTIONAL_DRAFT4 = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][+\-]?[0-9]+)?|[eE][+\-]?[0-9]+)"
 
 
 def _length_body(lo: int, hi: int | None) -> str | None:

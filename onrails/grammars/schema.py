@@ -22,7 +22,15 @@ admit an invalid one:
   size, and a mantissa of at least 1 where the bound excludes zero, so that a validator
   parsing doubles never sees the value rounded past a bound); numbers under ``multipleOf`` and
   integers (also ``1.0``) are written without exponent, and literal values (``enum``/``const``)
-  in their shortest spelling (trailing fraction zeros allowed);
+  in their shortest spelling (trailing fraction zeros allowed); the numbers a negation keeps
+  are exact as a set and narrowed in spelling: those outside an integer schema (``not``,
+  ``if``, overlapping ``oneOf``) take an exponent only when it is negative and the mantissa
+  ends in a non-zero digit (``1.5``, ``1e-05``; not ``1.25e1``: whether such a value is
+  integral compares an unbounded exponent with a count of digits), and those outside a finite
+  set of numbers only in scientific notation with one non-zero digit before the point
+  (``4.5e0``; not ``45e-1``: each value has infinitely many spellings with an exponent, and
+  these are the ones a difference of automata removes exactly). Python's ``json.dumps`` writes
+  every number in these forms;
 * strings under ``pattern``, ``format``, ``enum``/``const`` and object keys (declared and
   additional) are written in their canonical JSON spelling (as ``json.dumps(...,
   ensure_ascii=False)`` writes them: so that excluding the declared names' one spelling
@@ -58,15 +66,23 @@ strict mode; in lenient mode it is left out and listed in ``unenforced``:
   values are exact: a state per set of values written, more than 1,024 states raise
   CompileBudgetError); ``$recursiveRef`` (draft 2019-09); a ``$ref`` to a URI that neither the
   schema nor a document of ``schemas`` defines (nothing is fetched);
-* a ``pattern`` with lookaround, backreferences, ``\\b``, anchors inside it or ``\\p{...}``;
-* ``multipleOf`` other than p/10^k with p dividing a power of ten (7 and 0.3 are refused), or
-  with bounds unless the range holds at most 256 multiples or the step is 1 (the integral
-  numbers);
+* a ``pattern`` with lookaround (but a leading ``^(?!X)Y``: the strings matching ``^Y`` less
+  those matching ``^X``; as the one ``patternProperties`` pattern beside ``additionalProperties:
+  false``, where ``X$`` matches finitely many words: the keys ``^Y`` finds less those words),
+  backreferences, ``\\b`` beside what may be empty (between two characters it is exact), a
+  ``^`` inside it (a ``$`` inside ends the string there) or ``\\p{...}``;
+* ``multipleOf`` other than p/10^k with p dividing a power of ten, or three times such an
+  integer (3, 6, 12, 15, ...: the last digits and the digit sum decide; 7, 9 and 0.3 are
+  refused); bounds beside it are a product of automata;
 * ``not``, ``if`` and overlapping ``oneOf`` branches whose negation has no grammar (multiples,
-  sets of numbers, non-integer numbers, deep recursion), unless an ``enum`` or ``const`` they
-  are merged with leaves finitely many values: each value is then checked against them;
+  sets of objects or arrays, additional properties, deep recursion), unless an ``enum`` or
+  ``const`` they are merged with leaves finitely many values: each value is then checked
+  against them. ``oneOf`` branches need no negation among the types where no value of the
+  sibling keywords satisfies two of them, and a negation is needed only within the sibling
+  ``type``;
 * ``patternProperties`` with more than 4 patterns of different schemas (a key may match any
-  set of them: one key automaton per set), or next to ``propertyNames``;
+  set of them: one key automaton per set; patterns matching one printable ASCII word that no
+  other pattern matches, ``^name$``, do not count), or next to ``propertyNames``;
 * a ``maxContains`` beside another ``contains`` (several ``contains``, merged by ``allOf`` or
   ``if``/``then``, each count their own matches, up to 3 of them).
 
