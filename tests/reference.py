@@ -14,6 +14,10 @@ when completed by *some* character whose encoding starts with those bytes; that 
 trying representative characters (see ``_tail_candidates``), which is exact whenever the
 grammar's regexes treat the characters between two consecutive "boundaries" alike.
 
+A ``// %items`` line (a tracked list: members in any order, tracked ones at most once, required
+ones present, a count between bounds) is read by writing the list out as plain rules, one per
+(tracked items written, count) state: exponential, fine for the small lists of tests.
+
 Limitations (fine for tests, documented here once):
 - regexes with lookaround, anchors (``^ $ \\b \\A``...), or backreferences are rejected;
 - viability inside a lexeme relies on the ``regex`` module's partial matching, which assumes
@@ -119,12 +123,60 @@ class PrefixChecker:
         return self._grammar._complete(self._grammar._extend(self._chart, split[0]))
 
 
+def _written_out_lists(text: str) -> str:
+    """``text`` with each ``// %items`` list replaced by plain rules for the same language."""
+    lines = text.splitlines()
+    for line in list(lines):
+        words = line.split()
+        if words[:2] != ["//", "%items"]:
+            continue
+        name = words[2]
+        fields = dict(word.split("=", 1) for word in words[3:])
+        tracked = [w for w in fields.get("tracked", "").split(",") if w]
+        required = {w for w in fields.get("required", "").split(",") if w}
+        untracked = [w for w in fields.get("untracked", "").split(",") if w]
+        lo = int(fields.get("min", "0"))
+        hi = int(fields["max"]) if "max" in fields else None
+        cap = max(lo, hi or 0)
+        definition = next(i for i, other in enumerate(lines) if other.startswith(f"{name}:"))
+        alternatives = [a.split() for a in lines[definition].split(":", 1)[1].split("|")]
+        separator = next(a[1] for a in alternatives if len(a) == 3 and a[0] == name)
+        names: dict[tuple[frozenset[str], int], str] = {}
+        rules: dict[str, list[str]] = {}
+        todo: list[tuple[frozenset[str], int]] = []
+
+        def reach(state: tuple[frozenset[str], int], body: str) -> None:
+            if state not in names:
+                names[state] = f"{name}__{len(names)}"
+                rules[names[state]] = []
+                todo.append(state)
+            rules[names[state]].append(body)
+
+        for item in tracked + untracked:
+            reach((frozenset([item]) & frozenset(tracked), min(1, cap)), item)
+        while todo:
+            done, count = todo.pop()
+            if hi is not None and count >= hi:
+                continue
+            for item in tracked + untracked:
+                if item not in done:
+                    nxt = (done | (frozenset([item]) & frozenset(tracked)), min(count + 1, cap))
+                    reach(nxt, f"{names[(done, count)]} {separator} {item}")
+        ends = [n for (done, count), n in names.items() if required <= done and count >= min(lo, cap)]
+        lines[definition] = f"{name}: " + " | ".join(ends or ["never__"])
+        lines += [f"{rule}: " + " | ".join(bodies) for rule, bodies in rules.items()]
+        if not ends:
+            lines.append('never__: never__ "x"')
+    return "\n".join(lines) + "\n"
+
+
 class ReferenceGrammar:
     """A Lark grammar with one start rule, recognised by brute force (Earley over lexemes)."""
 
     _CACHE_SIZE = 1024
 
     def __init__(self, grammar_text: str, start: str):
+        grammar_text = _written_out_lists(grammar_text)
         builder = GrammarBuilder()
         builder.load_grammar(grammar_text, "<grammar>")
         terminal_defs, rule_defs, ignore = builder.build().compile([start], set())

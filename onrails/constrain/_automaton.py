@@ -22,6 +22,7 @@ import numpy as np
 
 from onrails.constrain._bytedfa import DEAD as DFA_DEAD
 from onrails.constrain._bytedfa import ByteDFA
+from onrails.constrain._item_sets import AT_TOP, NO_ENTRY
 from onrails.constrain._lr import ParseTable
 from onrails.errors import OnRailsError
 
@@ -69,12 +70,13 @@ class _Rows:
     that is equal for bytes leading to the same DFA states (computed once, shared by every
     automaton state whose sources read alike: boundaries allowing the same terminals, say)."""
 
-    def __init__(self, table: np.ndarray, bits: list[int]) -> None:
+    def __init__(self, table: np.ndarray, bits: tuple[int, ...]) -> None:
         self.table = table
         self._bits = bits
-        self._keys: list[int] | list[tuple[int, ...]] | None = None
+        # tuples of ints, which the collector stops tracking (rows are cached per state)
+        self._keys: tuple[int, ...] | tuple[tuple[int, ...], ...] | None = None
 
-    def column_keys(self) -> "list[int] | list[tuple[int, ...]]":
+    def column_keys(self) -> "tuple[int, ...] | tuple[tuple[int, ...], ...]":
         """Per byte, a key for its column (the DFA state each source goes to)."""
         if self._keys is None:
             # Columns packed into exact int64s, a few sources per int: no sorting, and a walk
@@ -89,7 +91,7 @@ class _Rows:
                 key = (key << width) | (row.astype(np.int64) + 1)
                 used += width
             packed.append(key.tolist())
-            self._keys = packed[0] if len(packed) == 1 else list(zip(*packed))
+            self._keys = tuple(packed[0]) if len(packed) == 1 else tuple(zip(*packed))
         return self._keys
 
 
@@ -110,10 +112,16 @@ class Automaton:
         self.ignored = tuple(ignored)
         self._lock = threading.RLock()
         # Interned stacks: node 0 is the empty stack, node 1 (OPAQUE) the cut of truncated ones.
+        # An entry of a tracked list also has a tag (``_item_sets``); other entries' tags are 0.
         self.stack_state: list[int] = [-1, -1]
         self.stack_parent: list[int] = [-1, OPAQUE]
         self.stack_depth: list[int] = [0, 0]
-        self._stack_ids: dict[tuple[int, int], int] = {}
+        self.stack_tag: list[int] = [0, 0]
+        self._stack_ids: dict[tuple[int, ...], int] = {}
+        self._lists = table.lists.lists
+        self._list_updates = table.lists.updates
+        self._guards = table.lists.guards
+        self._guarded = frozenset(t for _, t in self._guards)
         self._truncated: dict[tuple[int, int], int] = {}
         self._shift_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         self._accept_cache: dict[int, bool] = {}
@@ -143,7 +151,7 @@ class Automaton:
         self._split: dict[int, tuple[Config, ...]] = {}
         # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
-        self._source_cache: OrderedDict[int, tuple[list[tuple[int, int]], _Rows]] = OrderedDict()
+        self._source_cache: OrderedDict[int, tuple[tuple[tuple[int, int], ...], _Rows]] = OrderedDict()
         self._rows_cache: OrderedDict[tuple[tuple[int, int], ...], _Rows] = OrderedDict()
         # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
         # reduction closure is computed once per class (schema grammars have one terminal per
@@ -186,14 +194,15 @@ class Automaton:
 
     # -- stacks ---------------------------------------------------------------------------------
 
-    def _push(self, parent: int, lr_state: int) -> int:
-        key = (lr_state, parent)
+    def _push(self, parent: int, lr_state: int, tag: int = 0) -> int:
+        key = (lr_state, parent, tag) if tag else (lr_state, parent)
         node = self._stack_ids.get(key)
         if node is None:
             node = len(self.stack_state)
             self.stack_state.append(lr_state)
             self.stack_parent.append(parent)
             self.stack_depth.append(self.stack_depth[parent] + 1)
+            self.stack_tag.append(tag)
             self._stack_ids[key] = node
         return node
 
@@ -224,7 +233,15 @@ class Automaton:
         if base == OPAQUE:
             raise NeedsDeeper
         target = table.goto[self.stack_state[base]].get(table.rule_lhs[rule])
-        return None if target is None else self._push(base, target)
+        if target is None:
+            return None
+        update = self._list_updates.get(rule)
+        if update is None:
+            return self._push(base, target)
+        list_id, bit, extends = update
+        # The list entry being extended is the rule's first symbol, just above ``base``.
+        tag = self._lists[list_id].added(self.stack_tag[self.below(node, 2)] if extends else 0, bit)
+        return None if tag is None else self._push(base, target, tag)
 
     def truncate(self, stack: int, depth: int) -> int:
         """The top ``depth`` entries of ``stack`` on an OPAQUE bottom.
@@ -236,27 +253,27 @@ class Automaton:
         cached = self._truncated.get(key)
         if cached is not None:
             return cached
-        states = []
+        entries = []
         node = stack
         for _ in range(depth):
-            states.append(self.stack_state[node])
+            entries.append((self.stack_state[node], self.stack_tag[node]))
             node = self.stack_parent[node]
         node = OPAQUE
-        for lr_state in reversed(states):
-            node = self._push(node, lr_state)
+        for lr_state, tag in reversed(entries):
+            node = self._push(node, lr_state, tag)
         self._truncated[key] = node
         return node
 
     def rebase(self, stack: int, base: int) -> int:
         """Replace the OPAQUE bottom of a truncated stack by the real stack ``base``."""
-        states = []
+        entries = []
         node = stack
         while node != OPAQUE:
-            states.append(self.stack_state[node])
+            entries.append((self.stack_state[node], self.stack_tag[node]))
             node = self.stack_parent[node]
         node = base
-        for lr_state in reversed(states):
-            node = self._push(node, lr_state)
+        for lr_state, tag in reversed(entries):
+            node = self._push(node, lr_state, tag)
         return node
 
     def below(self, stack: int, depth: int) -> int:
@@ -271,13 +288,29 @@ class Automaton:
         cached = self._shift_cache.get(key)
         if cached is None:
             out = []
+            guarded = terminal in self._guarded
             for node in self._closure(stack, terminal):
                 target = self.table.shift[self.stack_state[node]].get(terminal)
-                if target is not None:
+                if target is not None and (not guarded or self._guard_allows(node, terminal)):
                     out.append(self._push(node, target))
             cached = tuple(dict.fromkeys(out))
             self._shift_cache[key] = cached
         return cached
+
+    def _guard_allows(self, node: int, terminal: int) -> bool:
+        """Whether a tracked list lets ``terminal`` be shifted on ``node`` (``_item_sets``)."""
+        guard = self._guards.get((self.stack_state[node], terminal))
+        if guard is None:
+            return True
+        kind, list_id, bit, where = guard
+        if where == NO_ENTRY:
+            tag = 0
+        else:
+            entry = node if where == AT_TOP else self.stack_parent[node]
+            if entry == OPAQUE:
+                raise NeedsDeeper
+            tag = self.stack_tag[entry]
+        return self._lists[list_id].allows(kind, tag, bit)
 
     def _closure(self, stack: int, terminal: int) -> tuple[int, ...]:
         """``reduce_closure`` memoised per reduce class of the look-ahead terminal."""
@@ -312,6 +345,9 @@ class Automaton:
                     for c, terminals in shift_classes[stack_state[node]]:
                         if node_classes >> c & 1:
                             allowed.update(terminals)
+            if self._guarded and stack > OPAQUE:
+                # Terminals a tracked list may refuse here are allowed when some stack shifts them.
+                allowed = {t for t in allowed if t not in self._guarded or self.shift(stack, t)}
             cached = tuple(sorted(allowed.difference(self.ignored))) + self.ignored
             self._allowed_cache[stack] = cached
         return cached
@@ -480,7 +516,7 @@ class Automaton:
                 self.trans[state, byte] = nxt
             return nxt
 
-    def state_sources(self, state: int) -> tuple[list[tuple[int, int]], _Rows]:
+    def state_sources(self, state: int) -> tuple[tuple[tuple[int, int], ...], _Rows]:
         """Every way ``state`` can take one more byte: (stack, terminal) per source and their DFA
         rows stacked ``[source, byte]``.
 
@@ -502,7 +538,9 @@ class Automaton:
             if suspended:
                 self.suspended[state] = tuple(suspended)
             self.source_status[state] = SOURCES_SUSPENDED if suspended else SOURCES_KNOWN
-            cached = ([(stack, t) for stack, t, _ in sources], self._rows([(t, d) for _, t, d in sources]))
+            # A tuple of int pairs: the collector stops tracking it (every key position of a
+            # tracked list is a new state with a source per key).
+            cached = (tuple([(stack, t) for stack, t, _ in sources]), self._rows([(t, d) for _, t, d in sources]))
             self._source_cache[state] = cached
             if len(self._source_cache) > _SOURCE_CACHE_ENTRIES:
                 self._source_cache.popitem(last=False)
@@ -520,7 +558,7 @@ class Automaton:
                 table = np.stack([self.dfas[t].row(d) for t, d in keys])
             else:
                 table = np.full((0, 256), DFA_DEAD, np.int32)
-            rows = _Rows(table, [self._dfa_bits[t] + 1 for t, _ in keys])
+            rows = _Rows(table, tuple([self._dfa_bits[t] + 1 for t, _ in keys]))
             self._rows_cache[key] = rows
             if len(self._rows_cache) > _SOURCE_CACHE_ENTRIES:
                 self._rows_cache.popitem(last=False)
@@ -566,7 +604,7 @@ class Automaton:
                 found.append(target)
             self.trans[state, cols] = found
 
-    def _intern_column(self, keys: list[tuple[int, int]], column: list[int]) -> int:
+    def _intern_column(self, keys: tuple[tuple[int, int], ...], column: list[int]) -> int:
         """The state of the sources' configurations at the DFA states ``column`` (one per source)."""
         return self.intern(frozenset((keys[i][0], keys[i][1], d) for i, d in enumerate(column) if d != DFA_DEAD))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from onrails.constrain._item_sets import ListAnalysis, ListRules
 from onrails.constrain.lark_frontend import GrammarSpec
 from onrails.errors import CompileBudgetError, GrammarError
 
@@ -29,6 +30,7 @@ class ParseTable:
     accept: list[bool] = field(default_factory=list)
     items: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
     initial: dict[str, int] = field(default_factory=dict)
+    lists: ListRules = field(default_factory=lambda: ListRules([], {}, {}))
 
     @property
     def end(self) -> int:
@@ -69,6 +71,15 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
     # Drop rules that can never derive a terminal string. Worklists here and below: fixpoints
     # re-reading every rule per pass cost seconds on schema grammars of 10k+ rules.
     productive = _productive(raw_rules, n_terms, len(nt_names))
+    # A tracked list that cannot hold what it must (a required item unproductive, too few items
+    # for its minimum) is unproductive itself, and so may be what uses it.
+    while True:
+        names = {nt_names[n] for n in productive}
+        dead = {nt_index[s.rule] for s in spec.item_sets if s.rule in names and not s.feasible(names)}
+        if not dead:
+            break
+        raw_rules = [rule for rule in raw_rules if rule[0] not in dead]
+        productive = _productive(raw_rules, n_terms, len(nt_names))
     for start in spec.starts:
         if nt_index[start] not in productive:
             raise GrammarError(f"start rule {start!r} derives no finite string", rule=start)
@@ -139,6 +150,7 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
                 tail_nullable = False
     _propagate(follow, follow_includers)
 
+    lists = ListAnalysis(spec.item_sets, rules, nt_index, n_terms, first, nullable, nt_names)
     rules_by_lhs: dict[int, list[int]] = {}
     for i, (lhs, _) in enumerate(rules):
         rules_by_lhs.setdefault(lhs, []).append(i)
@@ -221,6 +233,8 @@ def build_parse_table(spec: GrammarSpec, deadline: float | None = None) -> Parse
         table.reduce.append({la: tuple(rs) for la, rs in reduces.items()})
         table.accept.append(accept)
         table.items.append(kernel)
+        lists.add_state(i - 1, items, rules, shift)
+    table.lists = lists.result
     return table
 
 

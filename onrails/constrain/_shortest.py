@@ -12,7 +12,9 @@ context-free grammar, read off the LR(0) items: the top state's kernel items say
 the rules in progress (the cheapest yield of the symbols after the dot), and a reduction hands
 over to the state below, whose items say what is left there. This never overestimates (the
 parser's reduce look-aheads only remove impossible derivations) and is consistent, so A* stays
-exact; being exact in practice, it walks straight down one optimal path.
+exact; being exact in practice, it walks straight down one optimal path. A tracked list (object
+members, ``_item_sets``) adds what it still owes to the grammar's cost: its missing required
+items and enough items for its minimum, each at its cheapest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import heapq
 import threading
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 
@@ -185,18 +188,30 @@ class _Solver:
         def cost(sym: int) -> int:
             return self.term_cost[sym] if sym < end else nt_cost[sym - end - 1]
 
+        self._tracked_lists(rhs, entered_by)
+        first_items = {r: (u[0], u[1]) for r, u in table.lists.updates.items() if not u[2]}
         changed = True
         while changed:
             changed = False
+            self._list_costs(cost)
             for r in complete:
                 c = min(_INF, sum(cost(s) for s in rhs[r]))
+                if r in first_items:
+                    # a list's first item also owes the items the list must take after it
+                    list_id, bit = first_items[r]
+                    c = min(_INF, c + self._owed(list_id, table.lists.lists[list_id].added(0, bit) or 0, False))
                 if c < nt_cost[table.rule_lhs[r]]:
                     nt_cost[table.rule_lhs[r]] = c
                     changed = True
-        # rest[r][dot]: the cheapest yield of rule r's symbols from the dot on.
+        self._list_costs(cost)
+        # rest[r][dot]: the cheapest yield of rule r's symbols from the dot on (for a list's
+        # first item, with what the list owes after it).
         self.rest: list[list[int]] = []
         for r in range(n_rules):
             suffix = [0] * (len(rhs[r]) + 1)
+            if r in first_items:
+                list_id, bit = first_items[r]
+                suffix[-1] = self._owed(list_id, table.lists.lists[list_id].added(0, bit) or 0, False)
             for i in range(len(rhs[r]) - 1, -1, -1):
                 suffix[i] = min(_INF, suffix[i + 1] + (cost(rhs[r][i]) if r in complete else _INF))
             self.rest.append(suffix)
@@ -216,6 +231,81 @@ class _Solver:
         # Per stack, a proven shortest way to the end: (its cost, first terminal, stack after it).
         self._next: dict[int, tuple[int, int, int]] = {}
         self.results: dict[int, bytes | None] = {}
+
+    def _tracked_lists(self, rhs: "list[list[int]]", entered_by: "list[int]") -> None:
+        """The tracked lists' shapes: per list, its separator and items (symbol and bit); per LR
+        state entered by a list's rule, that list; per LR state inside an item's rule, the item."""
+        table = self.automaton.table
+        lists = table.lists
+        self._separator = [-1] * len(lists.lists)
+        self._items: list[list[tuple[int, int]]] = [[] for _ in lists.lists]
+        list_nt: dict[int, int] = {}
+        item_nt: dict[int, tuple[int, int]] = {}
+        for r, (list_id, bit, extends) in lists.updates.items():
+            list_nt[table.end + 1 + table.rule_lhs[r]] = list_id
+            item_nt[rhs[r][-1] - table.end - 1] = (list_id, bit)
+            if extends:
+                self._separator[list_id] = rhs[r][1]
+            else:
+                self._items[list_id].append((rhs[r][-1], bit))
+        self._list_at = {state: list_nt[symbol] for state, symbol in enumerate(entered_by) if symbol in list_nt}
+        # States inside an item's own rule, past its first symbol: which item is being written.
+        self._item_at = {
+            state: item_nt[table.rule_lhs[r]]
+            for state, kernel in enumerate(table.items)
+            for r, dot in kernel
+            if dot == 1 and table.rule_lhs[r] in item_nt
+        }
+
+    def _list_costs(self, cost: "Callable[[int], int]") -> None:
+        """Per list, each tracked item's cost and the cheapest item's, with the separator before
+        them, under the symbol costs ``cost``."""
+        self._item_costs: list[list[int]] = []
+        self._cheapest: list[int] = []
+        for list_id, tl in enumerate(self.automaton.table.lists.lists):
+            separator = self._separator[list_id]
+            before = cost(separator) if separator >= 0 else _INF
+            by_bit = [_INF] * tl.width
+            cheapest = _INF
+            for symbol, bit in self._items[list_id]:
+                item = min(_INF, cost(symbol) + before)
+                if bit >= 0:
+                    by_bit[bit] = item
+                cheapest = min(cheapest, item)
+            self._item_costs.append(by_bit)
+            self._cheapest.append(cheapest)
+
+    def _owed(self, list_id: int, tag: int, in_progress: bool) -> int:
+        """A lower bound on the bytes a list with ``tag`` must still take: its missing required
+        items, then the cheapest items up to its minimum (``in_progress``: an unknown item is
+        being written, so less the dearest of those, which may be it)."""
+        tl = self.automaton.table.lists.lists[list_id]
+        bits, count = tag & ((1 << tl.width) - 1), tag >> tl.width
+        need = tl.required & ~bits
+        owed = [self._item_costs[list_id][b] for b in range(tl.width) if need >> b & 1]
+        owed += [self._cheapest[list_id]] * max(0, tl.min_items - count - len(owed))
+        if in_progress and owed:
+            owed.remove(max(owed))
+        return min(_INF, sum(owed))
+
+    def _owed_by_lists(self, stack: int) -> int:
+        """``_owed`` summed over the tracked lists open on ``stack``; an item being written
+        above a list's entry counts as written (its rest is in the grammar's part of the cost)."""
+        automaton = self.automaton
+        total = 0
+        node, above, item_start = stack, -1, -1
+        while automaton.stack_depth[node] > 0:
+            list_id = self._list_at.get(automaton.stack_state[node])
+            if list_id is not None:
+                tag = automaton.stack_tag[node]
+                writing = self._item_at.get(automaton.stack_state[item_start]) if item_start >= 0 else None
+                if writing is not None and writing[0] == list_id:
+                    tag = automaton.table.lists.lists[list_id].added(tag, writing[1]) or tag
+                    total += self._owed(list_id, tag, False)
+                else:
+                    total += self._owed(list_id, tag, item_start >= 0)
+            node, above, item_start = automaton.stack_parent[node], node, above
+        return min(total, _INF)
 
     def lc_from(self, nt: int) -> dict[int, int]:
         """Cheapest left-corner chain from ``nt`` to each nonterminal (Dijkstra, memoised)."""
@@ -282,6 +372,8 @@ class _Solver:
                 if rule not in self.aug_rules:
                     rest += self.after_reduce(automaton.below(stack, dot), table.rule_lhs[rule])
                 cached = min(cached, rest)
+            if self._list_at:
+                cached = min(_INF, cached + self._owed_by_lists(stack))
             self._f[stack] = cached
         return cached
 

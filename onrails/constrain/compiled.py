@@ -756,7 +756,7 @@ def _build_schema(
     # One budget for converting and compiling, not one each.
     budget = max(0.0, deadline - time.monotonic())
     converted = schema_to_grammar(loaded, whitespace=whitespace, strict=strict, budget_s=budget, schemas=documents)
-    spec = spec_from_rules(converted.rules, converted.terminals, (converted.start,))
+    spec = spec_from_rules(converted.rules, converted.terminals, (converted.start,), converted.item_sets)
     return _build_spec(spec, deadline, dfas)
 
 

@@ -12,6 +12,7 @@ from lark.grammar import NonTerminal, Terminal
 from lark.load_grammar import GrammarBuilder
 
 from onrails.errors import GrammarError
+from onrails.grammars.item_sets import ItemSet, parse_pragma
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,14 @@ class RuleSpec:
 
 @dataclass(frozen=True)
 class GrammarSpec:
-    """A grammar after Lark's front end: EBNF expanded, imports resolved, templates applied."""
+    """A grammar after Lark's front end: EBNF expanded, imports resolved, templates applied;
+    ``item_sets`` are list rules whose items the parser tracks (schema objects' members)."""
 
     terminals: tuple[TerminalSpec, ...]
     rules: tuple[RuleSpec, ...]
     ignore: tuple[str, ...]
     starts: tuple[str, ...]
+    item_sets: tuple[ItemSet, ...] = ()
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
@@ -131,13 +134,34 @@ def parse_lark(text: str, starts: list[str] | tuple[str, ...], source: str = "<g
         rules=tuple(rule_specs),
         ignore=tuple(names.get(str(i), str(i)) for i in ignore),
         starts=tuple(starts),
+        item_sets=_item_sets(text, {r.lhs for r in rule_specs}),
     )
+
+
+def _item_sets(text: str, rules: "set[str]") -> tuple[ItemSet, ...]:
+    """The tracked lists the text's ``// %items`` lines declare (see ``ItemSet``)."""
+    found = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if "%items" not in line:
+            continue
+        try:
+            item_set = parse_pragma(line)
+        except ValueError as exc:
+            raise GrammarError(str(exc), line=lineno) from exc
+        if item_set is None or item_set.rule not in rules:
+            continue  # a list Lark dropped as unreachable from the start rules
+        for name in (*item_set.tracked, *item_set.untracked):
+            if name not in rules:
+                raise GrammarError(f"%items names {name!r}, which is not a rule", line=lineno, rule=name)
+        found.append(item_set)
+    return tuple(found)
 
 
 def spec_from_rules(
     rules: "tuple[tuple[str, tuple[tuple[str, ...], ...]], ...]",
     terminals: "tuple[tuple[str, str], ...]",
     starts: "tuple[str, ...]",
+    item_sets: "tuple[ItemSet, ...]" = (),
 ) -> GrammarSpec:
     """What ``parse_lark`` makes of plain rules and regex terminals printed as Lark text (as
     ``SchemaGrammar`` holds them), without printing and parsing them: a tenth of the time.
@@ -163,6 +187,7 @@ def spec_from_rules(
         rules=tuple(rule_specs),
         ignore=(),
         starts=starts,
+        item_sets=item_sets,
     )
 
 
@@ -187,4 +212,5 @@ def without_terminals(spec: GrammarSpec, names: "set[str]") -> GrammarSpec:
         rules=tuple(r for r in spec.rules if all(s in productive or s in terminals for s in r.rhs)),
         ignore=tuple(i for i in spec.ignore if i not in names),
         starts=spec.starts,
+        item_sets=spec.item_sets,
     )

@@ -31,7 +31,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -42,6 +42,7 @@ from onrails.grammars import _ecma_regex as rx
 from onrails.grammars.regex_notes import except_words, intersected, subtracted
 from onrails.grammars._schema_formats import FORMATS
 from onrails.grammars._schema_refs import BUNDLE_KEY, Names, join, schema_children
+from onrails.grammars.item_sets import ItemSet
 from onrails.grammars._schema_numbers import (
     INTEGER,
     NUMBER,
@@ -85,6 +86,8 @@ _EVALUATED = "\x00evaluated"
 # uniqueItems over finite domains: candidate values per position, and states (one per set of
 # values written: 8 values in any number are 256)
 _MAX_DOMAIN = 64
+# ... and values of one domain of scalars, each an item of a list the parser tracks
+_MAX_TRACKED_DOMAIN = 4096
 _MAX_DISTINCT_STATES = 1024
 # anyOf beside unevaluated*: one alternative per set of branches that hold (2^n - 1)
 _MAX_TRACKED_BRANCHES = 6
@@ -98,12 +101,6 @@ _MAX_NEGATION_DEPTH = 12
 # Keys matching several patterns of different schemas take all of them: one key automaton per
 # set of patterns (2^n - 1 products).
 _MAX_OVERLAPPING_PATTERNS = 4
-# Any order with no key twice needs a state per subset of the keys written (2^n), and every
-# edge between them becomes a parser state (about 0.1 ms of compile each: n = 8 is 1,024).
-# Up to this many declared properties all are tracked so; beyond, only the required ones (up to
-# _ANY_ORDER_REQUIRED in any order, more in declared order), the optional ones may repeat.
-_ANY_ORDER_MEMBERS = 5
-_ANY_ORDER_REQUIRED = 8
 
 # Keywords that only annotate: ignoring them changes nothing.
 _ANNOTATIONS = {
@@ -222,6 +219,7 @@ class SchemaConverter:
         self._validator = checker_cls(root, format_checker=_FORMAT_CHECKER)
         self.rules: dict[str, list[list[str]]] = {}
         self.terminals: dict[str, str] = {}  # regex -> terminal name
+        self.item_sets: list[ItemSet] = []
         self._memo: dict[str, str | None] = {}
         self._n = 0
         self._symbols = 0
@@ -275,9 +273,12 @@ class SchemaConverter:
         first = self._punctuation(names[opening], opening, False, True)
         return [first, *inner, self._punctuation(names[closing], closing, bool(inner), False)]
 
-    def grammar(self, start: str) -> tuple[list[tuple[str, list[list[str]]]], list[tuple[str, str]]]:
+    def grammar(
+        self, start: str
+    ) -> tuple[list[tuple[str, list[list[str]]]], list[tuple[str, str]], list[ItemSet]]:
         """The rules reachable and productive from ``start`` (each a name and its alternatives,
-        in the order printed) and the terminals they use (name and regex).
+        in the order printed), the terminals they use (name and regex) and the tracked lists
+        among the rules.
 
         Rules that are a single symbol are replaced by that symbol (fewer parser states).
         """
@@ -290,9 +291,18 @@ class SchemaConverter:
             if name in productive
         }
 
+        # a tracked list's items stay rules of their own (the engine tells them apart by rule)
+        items = {s for item_set in self.item_sets for s in (*item_set.tracked, *item_set.untracked)}
+
         def target(symbol: str) -> str:
             seen = set()
-            while symbol in kept and symbol != start and len(kept[symbol]) == 1 and len(kept[symbol][0]) == 1:
+            while (
+                symbol in kept
+                and symbol != start
+                and symbol not in items
+                and len(kept[symbol]) == 1
+                and len(kept[symbol][0]) == 1
+            ):
                 if symbol in seen:
                     break
                 seen.add(symbol)
@@ -313,13 +323,27 @@ class SchemaConverter:
                 stack.extend(s for s in a if self._is_rule(s))
         used = {s for _, alts in rules for a in alts for s in a}
         terminals = [(name, regex) for regex, name in self.terminals.items() if name in used]
-        return rules, terminals
+        item_sets = []
+        for item_set in self.item_sets:
+            if item_set.rule in done:
+                # unproductive items are gone from the rules (required ones are all productive)
+                kept_items = replace(
+                    item_set,
+                    tracked=tuple(s for s in item_set.tracked if s in kept),
+                    untracked=tuple(s for s in item_set.untracked if s in kept),
+                )
+                symbols = (*kept_items.tracked, *kept_items.untracked)
+                item_sets.append(kept_items.renamed({s: target(s) for s in symbols}))
+        return rules, terminals, item_sets
 
     @staticmethod
-    def text(rules: list[tuple[str, list[list[str]]]], terminals: list[tuple[str, str]]) -> str:
-        """The Lark text of ``grammar``'s rules and terminals."""
+    def text(
+        rules: list[tuple[str, list[list[str]]]], terminals: list[tuple[str, str]], item_sets: list[ItemSet]
+    ) -> str:
+        """The Lark text of ``grammar``'s rules, terminals and tracked lists (``%items`` lines)."""
         lines = [f"{name}: " + " | ".join(" ".join(a) for a in alts) for name, alts in rules]
         lines += [f"{name}: /{regex}/" for name, regex in terminals]
+        lines += [item_set.pragma() for item_set in item_sets]
         return "\n".join(lines) + "\n"
 
     def _is_rule(self, symbol: str) -> bool:
@@ -327,11 +351,12 @@ class SchemaConverter:
 
     def _productive(self) -> set[str]:
         productive: set[str] = set()
+        lists = {item_set.rule: item_set for item_set in self.item_sets}
         changed = True
         while changed:
             changed = False
             for name, alts in self.rules.items():
-                if name in productive:
+                if name in productive or name in lists and not lists[name].feasible(productive):
                     continue
                 if any(all(s in productive or not self._is_rule(s) for s in a) for a in alts):
                     productive.add(name)
@@ -1103,7 +1128,7 @@ class SchemaConverter:
         return out
 
     def literal(self, value: Any) -> str:
-        """A symbol for exactly one JSON value (object keys in any order, see ``_ANY_ORDER_MEMBERS``)."""
+        """A symbol for exactly one JSON value (object keys in any order)."""
         if value is None:
             return '"null"'
         if value is True:
@@ -1125,17 +1150,13 @@ class SchemaConverter:
                 inner += self._sep(i > 0) + [self.literal(item)]
             self._define(name, [self._brackets("[", inner, "]")])
         elif value:
-            # Every key once, in any order where the subsets written fit (as declared members).
+            # Every key once, in any order: required members of a tracked list.
             members = []
             for k, v in value.items():
                 member = self._rule()
                 self._define(member, [self._member(self._key(k), self.literal(v))])
                 members.append((member, True))
-            if len(members) <= _ANY_ORDER_MEMBERS:
-                start = self._members_any_order(members, None, 0, None, 1)
-            else:
-                start = self._members_in_order(members, None, 0, None, 1)
-            self._define(name, [self._brackets("{", [start], "}")])
+            self._define(name, [self._brackets("{", [self._member_list(members, None, 0, None)], "}")])
         else:
             self._define(name, [self._brackets("{", [], "}")])
         return name
@@ -1372,57 +1393,47 @@ class SchemaConverter:
         if max_p is not None and n_required > max_p:
             return None
         extras = self._extras(flat, list(props), pointer)
-        cap = max(min_p, max_p if max_p is not None else 1, 1)
-        tracked = 2**n_required if n_required <= _ANY_ORDER_REQUIRED else n_required + 1
-        if len(members) <= _ANY_ORDER_MEMBERS and 2 ** len(members) * (cap + 1) <= _MAX_COUNT_STATES:
-            start = self._members_any_order(members, extras, min_p, max_p, cap)
-        elif min_p <= n_required and tracked * (cap + 1) <= _MAX_COUNT_STATES:
-            start = self._members_required_tracked(members, extras, min_p, max_p, cap)
-        else:
-            if (len(members) + 1) * (cap + 1) > _MAX_COUNT_STATES:
-                raise CompileBudgetError(f"object at #{pointer} needs too many counting states")
-            start = self._members_in_order(members, extras, min_p, max_p, cap)
-        obj = self._rule()
-        alts = [self._brackets("{", [start], "}")]
+        if max_p is not None and max_p == n_required:
+            # nothing but the required members fits: the list need not weigh the others
+            members = [m for m in members if m[1]]
+            extras = None
+        alts = []
+        if (extras or len(members) >= max(min_p, 1)) and (max_p is None or max_p >= max(min_p, 1)):
+            alts.append(self._brackets("{", [self._member_list(members, extras, min_p, max_p)], "}"))
         if n_required == 0 and min_p == 0:
             alts.append(self._brackets("{", [], "}"))
+        if not alts:
+            return None
+        obj = self._rule()
         self._define(obj, alts)
         return obj
 
-    def _members(
-        self,
-        start: Any,
-        moves: Callable[[Any], list[tuple[str | None, Any]]],
-        final: Callable[[Any], bool],
-        min_p: int,
-        max_p: int | None,
-        cap: int,
-    ) -> str:
-        """A rule for a non-empty member list, with one state per (state, members written so far
-        capped at ``cap``). ``moves(state)`` gives (member symbol, next state), or (None, next
-        state) to move without writing; ``final(state)`` says whether the list may end there.
+    def _member_list(self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None) -> str:
+        """A rule for a non-empty member list (declared ``members``, each a rule and whether it
+        is required, and ``extras`` for one additional member) that the parser tracks: declared
+        members in any order, each at most once, the required ones all there, additional
+        members anywhere (repeats allowed: their keys are not told apart), ``min_p`` to
+        ``max_p`` members in all (``ItemSet``). Distinct array items are such a list too.
 
-        A member after the first is a rule holding its separator, shared by every state: the
-        parser states inside the separator are then shared too."""
-        separated: dict[str, str] = {}
-
-        def after_sep(sym: str) -> str:
-            if sym not in separated:
-                separated[sym] = self._rule()
-                self._define(separated[sym], [self._sep(True) + [sym]])
-            return separated[sym]
-
-        def edges(state: tuple[Any, int]) -> list[tuple[list[str], tuple[Any, int]]]:
-            key, c = state
-            out: list[tuple[list[str], tuple[Any, int]]] = []
-            for sym, nxt in moves(key):
-                if sym is None:
-                    out.append(([], (nxt, c)))
-                elif max_p is None or c < max_p:
-                    out.append(([after_sep(sym) if c else sym], (nxt, min(c + 1, cap))))
-            return out
-
-        return self._left_linear((start, 0), edges, lambda state: 0 < state[1] >= min_p and final(state[0]))
+        A grammar alone would need a state per subset of the members written, and every edge
+        between them becomes parser states; the list is one left-recursive rule instead, so the
+        parser stack stays one entry deep however many members there are."""
+        items = [m for m, _ in members] + ([extras] if extras else [])
+        name = self._rule()
+        self._define(name, [[item] for item in items] + [[name, *self._sep(True), item] for item in items])
+        if not members and min_p == 0 and max_p is None:
+            return name  # additional members only, uncounted: nothing to track
+        self.item_sets.append(
+            ItemSet(
+                rule=name,
+                tracked=tuple(m for m, _ in members),
+                required=tuple(m for m, required in members if required),
+                untracked=(extras,) if extras else (),
+                min_items=min_p,
+                max_items=max_p,
+            )
+        )
+        return name
 
     def _left_linear(
         self,
@@ -1463,62 +1474,6 @@ class SchemaConverter:
         whole = self._rule()
         self._define(whole, [[name] for state, name in names.items() if accepting(state)])
         return whole
-
-    def _members_any_order(
-        self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
-    ) -> str:
-        """Declared members in any order, each at most once (one state per subset written), and
-        additional members anywhere among them."""
-        required = frozenset(k for k, m in enumerate(members) if m[1])
-
-        def moves(done: frozenset[int]) -> list[tuple[str | None, Any]]:
-            out: list[tuple[str | None, Any]] = [(m[0], done | {k}) for k, m in enumerate(members) if k not in done]
-            if extras:
-                out.append((extras, done))
-            return out
-
-        return self._members(frozenset(), moves, lambda done: required <= done, min_p, max_p, cap)
-
-    def _members_required_tracked(
-        self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
-    ) -> str:
-        """Members in any order where only the required ones are tracked: each required member
-        exactly once (any order when there are at most ``_ANY_ORDER_REQUIRED``, else in declared
-        order among themselves), optional and additional members anywhere, possibly repeated.
-        Only for ``min_p`` at most the number of required members: a repeat counts as a member,
-        so a higher minimum could pass with too few distinct keys."""
-        required = [m[0] for m in members if m[1]]
-        optional = [[m[0]] for m in members if not m[1]]
-        free = len(required) <= _ANY_ORDER_REQUIRED
-        other = self._extras_rule(optional + ([[extras]] if extras else []))
-
-        def final(state: "frozenset[int] | int") -> bool:
-            return len(state) == len(required) if isinstance(state, frozenset) else state == len(required)
-
-        def moves(state: "frozenset[int] | int") -> list[tuple[str | None, Any]]:
-            out: list[tuple[str | None, Any]] = [(other, state)] if other else []
-            if isinstance(state, frozenset):
-                out += [(m, state | {k}) for k, m in enumerate(required) if k not in state]
-            elif state < len(required):
-                out.append((required[state], state + 1))
-            return out
-
-        return self._members(frozenset() if free else 0, moves, final, min_p, max_p, cap)
-
-    def _members_in_order(
-        self, members: list[tuple[str, bool]], extras: str | None, min_p: int, max_p: int | None, cap: int
-    ) -> str:
-        """Declared members in ``properties`` order, each at most once, additional members
-        anywhere among them."""
-
-        def moves(i: int) -> list[tuple[str | None, Any]]:
-            out: list[tuple[str | None, Any]] = [(extras, i)] if extras else []
-            if i < len(members):
-                sym, req = members[i]
-                out += [(sym, i + 1)] + ([] if req else [(None, i + 1)])
-            return out
-
-        return self._members(0, moves, lambda i: i == len(members), min_p, max_p, cap)
 
     def _extras(self, flat: Flat, declared: list[str], pointer: str) -> str | None:
         """A rule for one additional member ("key": value), or None when none may appear."""
@@ -1787,15 +1742,18 @@ class SchemaConverter:
         out = []
         for i, schema in enumerate([*prefix, items]):
             here = f"{pointer}/prefixItems/{i}" if i < len(prefix) else f"{pointer}/items"
-            values = self._finite_domain(schema, here)
+            # one domain of scalars is a tracked list (``_tracked_array``), which takes many
+            values = self._finite_domain(schema, here, _MAX_TRACKED_DOMAIN if not prefix else _MAX_DOMAIN)
             if values is None:
+                return None
+            if len(values) > _MAX_DOMAIN and any(isinstance(v, (dict, list)) for v in values):
                 return None
             out.append(values)
         return out
 
-    def _finite_domain(self, schema: Any, pointer: str) -> list[Any] | None:
+    def _finite_domain(self, schema: Any, pointer: str, limit: int) -> list[Any] | None:
         """Every value ``schema`` admits, when its flat schemas are ``enum``s, booleans, null or
-        bounded integer ranges (at most ``_MAX_DOMAIN`` candidates); None otherwise."""
+        bounded integer ranges (at most ``limit`` candidates); None otherwise."""
         if schema is False:
             return []
         flats = [_untracked(f) for f in self.flatten(schema, pointer, 1)]
@@ -1805,7 +1763,7 @@ class SchemaConverter:
             more = _flat_candidates(flat)
             checkable = _checkable(flat)
             # jsonschema skips the converter's own keywords: one left inside would widen the check
-            if more is None or len(candidates) + len(more) > _MAX_DOMAIN or "\\u0000" in json.dumps(checkable):
+            if more is None or len(candidates) + len(more) > limit or "\\u0000" in json.dumps(checkable):
                 return None
             candidates += more
             excluded = {_equality_key(v) for v in flat.get(_NOT_IN, ())}
@@ -1820,8 +1778,12 @@ class SchemaConverter:
         return values
 
     def _distinct_array(self, domains: list[list[Any]], min_i: int, max_i: int | None, pointer: str) -> str | None:
-        """Arrays of pairwise distinct items (``uniqueItems``) over finite domains: a state per
-        set of values written (its size is the position), an edge per value not written yet."""
+        """Arrays of pairwise distinct items (``uniqueItems``) over finite domains: one domain of
+        strings, numbers, booleans and null is a list the parser tracks (``_tracked_array``);
+        otherwise a state per set of values written (its size is the position), an edge per
+        value not written yet."""
+        if len(domains) == 1 and not any(isinstance(v, (dict, list)) for v in domains[0]):
+            return self._tracked_array(domains[0], min_i, max_i)
         everything = {_equality_key(v) for values in domains for v in values}
         longest = len(everything) if max_i is None else min(max_i, len(everything))
         states = sum(math.comb(len(everything), k) for k in range(longest + 1))
@@ -1849,6 +1811,28 @@ class SchemaConverter:
         alts = [self._brackets("[", [start], "]")]
         if min_i == 0:
             alts.append(self._brackets("[", [], "]"))
+        self._define(arr, alts)
+        return arr
+
+    def _tracked_array(self, values: list[Any], min_i: int, max_i: int | None) -> str | None:
+        """Arrays of distinct scalar ``values``: each value an item of a tracked list (``ItemSet``),
+        so none comes twice, however many values (their first terminals differ, as a tracked
+        list needs; objects and arrays all start with a bracket)."""
+        if min_i > len(values):
+            return None
+        alts = []
+        if values and (max_i is None or max_i > 0):
+            items = []
+            for value in values:
+                item = self._rule()
+                self._define(item, [[self.literal(value)]])
+                items.append((item, False))
+            alts.append(self._brackets("[", [self._member_list(items, None, min_i, max_i)], "]"))
+        if min_i == 0:
+            alts.append(self._brackets("[", [], "]"))
+        if not alts:
+            return None
+        arr = self._rule()
         self._define(arr, alts)
         return arr
 

@@ -9,13 +9,8 @@ The accepted language is exactly the valid instances, narrowed in documented way
 admit an invalid one:
 
 * declared object members come in any order, additional (undeclared) members anywhere among
-  them, with two exceptions: more than 8 required properties come in ``properties`` order among
-  themselves, and an object with more than 5 declared properties and a ``minProperties`` above
-  its number of required ones takes its declared members in ``properties`` order (any order
-  with no key twice needs a state per subset of the keys written, 2^n, and every edge between
-  them becomes a parser state: 8 required keys cost 2,304, about a quarter of a second);
-* ``enum``/``const`` objects take their keys in any order up to 5 keys, in the schema's order
-  past that (the same subsets);
+  them, ``enum``/``const`` objects' keys in any order, whatever the object's size (the parser
+  tracks the keys written: ``ItemSet``);
 * numbers under ``minimum``/``maximum`` take an exponent only where its sign and the exponent
   alone decide the bounds (``1e-06`` under ``minimum: 0``, ``2.5e+20`` under ``minimum: 1``;
   one mantissa digit before the point when the range is bounded above, exponents up to 300 in
@@ -50,20 +45,18 @@ admit an invalid one:
   are annotations and listed in ``ignored_formats``.
 
 A text that repeats a key in an object is outside JSON Schema's data model (the specification
-leaves its behaviour undefined, and ``json.loads`` keeps the last copy). The grammar keeps
-repeats out for required keys and for the declared keys of objects with at most 5 declared
-properties or in ``properties`` order; other optional keys and additional keys may repeat, each
-occurrence valid on its own and counted as a member by ``minProperties``/``maxProperties``
-(tracking which were written would cost a state per subset; objects with more than 5 declared
-properties keep ``properties`` order when a ``minProperties`` above the required count would
-depend on distinct keys).
+leaves its behaviour undefined, and ``json.loads`` keeps the last copy). No declared key comes
+twice; an additional key may repeat (additional keys are not told apart: each copy is valid on
+its own and counts as a member for ``minProperties``/``maxProperties``).
 
 What cannot be enforced exactly raises ``SchemaError`` (with the JSON pointer and keyword) in
 strict mode; in lenient mode it is left out and listed in ``unenforced``:
 
 * ``uniqueItems: true`` over items of an infinite domain (strings, numbers, objects...), or
-  beside ``contains`` (items from ``enum``s, booleans, null and integer ranges of fewer than 64
-  values are exact: a state per set of values written, more than 1,024 states raise
+  beside ``contains`` (items from ``enum``s, booleans, null and integer ranges are exact:
+  strings, numbers, booleans and null under one ``items`` schema, up to 4,096 values, as a
+  list the parser tracks like object keys; objects, arrays or ``prefixItems``, up to 64
+  values, with a state per set of values written, more than 1,024 states raise
   CompileBudgetError); ``$recursiveRef`` (draft 2019-09); a ``$ref`` to a URI that neither the
   schema nor a document of ``schemas`` defines (nothing is fetched);
 * a ``pattern`` with lookaround (but a leading ``^(?!X)Y``: the strings matching ``^Y`` less
@@ -114,8 +107,7 @@ difference: ``regex_notes``); keys outside the ``patternProperties`` patterns, a
 several of them, are products alike.
 
 A schema whose grammar would be too large (64 alternatives after distributing ``anyOf``/``oneOf``
-over siblings, 4096 counting states for ``min/maxItems`` with ``contains`` or
-``min/maxProperties``, 400,000 grammar symbols, 8,192 states for a string automaton built as a
+over siblings, 4096 counting states for ``min/maxItems`` with ``contains``, 400,000 grammar symbols, 8,192 states for a string automaton built as a
 product, e.g. a pattern counting 30 words within 128 characters, the time budget) raises
 CompileBudgetError.
 """
@@ -135,6 +127,7 @@ from jsonschema.exceptions import SchemaError as JsonSchemaError
 from onrails.grammars._schema_gen import Notes, SchemaConverter, absolute_refs, pointer_token
 from onrails.grammars._schema_refs import MAP_KEYWORDS, SCHEMA_KEYWORDS, bundle, needs_bundle
 from onrails.grammars.builtin import WHITESPACE_MODES, WHITESPACE_REGEXES
+from onrails.grammars.item_sets import ItemSet
 from onrails.errors import SchemaError
 
 # The built-in grammar's modes: tools embed schema grammars in it.
@@ -163,7 +156,10 @@ class SchemaGrammar:
     are the grammar ``lark`` prints, as data, so the engine can skip reading the text back:
     each rule a name and its alternatives (symbol names; ``'"true"'`` and the like are literal
     strings), each terminal a name and its Python regex. Both are empty for tool grammars,
-    which extend the built-in grammar's text.
+    which extend the built-in grammar's text. ``item_sets`` are the objects' member lists,
+    whose members the engine tracks (any order, no declared key twice, required ones there,
+    ``min/maxProperties`` counted); ``lark`` carries them as ``// %items`` comment lines, which
+    onrails reads back and other readers of Lark see as comments.
     """
 
     lark: str
@@ -172,6 +168,7 @@ class SchemaGrammar:
     ignored_formats: tuple[tuple[str, str], ...] = ()
     rules: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = ()
     terminals: tuple[tuple[str, str], ...] = ()
+    item_sets: tuple[ItemSet, ...] = ()
 
 
 def load_schema(schema: "dict[str, Any] | bool | str") -> "dict[str, Any] | bool":
@@ -382,14 +379,15 @@ def schema_to_grammar(
         raise SchemaError("the schema accepts no JSON value", pointer="")
     start = f"{prefix}start"
     converter.rules[start] = [[top]]
-    rules, terminals = converter.grammar(start)
+    rules, terminals, item_sets = converter.grammar(start)
     return SchemaGrammar(
-        lark=converter.text(rules, terminals),
+        lark=converter.text(rules, terminals, item_sets),
         start=start,
         unenforced=tuple(Unenforced(p, k, r) for p, k, r in notes.unenforced),
         ignored_formats=tuple(notes.ignored_formats),
         rules=tuple((name, tuple(tuple(a) for a in alts)) for name, alts in rules),
         terminals=tuple(terminals),
+        item_sets=tuple(item_sets),
     )
 
 

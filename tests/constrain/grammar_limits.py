@@ -48,6 +48,7 @@ def _run_one(vocab: Any, entry: dict[str, Any], walks: int, seed: int) -> dict[s
 
     from onrails import GrammarCompiler, Matcher
 
+    from ..reference import ReferenceGrammar
     from .walks import random_walk
 
     rss0 = status_kb("VmRSS")
@@ -66,9 +67,13 @@ def _run_one(vocab: Any, entry: dict[str, Any], walks: int, seed: int) -> dict[s
         prefix_masks_s.append(time.perf_counter() - start)
     peak_after_masks_mb = (status_kb("VmHWM") - rss0) / 1024
     parser = lark.Lark(entry["text"], start=entry["start"], parser="earley", lexer="dynamic_complete")
+    # Lark reads a tracked list (``// %items``) as a comment: the reference checks what it adds
+    tracked = ReferenceGrammar(entry["text"], entry["start"]) if "%items" in entry["text"] else None
+    if tracked is not None:
+        tracked._CACHE_SIZE = 4  # its charts of blank runs, kept by the thousand, would pass the cap
     rng = np.random.default_rng(seed)
     ended = 0
-    for _ in range(walks):
+    for walk in range(walks):
         matcher = Matcher(grammar)
         out, finished = random_walk(matcher, rng, max_steps=12, end_bias=0.3)
         if finished:
@@ -82,6 +87,8 @@ def _run_one(vocab: Any, entry: dict[str, Any], walks: int, seed: int) -> dict[s
             parser.parse(out.decode("utf-8"))
         except (lark.exceptions.LarkError, UnicodeDecodeError) as exc:
             raise AssertionError(f"walk output {out!r} does not parse: {str(exc).splitlines()[0]}") from exc
+        # (the first walks only: the reference takes ~0.1 s for a walk's blank runs)
+        assert tracked is None or walk >= 40 or tracked.accepts(out), f"walk output {out!r} breaks its tracked list"
     return {
         "compile_s": t1 - t0,
         "first_mask_s": t2 - t1,

@@ -40,15 +40,17 @@ def assert_mask_matches_reference(matcher: Matcher, reference: ReferenceGrammar,
     assert allowed, f"empty mask after {prefix!r}"
 
 
-def check_walks(grammar_text: str, start: str, walks: int, seed: int) -> None:
+def check_walks(grammar_text: str, start: str, walks: int, seed: int, steps: int = 25, reference_text: str = "") -> None:
+    """Masks along random walks equal the reference's (of ``reference_text`` if given: the
+    same language written another way)."""
     vocab = small_vocabulary()
     grammar = GrammarCompiler(vocab).compile_lark(grammar_text, start)
-    reference = ReferenceGrammar(grammar_text, start)
+    reference = ReferenceGrammar(reference_text or grammar_text, start)
     rng = np.random.default_rng(seed)
     for _ in range(walks):
         matcher = Matcher(grammar, start)
         prefix = b""
-        for _step in range(25):
+        for _step in range(steps):
             assert_mask_matches_reference(matcher, reference, prefix)
             allowed = matcher.allowed_token_ids()
             token = int(rng.choice(allowed))

@@ -73,8 +73,9 @@ def test_const_and_enum_objects_take_their_keys_in_any_order_each_once() -> None
     for schema in ({"const": value}, {"enum": [value, "x"]}):
         check(schema, [value, reordered], [{"a": 1}, {"b": value["b"]}, {**value, "f": 1}])
         assert not accepts(schema, '{"a":1,"a":1,"b":{"c":[1,{"d":2,"e":3}]}}', raw=True)
-    many = {k: i for i, k in enumerate("abcdef")}  # past 5 keys: the schema's order
-    check({"const": many}, [many], [dict(reversed(many.items()))])
+    many = {f"k{i}": i for i in range(40)}
+    check({"const": many}, [many, dict(reversed(many.items()))], [{**many, "k0": 1}])
+    assert not accepts({"const": many}, json.dumps(many)[:-1] + ', "k0": 0}', raw=True)
 
 
 def test_additional_members_come_anywhere_among_the_declared_ones() -> None:
@@ -92,42 +93,45 @@ def test_additional_members_come_anywhere_among_the_declared_ones() -> None:
     check(declared_first, [{"$schema": "s", "z": 1, "a": 1}], [{"$schema": 1, "a": 1}])
 
 
-def test_declared_keys_repeat_only_as_optional_members_of_objects_over_five_properties() -> None:
-    """``json.loads`` keeps the last copy of a repeated key. Required keys never repeat, nor do
-    the declared keys of objects with up to 5 declared properties; past that an optional key may
-    (documented: tracking every subset written costs 2^n states), and additional keys may."""
+def test_declared_keys_never_repeat_whatever_the_object_size() -> None:
+    """``json.loads`` keeps the last copy of a repeated key, so a repeat would drop what the
+    model wrote: no declared key comes twice, however many properties the object declares
+    (additional keys are not told apart, so they may repeat)."""
     for size in (3, 5, 9, 40):
         names = [f"p{i}" for i in range(size)]
-        for required in ([], names[:2], names[: min(size, 8)]):
+        for required in ([], names[:2], names):
             schema = {"properties": {k: {"type": "integer"} for k in names}, "required": required}
             body = ",".join(f'"{k}":1' for k in names)
             assert accepts(schema, "{" + body + "}", raw=True), (size, required)
+            assert accepts(schema, "{" + ",".join(f'"{k}":1' for k in reversed(names)) + "}", raw=True)
             for k in (names[0], names[-1]):
-                repeated = accepts(schema, "{" + body + f',"{k}":2' + "}", raw=True)
-                assert repeated == (size > 5 and k not in required), (size, required, k)
+                assert not accepts(schema, "{" + body + f',"{k}":2' + "}", raw=True), (size, required, k)
+                assert not accepts(schema, "{" + f'"{k}":2,' + body + "}", raw=True), (size, required, k)
     assert accepts({"properties": {"a": {}}}, '{"x":1,"x":2}', raw=True)
 
 
-def test_up_to_eight_required_properties_come_in_any_order() -> None:
-    schema = {"properties": {k: {} for k in "abcdefghijkl"}, "required": list("abcdefgh")}
+def test_required_properties_come_in_any_order_however_many() -> None:
+    schema = {"properties": {k: {} for k in "abcdefghijkl"}, "required": list("abcdefghij")}
     check(
         schema,
-        [{k: 1 for k in "hgfedcba"}, {k: 1 for k in "lhgfedcbak"}, {k: 1 for k in "abcdefghz"}],
-        [{k: 1 for k in "hgfedcb"}],
+        [{k: 1 for k in "jihgfedcba"}, {k: 1 for k in "lajbcdkefghi"}, {k: 1 for k in "abcdefghijz"}],
+        [{k: 1 for k in "ihgfedcba"}, {k: 1 for k in "jhgfedcbal"}],
     )
 
 
-def test_more_than_eight_required_properties_keep_their_declared_order_among_themselves() -> None:
-    schema = {"properties": {k: {} for k in "abcdefghijkl"}, "required": list("abcdefghi")}
-    check(schema, [{k: 1 for k in "abcdefghi"}, {k: 1 for k in "lajbcdkefghi"}], [{k: 1 for k in "bacdefghi"}])
-
-
-def test_min_properties_above_the_required_count_keeps_many_properties_in_declared_order() -> None:
+def test_min_and_max_properties_count_distinct_members_in_any_order() -> None:
     schema = {"properties": {k: {} for k in "abcdef"}, "minProperties": 2, "additionalProperties": False}
-    check(schema, [{"a": 1, "c": 2}, {"b": 1, "e": 2, "f": 3}], [{"c": 1, "a": 2}, {"a": 1}])
+    check(schema, [{"a": 1, "c": 2}, {"c": 1, "a": 2}, {"f": 1, "e": 2, "b": 3}], [{"a": 1}, {}])
     assert not accepts(schema, '{"a":1,"a":2}', raw=True)
-    open_schema = {"properties": {k: {} for k in "abcdef"}, "minProperties": 2}
-    check(open_schema, [{"x": 1, "a": 1, "y": 2, "c": 2}], [{"c": 1, "a": 2}])
+    open_schema = {"properties": {k: {} for k in "abcdef"}, "minProperties": 3, "maxProperties": 4}
+    check(
+        open_schema,
+        [{"x": 1, "a": 1, "y": 2}, {"c": 1, "a": 2, "x": 3, "x2": 4}],
+        [{"c": 1, "a": 2}, {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1}, {"x": 1, "y": 1, "z": 1, "w": 1, "v": 1}],
+    )
+    # a required member must still fit under the maximum: an optional one cannot take its place
+    tight = {"properties": {k: {} for k in "abc"}, "required": ["a", "b"], "maxProperties": 3}
+    check(tight, [{"c": 1, "b": 1, "a": 1}, {"a": 1, "b": 1}, {"a": 1, "x": 1, "b": 1}], [{"c": 1, "x": 1, "a": 1}])
 
 
 def test_additional_properties_false_true_and_schema() -> None:
@@ -533,6 +537,18 @@ def test_strict_mode_refuses_what_it_cannot_enforce_and_lenient_mode_lists_it() 
     lenient = schema_to_grammar(schema, strict=False)
     assert [(u.pointer, u.keyword) for u in lenient.unenforced] == [("/properties/tags", "uniqueItems")]
     assert _COMPILER.compile_json_schema(schema, strict=False) is not None
+
+
+def test_unique_items_among_finitely_many_scalars_never_repeat_a_value() -> None:
+    tags = {"type": "array", "uniqueItems": True, "items": {"enum": ["a", "b", "c", 1, 1.0, True, None]}, "maxItems": 3}
+    values: list[Any] = [[], ["a"], ["c", "a"], ["a", "a"], [1, 1.0], [1.0, "a", True], ["a", "b", "c", 1], [True, 1], [None, None], ["d"]]
+    agrees_with_jsonschema(tags, values)
+    flags = {"type": "array", "uniqueItems": True, "items": {"type": ["boolean", "null"]}, "minItems": 2}
+    agrees_with_jsonschema(flags, [[True, False], [None, True, False], [True, True], [True], [False, None, None]])
+    # 60 tags in any number: a tracked list, where a state per set of tags written would be 2^60
+    many = {"type": "array", "uniqueItems": True, "items": {"enum": [f"t{i}" for i in range(60)]}}
+    assert len(schema_to_grammar(many).item_sets) == 1
+    agrees_with_jsonschema(many, [[f"t{i}" for i in range(60)], [f"t{i}" for i in range(59, -1, -1)], ["t3", "t9", "t3"]])
 
 
 def test_invalid_schemas_raise_schema_error_with_a_pointer() -> None:

@@ -54,12 +54,18 @@ def test_prefix_positions_and_integer_ranges_are_finite_domains_too() -> None:
                            _arrays([0, 1, 2, 3, 4], 4))
 
 
-def test_a_large_domain_compiles_within_a_short_maximum_and_is_refused_cleanly_without() -> None:
+def test_a_large_domain_of_scalars_is_a_tracked_list_and_of_objects_is_refused_cleanly() -> None:
     words = [f"w{i}" for i in range(30)]
     short = {"items": {"enum": words}, "maxItems": 2, "uniqueItems": True}
     assert _accepts_text(short, '["w1","w29"]') and not _accepts_text(short, '["w1","w1"]')
+    # 2^30 sets of words written: the parser tracks them (one list rule), any number of items
+    unbounded = {"items": {"enum": words}, "uniqueItems": True}
+    assert len(schema_to_grammar(unbounded).item_sets) == 1
+    assert _accepts_text(unbounded, json.dumps(words[::-1], separators=(",", ":")))
+    assert not _accepts_text(unbounded, json.dumps(words + ["w7"], separators=(",", ":")))
+    objects = [{"w": w} for w in words]
     with pytest.raises(CompileBudgetError):
-        schema_to_grammar({"items": {"enum": words}, "uniqueItems": True})
+        schema_to_grammar({"items": {"enum": objects}, "uniqueItems": True})
 
 
 def test_distinct_items_of_an_infinite_domain_are_refused_with_the_pointer() -> None:
