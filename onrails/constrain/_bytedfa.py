@@ -15,6 +15,7 @@ import itertools
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -413,7 +414,13 @@ def _numbered_by_first(first: np.ndarray, inverse: np.ndarray) -> tuple[np.ndarr
 
 
 def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteDFA:
-    """``dfa`` minus a finite set of lexemes: the product with the words' trie."""
+    """``dfa`` minus a finite set of lexemes: the product with the words' trie.
+
+    States ``0 .. k-1`` are the pairs (DFA state, trie node) still on the trie, in breadth-first
+    order; past them, a copy of ``dfa`` reads what is left once no word can be completed. The
+    pairs form a tree, so one pass from the deepest up finds which can still accept (a copy
+    state always can: ``dfa`` is trimmed): a key set costs a loop over its trie, not a
+    numpy row per pair and a fixpoint as deep as the longest key (5 ms a key set before)."""
     children: list[dict[int, int]] = [{}]
     ends = [False]
     for word in words:
@@ -427,28 +434,18 @@ def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteD
                 ends.append(False)
             node = nxt
         ends[node] = True
-    free = -1  # off the trie: no word can be completed any more
-    ids: dict[tuple[int, int], int] = {(0, 0): 0}
+    rows = dfa.table.tolist()
     pairs = [(0, 0)]
-    # Pairs off the trie read as the DFA does: one row gather each, not a loop over bytes.
-    free_ids = np.full(dfa.n_states, DEAD, dtype=np.int32)
-    rows = []
+    ids = {(0, 0): 0}
+    edges: list[list[tuple[int, int]]] = []  # per pair: (byte, pair) along the trie
     i = 0
     while i < len(pairs):
         d, node = pairs[i]
         i += 1
-        base = dfa.table[d]
-        inside = children[node] if node != free else {}
-        leaves = base >= 0
-        if inside:
-            leaves[list(inside)] = False
-        for target in np.unique(base[leaves]).tolist():
-            if free_ids[target] == DEAD:
-                free_ids[target] = len(pairs)
-                pairs.append((target, free))
-        row = np.where(leaves, free_ids[np.maximum(base, 0)], DEAD).astype(np.int32)
-        for byte, child in inside.items():
-            target = int(base[byte])
+        out = []
+        row = rows[d]
+        for byte, child in children[node].items():
+            target = row[byte]
             if target == DEAD:
                 continue
             pair = (target, child)
@@ -456,16 +453,27 @@ def _without(dfa: ByteDFA, words: list[bytes], pattern: str, name: str) -> ByteD
             if sid is None:
                 sid = ids[pair] = len(pairs)
                 pairs.append(pair)
-            row[byte] = sid
-        rows.append(row)
-    table = np.stack(rows)
-    accepting = np.array([bool(dfa.accepting[d]) and not (n != free and ends[n]) for d, n in pairs])
-    keep = _live(table, accepting, pattern, name)
-    shadow = Shadow(
-        base=dfa,
-        base_state=np.array([pairs[i][0] for i in keep.tolist()], dtype=np.int32),
-        in_words=np.array([pairs[i][1] != free for i in keep.tolist()], dtype=bool),
-    )
+            out.append((byte, sid))
+        edges.append(out)
+    k = len(pairs)
+    on_trie = np.array([d for d, _ in pairs], dtype=np.int64)
+    copy = np.where(dfa.table >= 0, dfa.table + k, DEAD).astype(np.int32)
+    table = np.concatenate([copy[on_trie], copy])
+    accepting = np.concatenate([dfa.accepting[on_trie] & ~np.array([ends[n] for _, n in pairs]), dfa.accepting])
+    # A word's byte leads along the trie, not into the copy (unless the DFA is dead there).
+    source = [sid for sid, out in enumerate(edges) for _ in out]
+    if source:
+        byte_of = [byte for out in edges for byte, _ in out]
+        table[source, byte_of] = [target for out in edges for _, target in out]
+    live = (accepting[:k] | (table[:k] >= k).any(axis=1)).tolist()
+    for sid in range(k - 1, -1, -1):
+        if not live[sid]:
+            live[sid] = any(live[target] for _, target in edges[sid])
+    if not live[0]:
+        raise EmptyLanguage(f"regex {pattern!r} matches nothing", rule=name or None)
+    keep = np.concatenate([np.flatnonzero(live), np.arange(k, k + dfa.n_states)])
+    base_state = np.concatenate([on_trie, np.arange(dfa.n_states)])[keep].astype(np.int32)
+    shadow = Shadow(base=dfa, base_state=base_state, in_words=keep < k)
     return _kept(table, accepting, keep, shadow)
 
 
@@ -484,11 +492,30 @@ def _operation_dfa(
     return _product(left, right, kind == "and", pattern, name, budget)
 
 
+# The sides of word lists and products, by (pattern, max_states): a schema's extra-key terminal
+# is the JSON string minus its keys, and every object of every schema starts from that string.
+_PARTS: "OrderedDict[tuple[str, int], ByteDFA]" = OrderedDict()
+_PARTS_BYTES = 32 << 20
+_parts_lock = threading.Lock()
+
+
 def _tabled(pattern: str, name: str, deadline: float | None, max_states: int) -> ByteDFA:
     """``regex_to_byte_dfa``, with a counted string as a plain table (a state per length):
-    products and word lists read the table."""
+    products and word lists read the table. Kept for later terminals, up to ``_PARTS_BYTES``."""
+    key = (pattern, max_states)
+    with _parts_lock:
+        dfa = _PARTS.get(key)
+        if dfa is not None:
+            _PARTS.move_to_end(key)
+            return dfa
     dfa = regex_to_byte_dfa(pattern, name=name, deadline=deadline, max_states=max_states)
-    return dfa if dfa.counter is None else _regex_to_byte_dfa(pattern, name, deadline, max_states)
+    if dfa.counter is not None:
+        dfa = _regex_to_byte_dfa(pattern, name, deadline, max_states)
+    with _parts_lock:
+        _PARTS[key] = dfa
+        while sum(d.table.nbytes for d in _PARTS.values()) > _PARTS_BYTES and len(_PARTS) > 1:
+            _PARTS.popitem(last=False)
+    return dfa
 
 
 def _product(a: ByteDFA, b: ByteDFA, both: bool, pattern: str, name: str, budget: "_Budget") -> ByteDFA:

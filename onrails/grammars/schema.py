@@ -124,6 +124,7 @@ import jsonschema
 import jsonschema.validators
 from jsonschema.exceptions import SchemaError as JsonSchemaError
 
+from onrails.grammars._metaschema import meets_2020_12
 from onrails.grammars._schema_gen import Notes, SchemaConverter, absolute_refs, pointer_token
 from onrails.grammars._schema_refs import MAP_KEYWORDS, SCHEMA_KEYWORDS, bundle, needs_bundle
 from onrails.grammars.builtin import WHITESPACE_MODES, WHITESPACE_REGEXES
@@ -319,6 +320,8 @@ def validator_class(schema: "dict[str, Any] | bool") -> Any:
         if isinstance(schema, dict) and "$schema" in schema:
             raise SchemaError(f"unknown dialect $schema {schema['$schema']!r}", pointer="", keyword="$schema")
         cls = default
+    if cls is default and meets_2020_12(schema):
+        return cls
     try:
         cls.check_schema(schema)
         return cls
