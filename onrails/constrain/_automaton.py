@@ -36,6 +36,9 @@ _SOURCE_CACHE_ENTRIES = 1024
 # Mask walks follow a state one terminal at a time (``split``) when it has at most this many
 # ways forward; more (a quote that may open any of 20 keys) cost more apart than together.
 _MAX_SPLIT = 8
+# Transition rows: doubled up to this many states, then reserved at once (see ``Automaton._grow``).
+_RESERVE_FROM = 1 << 14
+_RESERVED_ROWS = 1 << 17
 # ``Automaton.splits`` of a state: not decided yet, followed terminal by terminal, or as a whole.
 SPLIT_UNKNOWN, SPLIT, WHOLE = 0, 1, 2
 
@@ -412,18 +415,22 @@ class Automaton:
         return sid
 
     def _grow(self) -> None:
-        """Double the per-state tables. The transition rows are left uninitialised until their
+        """Enlarge the per-state tables. The transition rows are left uninitialised until their
         state is interned: filling a table of 64k states with UNKNOWN wrote 64 MB at once, a
-        pause of 40-120 ms in whichever mask met the new state; now a growth copies the rows in
-        use, and the memory of the others is touched as states arrive."""
+        pause of 40-120 ms in whichever mask met the new state. Past ``_RESERVE_FROM`` states
+        the table jumps to ``_RESERVED_ROWS`` rows, whose pages the system maps only as states
+        arrive: the copies of 32-64 MB that doubling made there cost single masks of a large
+        schema 35-80 ms each. Caches weigh the table as reserved, as an address-space limit
+        counts it."""
         size = self.trans.shape[0]
+        rows = _RESERVED_ROWS if _RESERVE_FROM <= size < _RESERVED_ROWS else size * 2
 
         def grown(old: np.ndarray, fill: int) -> np.ndarray:
-            new = np.full((size * 2,) + old.shape[1:], fill, dtype=old.dtype)
+            new = np.full((rows,) + old.shape[1:], fill, dtype=old.dtype)
             new[:size] = old
             return new
 
-        trans = np.empty((size * 2, 256), dtype=self.trans.dtype)
+        trans = np.empty((rows, 256), dtype=self.trans.dtype)
         trans[:size] = self.trans
         self.trans = trans
         self.source_status = grown(self.source_status, SOURCES_UNKNOWN)
