@@ -1,0 +1,122 @@
+"""The engine's alternative paths give the same masks and languages: walks that follow terminals
+or step the automaton, a transition table reserved at once or doubled, key sets cut out of a
+string over the key trie, and counted strings however their group is wrapped."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pytest
+
+from onrails.constrain import _automaton, compiled
+from onrails.constrain._bytedfa import regex_to_byte_dfa
+from onrails.constrain.compiled import GrammarCompiler
+from onrails.constrain.matcher import Matcher
+from onrails.grammars.regex_notes import except_words
+
+JSON_STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])*"'
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "integer"}}},
+    "required": ["name"],
+}
+DOCUMENT = '{"name": "a b", "tags": [1, 23], "extra": {"x": [true, null, "y"]}}'
+GRAMMAR = 'start: item+\n?item: WORD | NUMBER\n%import common.WORD\n%import common.NUMBER\n%import common.WS\n%ignore WS\n'
+
+
+def _accepts(dfa: Any, data: bytes) -> bool:
+    state = 0
+    for byte in data:
+        state = int(dfa.table[state, byte])
+        if state < 0:
+            return False
+    return bool(dfa.accepting[state])
+
+
+def _masks_along(compile_one: Any, root: "str | None", text: str, tokenizer: Any) -> list[np.ndarray]:
+    grammar = compile_one()
+    matcher = Matcher(grammar, root)
+    masks = []
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        masks.append(np.array(matcher.allowed_token_ids()))
+        assert matcher.advance(token)
+    masks.append(np.array(matcher.allowed_token_ids()))
+    return masks
+
+
+@pytest.mark.parametrize("kind", ["schema", "lark"])
+def test_walks_that_follow_terminals_and_walks_that_step_the_automaton_agree(
+    kind: str, llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def compile_one() -> Any:
+        compiler = GrammarCompiler(llama_vocab)
+        if kind == "schema":
+            return compiler.compile_json_schema(SCHEMA, strict=False)
+        return compiler.compile_lark(GRAMMAR)
+
+    text = DOCUMENT if kind == "schema" else "hello 12 world3 x"
+    runs = []
+    for followed in (0, 1 << 30):  # every walk steps the automaton / every walk follows terminals
+        with monkeypatch.context() as patch:
+            patch.setattr(compiled, "_FOLLOWED_NODES", followed)
+            runs.append(_masks_along(compile_one, None, text, llama_tokenizer))
+    assert len(runs[0]) == len(runs[1]) > 5
+    for stepped, followed_masks in zip(*runs):
+        assert np.array_equal(stepped, followed_masks)
+
+
+def test_a_transition_table_reserved_at_once_answers_as_a_doubled_one(
+    llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def compile_one() -> Any:
+        return GrammarCompiler(llama_vocab).compile_json_schema(SCHEMA, strict=False)
+
+    doubled = _masks_along(compile_one, None, DOCUMENT, llama_tokenizer)
+    sizes = []
+    original = _automaton.Automaton._grow
+
+    def grow(self: Any) -> None:
+        original(self)
+        sizes.append(self.trans.shape[0])
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_automaton, "_RESERVE_FROM", 128)
+        patch.setattr(_automaton, "_RESERVED_ROWS", 4096)
+        patch.setattr(_automaton.Automaton, "_grow", grow)
+        reserved = _masks_along(compile_one, None, DOCUMENT, llama_tokenizer)
+    assert 4096 in sizes, sizes  # the walk passed 128 states and jumped
+    assert all(np.array_equal(a, b) for a, b in zip(doubled, reserved))
+
+
+def test_a_string_minus_its_keys_reads_as_the_string_without_those_words() -> None:
+    words = ['"a"', '"ab"', '"abc"', '"b\\"c"', '"\\u0041"']
+    dfa = regex_to_byte_dfa(except_words(words) + JSON_STRING)
+    plain = re.compile(JSON_STRING)
+    rng = np.random.default_rng(0)
+    samples = [w.encode() for w in words] + [b'"', b'""', b'"abcd"', b'"a', b'"ab"x', b'"b"', b'"\\"']
+    alphabet = list(b'ab"\\cu0A41 ')
+    samples += [bytes(rng.choice(alphabet, size=int(rng.integers(1, 8))).tolist()) for _ in range(3000)]
+    for data in samples:
+        expected = plain.fullmatch(data.decode("latin-1")) is not None and data.decode("latin-1") not in words
+        assert _accepts(dfa, data) == expected, data
+    # Where no key can be completed any more, a state reads as the string's state it shadows.
+    shadow = dfa.shadow
+    assert shadow is not None
+    for state in np.flatnonzero(~shadow.in_words).tolist():
+        row, base_row = dfa.table[state], shadow.base.table[shadow.base_state[state]]
+        assert np.array_equal(row >= 0, base_row >= 0)
+
+
+def test_a_counted_string_in_one_more_group_is_counted() -> None:
+    unit = r'[^"\\\x00-\x1f]|\\["\\/bfnrt]'
+    wrapped = regex_to_byte_dfa(f'"(?:(?:{unit}){{1,300}})"')
+    bare = regex_to_byte_dfa(f'"(?:{unit}){{1,300}}"')
+    assert wrapped.counter is not None and bare.counter is not None
+    # The same counter over the same uncounted string: the bare form's automaton, whose
+    # exactness the counted-string oracle tests prove.
+    assert (wrapped.counter.lo, wrapped.counter.hi) == (bare.counter.lo, bare.counter.hi) == (1, 300)
+    assert np.array_equal(wrapped.counter.base.table, bare.counter.base.table)
+    # A group that holds more than the counted one is not peeled.
+    assert regex_to_byte_dfa('"(?:(?:a){1,2}b)"').counter is None
