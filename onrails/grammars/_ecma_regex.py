@@ -467,14 +467,7 @@ def _emit(node: "Node", plain: bool = False) -> str | None:
             parts.append(part)
         return "".join(parts)
     if isinstance(node, Alt):
-        options = [o for o in (_emit(x, plain) for x in node.options) if o is not None]
-        if not options:
-            return None
-        nonempty = [o for o in options if o]
-        if not nonempty:
-            return ""
-        body = "(?:" + "|".join(nonempty) + ")"
-        return body + "?" if len(nonempty) < len(options) else body
+        return _union([_emit(x, plain) for x in node.options])
     inner = _emit(node.node, plain)
     if inner is None:
         return None if node.lo > 0 else ""
@@ -542,6 +535,8 @@ def _empty_at_end(node: "Node") -> bool:
 
 
 def _union(parts: "list[str | None]") -> str | None:
+    """The alternation of the regexes among ``parts`` (None: matches nothing), repeats once,
+    optional when one is empty; None when all are."""
     real = list(dict.fromkeys(p for p in parts if p is not None))
     if not real:
         return None

@@ -33,7 +33,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 from urllib.parse import unquote
 
 import jsonschema
@@ -55,6 +55,7 @@ from onrails.grammars._schema_numbers import (
 )
 from onrails.errors import CompileBudgetError, SchemaError
 
+_T = TypeVar("_T")
 _TYPES = ("null", "boolean", "object", "array", "string", "number", "integer")
 _ALL_TYPES = frozenset(_TYPES)
 # Types no JSON value shares: a oneOf's branches may overlap in some and not in others.
@@ -758,55 +759,44 @@ class SchemaConverter:
                 return True
         return False
 
-    def _value_types(self, schema: Any, depth: int = 0) -> frozenset[str] | None:
+    def _value_types(self, schema: Any) -> frozenset[str] | None:
         """The types a schema allows when it names some (a superset, through ``allOf`` and
         references), else None."""
-        if not isinstance(schema, dict) or depth > _MAX_REF_DEPTH:
-            return None
-        if "$ref" in schema and self.draft7:
-            schema = {"$ref": schema["$ref"]}  # siblings of a draft-07 reference are ignored
-        found: list[frozenset[str]] = []
-        if isinstance(schema.get("type"), (str, list)):
-            found.append(_types_of(schema))
-        for sub in schema.get("allOf", ()):
-            types = self._value_types(sub, depth + 1)
-            if types is not None:
-                found.append(types)
-        if isinstance(schema.get("$ref"), str):
-            try:
-                target, _ = self.resolve(schema["$ref"], "")
-            except _Unexpressible:
-                target = None
-            types = self._value_types(target, depth + 1)
-            if types is not None:
-                found.append(types)
+        found = self._conjuncts(schema, lambda s: [_types_of(s)] if isinstance(s.get("type"), (str, list)) else [])
         return frozenset.intersection(*found) if found else None
 
-    def _literal_values(self, schema: Any, depth: int = 0) -> set[str] | None:
+    def _literal_values(self, schema: Any) -> set[str] | None:
         """The canonical values a schema allows when finitely many (a superset, through
         ``allOf`` and references), else None."""
+
+        def own(s: dict[str, Any]) -> list[set[str]]:
+            found = []
+            if "const" in s:
+                found.append({_canon(s["const"])})
+            if "enum" in s:
+                found.append({_canon(v) for v in s["enum"]})
+            return found
+
+        found = self._conjuncts(schema, own)
+        return set.intersection(*found) if found else None
+
+    def _conjuncts(self, schema: Any, own: "Callable[[dict[str, Any]], list[_T]]", depth: int = 0) -> "list[_T]":
+        """What ``own`` finds in ``schema`` and in the schemas it is a conjunction with: its
+        ``allOf`` branches and its reference's target, recursively (up to ``_MAX_REF_DEPTH``)."""
         if not isinstance(schema, dict) or depth > _MAX_REF_DEPTH:
-            return None
+            return []
         if "$ref" in schema and self.draft7:
             schema = {"$ref": schema["$ref"]}  # siblings of a draft-07 reference are ignored
-        found: list[set[str]] = []
-        if "const" in schema:
-            found.append({_canon(schema["const"])})
-        if "enum" in schema:
-            found.append({_canon(v) for v in schema["enum"]})
+        found = own(schema)
         for sub in schema.get("allOf", ()):
-            values = self._literal_values(sub, depth + 1)
-            if values is not None:
-                found.append(values)
+            found += self._conjuncts(sub, own, depth + 1)
         if isinstance(schema.get("$ref"), str):
             try:
                 target, _ = self.resolve(schema["$ref"], "")
             except _Unexpressible:
                 target = None
-            values = self._literal_values(target, depth + 1)
-            if values is not None:
-                found.append(values)
-        return set.intersection(*found) if found else None
+            found += self._conjuncts(target, own, depth + 1)
+        return found
 
     # -- merging --------------------------------------------------------------------------------
 
