@@ -124,7 +124,7 @@ class Automaton:
         self._lists = table.lists.lists
         self._list_updates = table.lists.updates
         self._guards = table.lists.guards
-        self._guarded = frozenset(t for _, t in self._guards)
+        self._guarded = table.lists.guarded
         self._truncated: dict[tuple[int, int], int] = {}
         self._shift_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         self._accept_cache: dict[int, bool] = {}
@@ -159,34 +159,16 @@ class Automaton:
         # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
         # reduction closure is computed once per class (schema grammars have one terminal per
         # property name, nearly all in one class).
-        signatures: dict[int, list[tuple[int, tuple[int, ...]]]] = {}
-        for lr_state, actions in enumerate(table.reduce):
-            for lookahead, rules in actions.items():
-                signatures.setdefault(lookahead, []).append((lr_state, tuple(rules)))
-        class_ids: dict[tuple[tuple[int, tuple[int, ...]], ...], int] = {}
-        self._reduce_class = [
-            class_ids.setdefault(tuple(signatures.get(t, ())), len(class_ids))
-            for t in range(max(len(dfas), table.end) + 1)
-        ]
+        self._reduce_class = table.reduce_class
         # Tuples, not lists: lists are tracked by the cycle collector (see ``configs``).
         self._closure_cache: dict[tuple[int, int], tuple[int, ...]] = {}
-        # Per LR state, for closures of several classes at once (``_class_closure``): each rule it
-        # reduces with the classes it reduces under (a bit per class), its shiftable terminals by
-        # class, and the classes of the terminals it reduces on (only they need the stack below).
-        self._rule_classes: list[tuple[tuple[int, int], ...]] = []
-        self._shift_classes: list[tuple[tuple[int, tuple[int, ...]], ...]] = []
-        self._reducing_classes: list[int] = []
-        for actions, shiftable in zip(table.reduce, table.shift):
-            by_rule: dict[int, int] = {}
-            for lookahead, rules in actions.items():
-                for rule in rules:
-                    by_rule[rule] = by_rule.get(rule, 0) | 1 << self._reduce_class[lookahead]
-            self._rule_classes.append(tuple(by_rule.items()))
-            by_class: dict[int, set[int]] = {}
-            for t in shiftable:
-                by_class.setdefault(self._reduce_class[t], set()).add(t)
-            self._shift_classes.append(tuple((c, tuple(sorted(ts))) for c, ts in by_class.items()))
-            self._reducing_classes.append(_bits(self._reduce_class[t] for t in actions if t != table.end))
+        # Per LR state met, for closures of several classes at once (``_class_closure``): each
+        # rule it reduces with the classes it reduces under (a bit per class), its shiftable
+        # terminals by class, and the classes of the terminals it reduces on (only they need the
+        # stack below). Made with the state (``_prepare``), when a stack first enters it.
+        self._rule_classes: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._shift_classes: dict[int, tuple[tuple[int, tuple[int, ...]], ...]] = {}
+        self._reducing_classes: dict[int, int] = {}
         self._all_classes = _bits(self._reduce_class[t] for t in range(len(dfas)))
         bits = [max(1, int(d.n_states).bit_length()) for d in dfas]
         self._dfa_bits = bits
@@ -201,6 +183,8 @@ class Automaton:
         key = (lr_state, parent, tag) if tag else (lr_state, parent)
         node = self._stack_ids.get(key)
         if node is None:
+            if lr_state not in self._rule_classes:
+                self._prepare(lr_state)
             node = len(self.stack_state)
             self.stack_state.append(lr_state)
             self.stack_parent.append(parent)
@@ -208,6 +192,22 @@ class Automaton:
             self.stack_tag.append(tag)
             self._stack_ids[key] = node
         return node
+
+    def _prepare(self, lr_state: int) -> None:
+        """Build an LR state and its reduce classes (before a stack holds it)."""
+        table = self.table
+        table.build(lr_state)
+        by_rule: dict[int, int] = {}
+        actions = table.reduce[lr_state]
+        for lookahead, rules in actions.items():
+            for rule in rules:
+                by_rule[rule] = by_rule.get(rule, 0) | 1 << self._reduce_class[lookahead]
+        by_class: dict[int, set[int]] = {}
+        for t in table.shift[lr_state]:
+            by_class.setdefault(self._reduce_class[t], set()).add(t)
+        self._shift_classes[lr_state] = tuple((c, tuple(sorted(ts))) for c, ts in by_class.items())
+        self._reducing_classes[lr_state] = _bits(self._reduce_class[t] for t in actions if t != table.end)
+        self._rule_classes[lr_state] = tuple(by_rule.items())  # last: it marks the state prepared
 
     def reduce_closure(self, stack: int, lookahead: int) -> list[int]:
         """All stacks reachable from ``stack`` by reductions valid under ``lookahead``."""

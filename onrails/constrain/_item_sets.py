@@ -11,6 +11,7 @@ stays true for the automaton.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from onrails.errors import GrammarError
@@ -88,6 +89,8 @@ class ListRules:
     updates: dict[int, tuple[int, int, bool]]
     # (LR state, terminal) -> (kind, list, item bit or -1, where the list entry is)
     guards: dict[tuple[int, int], tuple[int, int, int, int]]
+    # Every terminal of ``guards`` (they grow as LR states are built).
+    guarded: set[int]
 
 
 class ListAnalysis:
@@ -106,8 +109,10 @@ class ListAnalysis:
     ) -> None:
         self._n_terms = n_terms
         self._nt_names = nt_names
-        self._first = first
-        self.result = ListRules(lists=[], updates={}, guards={})
+        # FIRST sets of the lists' items only, as tuples (see ``ParseTable``).
+        self._first: dict[int, tuple[int, ...]] = {}
+        self.result = ListRules(lists=[], updates={}, guards={}, guarded=set())
+        self._rules = rules
         self._list_of: dict[int, int] = {}  # list nonterminal -> list id
         self._item_bits: list[dict[int, int]] = []  # per list: item nonterminal -> bit or -1
         rules_of: dict[int, list[int]] = {}
@@ -124,12 +129,16 @@ class ListAnalysis:
             for n in bits:
                 if nullable[n]:
                     raise GrammarError(f"an item of tracked list {item_set.rule!r} can be empty", rule=item_set.rule)
+            # A terminal starting two items is counted twice (pairs of items: quadratic in a
+            # list of hundreds of properties).
+            starting = Counter(t for n in bits for t in first[n])
             for n, bit in bits.items():
-                if bit >= 0 and any(first[n] & first[m] for m in bits if m != n):
+                if bit >= 0 and any(starting[t] > 1 for t in first[n]):
                     raise GrammarError(
                         f"a tracked item of list {item_set.rule!r} shares its first terminals with another item",
                         rule=item_set.rule,
                     )
+            self._first.update((n, tuple(first[n])) for n in bits)
             list_id = len(self.result.lists)
             self._list_of[lhs] = list_id
             self._item_bits.append(bits)
@@ -163,21 +172,23 @@ class ListAnalysis:
                     untracked=any(bit < 0 for bit in bits.values()),
                 )
             )
+        # What follows a tracked list is guarded when LR states are built, at decode time; a
+        # list followed by anything but a terminal (or its own separator) is refused here.
+        for lhs, rhs in rules:
+            for dot in range(1, len(rhs) + 1):
+                if rhs[dot - 1] <= n_terms or rhs[dot - 1] - n_terms - 1 not in self._list_of:
+                    continue
+                if not (lhs == rhs[dot - 1] - n_terms - 1 and dot == 1) and not (dot < len(rhs) and rhs[dot] < n_terms):
+                    name = nt_names[rhs[dot - 1] - n_terms - 1]
+                    raise GrammarError(f"tracked list {name!r} must be followed by a terminal", rule=name)
 
-    def add_state(
-        self,
-        state: int,
-        items: "list[tuple[int, int]]",
-        rules: "list[tuple[int, tuple[int, ...]]]",
-        shift: "dict[int, int]",
-    ) -> None:
+    def add_state(self, state: int, items: "list[tuple[int, int]]", shift: "dict[int, int]") -> None:
         """Record the guards of one LR state (``items``: its closure)."""
         if not self._list_of:
             return
         n_terms = self._n_terms
-        guards = self.result.guards
         for rule, dot in items:
-            lhs, rhs = rules[rule]
+            lhs, rhs = self._rules[rule]
             list_id = self._list_of.get(lhs)
             if list_id is not None and dot == len(rhs) - 1:
                 bit = self._item_bits[list_id][rhs[dot] - n_terms - 1]
@@ -193,16 +204,15 @@ class ListAnalysis:
                 before = self._list_of.get(rhs[dot - 1] - n_terms - 1)
                 if before is None:
                     continue
+                # ``__init__`` made sure one of these holds.
                 if lhs == rhs[dot - 1] - n_terms - 1 and dot == 1:
                     self._guard(state, rhs[1], (CONTINUE, before, -1, AT_TOP), lhs)
                 elif dot < len(rhs) and rhs[dot] < n_terms:
                     self._guard(state, rhs[dot], (CLOSE, before, -1, AT_TOP), lhs)
-                else:
-                    name = self._nt_names[rhs[dot - 1] - n_terms - 1]
-                    raise GrammarError(f"tracked list {name!r} must be followed by a terminal", rule=name)
 
     def _guard(self, state: int, terminal: int, guard: "tuple[int, int, int, int]", lhs: int) -> None:
         known = self.result.guards.setdefault((state, terminal), guard)
+        self.result.guarded.add(terminal)
         if known != guard:
             name = self._nt_names[lhs]
             raise GrammarError(f"two tracked lists guard one terminal in a parser state of {name!r}", rule=name)

@@ -166,35 +166,21 @@ class _Solver:
         end = table.end
         n_nts = len(table.nonterminal_names)
         n_rules = len(table.rule_lhs)
-        # The symbol each LR state is entered by gives every right-hand side back (item (r, i)
-        # with i >= 1 lies in the kernel of a state entered by symbol i - 1 of rule r).
-        entered_by = [-1] * len(table.items)
-        for moves in table.shift:
-            for t, target in moves.items():
-                entered_by[target] = t
-        for gotos in table.goto:
-            for nt, target in gotos.items():
-                entered_by[target] = end + 1 + nt
-        rhs: list[list[int]] = [[-1] * n for n in table.rule_len]
-        for state, kernel in enumerate(table.items):
-            for rule, dot in kernel:
-                if dot:
-                    rhs[rule][dot - 1] = entered_by[state]
-        self.aug_rules = {rule for state in table.initial.values() for rule, _ in table.items[state]}
-        # Rules of unreachable nonterminals never appear in a kernel; they stay unusable.
-        complete = {r for r in range(n_rules) if -1 not in rhs[r]}
+        rhs = table.rule_rhs
+        self.aug_rules = table.start_rules
         nt_cost = [_INF] * n_nts
 
         def cost(sym: int) -> int:
             return self.term_cost[sym] if sym < end else nt_cost[sym - end - 1]
 
-        self._tracked_lists(rhs, entered_by)
+        self._tracked_lists(rhs)
         first_items = {r: (u[0], u[1]) for r, u in table.lists.updates.items() if not u[2]}
         changed = True
         while changed:
             changed = False
             self._list_costs(cost)
-            for r in complete:
+            # Rules of unreachable nonterminals get costs too; no stack ever asks for them.
+            for r in range(n_rules):
                 c = min(_INF, sum(cost(s) for s in rhs[r]))
                 if r in first_items:
                     # a list's first item also owes the items the list must take after it
@@ -213,18 +199,15 @@ class _Solver:
                 list_id, bit = first_items[r]
                 suffix[-1] = self._owed(list_id, table.lists.lists[list_id].added(0, bit) or 0, False)
             for i in range(len(rhs[r]) - 1, -1, -1):
-                suffix[i] = min(_INF, suffix[i + 1] + (cost(rhs[r][i]) if r in complete else _INF))
+                suffix[i] = min(_INF, suffix[i + 1] + cost(rhs[r][i]))
             self.rest.append(suffix)
         # Left-corner edges X -> Y (a rule X: Y ...), weighted by what the rule needs after Y.
         self.left_corner: list[list[tuple[int, int]]] = [[] for _ in range(n_nts)]
-        for r in complete:
+        for r in range(n_rules):
             if rhs[r] and rhs[r][0] > end:
                 self.left_corner[table.rule_lhs[r]].append((rhs[r][0] - end - 1, self.rest[r][1]))
-        # Per LR state, its kernel items whose next symbol is a nonterminal: (rule, dot, nt).
-        self.kernel_next = [
-            [(r, dot, rhs[r][dot] - end - 1) for r, dot in kernel if dot < len(rhs[r]) and rhs[r][dot] > end]
-            for kernel in table.items
-        ]
+        # Per LR state met, its kernel items whose next symbol is a nonterminal: (rule, dot, nt).
+        self._kernel_next: dict[int, list[tuple[int, int, int]]] = {}
         self._lc: dict[int, dict[int, int]] = {}
         self._h: dict[tuple[int, int], int] = {}
         self._f: dict[int, int] = {}
@@ -232,7 +215,7 @@ class _Solver:
         self._next: dict[int, tuple[int, int, int]] = {}
         self.results: dict[int, bytes | None] = {}
 
-    def _tracked_lists(self, rhs: "list[list[int]]", entered_by: "list[int]") -> None:
+    def _tracked_lists(self, rhs: "list[tuple[int, ...]]") -> None:
         """The tracked lists' shapes: per list, its separator and items (symbol and bit); per LR
         state entered by a list's rule, that list; per LR state inside an item's rule, the item."""
         table = self.automaton.table
@@ -248,14 +231,51 @@ class _Solver:
                 self._separator[list_id] = rhs[r][1]
             else:
                 self._items[list_id].append((rhs[r][-1], bit))
-        self._list_at = {state: list_nt[symbol] for state, symbol in enumerate(entered_by) if symbol in list_nt}
-        # States inside an item's own rule, past its first symbol: which item is being written.
-        self._item_at = {
-            state: item_nt[table.rule_lhs[r]]
-            for state, kernel in enumerate(table.items)
-            for r, dot in kernel
-            if dot == 1 and table.rule_lhs[r] in item_nt
-        }
+        self._list_nt = list_nt
+        self._item_nt = item_nt
+        self._lists_at: dict[int, int | None] = {}
+        self._items_at: dict[int, tuple[int, int] | None] = {}
+
+    def _list_at(self, lr_state: int) -> int | None:
+        """The tracked list whose rule's symbol enters ``lr_state``, if any."""
+        found = self._lists_at.get(lr_state, -1)
+        if found == -1:
+            table = self.automaton.table
+            found = None
+            for rule, dot in table.items[lr_state]:
+                if dot:
+                    found = self._list_nt.get(table.rule_rhs[rule][dot - 1])
+                    break  # every kernel item of a state follows the symbol that enters it
+            self._lists_at[lr_state] = found
+        return found
+
+    def _item_at(self, lr_state: int) -> tuple[int, int] | None:
+        """The tracked item (list, bit) whose own rule ``lr_state`` is inside, past its first symbol."""
+        if lr_state not in self._items_at:
+            table = self.automaton.table
+            self._items_at[lr_state] = next(
+                (
+                    self._item_nt[table.rule_lhs[r]]
+                    for r, dot in table.items[lr_state]
+                    if dot == 1 and table.rule_lhs[r] in self._item_nt
+                ),
+                None,
+            )
+        return self._items_at[lr_state]
+
+    def kernel_next(self, lr_state: int) -> list[tuple[int, int, int]]:
+        """Kernel items of ``lr_state`` whose next symbol is a nonterminal: (rule, dot, nt)."""
+        found = self._kernel_next.get(lr_state)
+        if found is None:
+            table = self.automaton.table
+            end = table.end
+            rhs = table.rule_rhs
+            found = self._kernel_next[lr_state] = [
+                (r, dot, rhs[r][dot] - end - 1)
+                for r, dot in table.items[lr_state]
+                if dot < len(rhs[r]) and rhs[r][dot] > end
+            ]
+        return found
 
     def _list_costs(self, cost: "Callable[[int], int]") -> None:
         """Per list, each tracked item's cost and the cheapest item's, with the separator before
@@ -295,10 +315,10 @@ class _Solver:
         total = 0
         node, above, item_start = stack, -1, -1
         while automaton.stack_depth[node] > 0:
-            list_id = self._list_at.get(automaton.stack_state[node])
+            list_id = self._list_at(automaton.stack_state[node])
             if list_id is not None:
                 tag = automaton.stack_tag[node]
-                writing = self._item_at.get(automaton.stack_state[item_start]) if item_start >= 0 else None
+                writing = self._item_at(automaton.stack_state[item_start]) if item_start >= 0 else None
                 if writing is not None and writing[0] == list_id:
                     tag = automaton.table.lists.lists[list_id].added(tag, writing[1]) or tag
                     total += self._owed(list_id, tag, False)
@@ -339,7 +359,7 @@ class _Solver:
             node, target = key
             best = _INF
             missing = []
-            for rule, dot, nxt in self.kernel_next[automaton.stack_state[node]]:
+            for rule, dot, nxt in self.kernel_next(automaton.stack_state[node]):
                 chain = self.lc_from(nxt).get(target)
                 if chain is None:
                     continue
@@ -372,7 +392,7 @@ class _Solver:
                 if rule not in self.aug_rules:
                     rest += self.after_reduce(automaton.below(stack, dot), table.rule_lhs[rule])
                 cached = min(cached, rest)
-            if self._list_at:
+            if self._list_nt:
                 cached = min(_INF, cached + self._owed_by_lists(stack))
             self._f[stack] = cached
         return cached

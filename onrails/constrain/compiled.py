@@ -13,7 +13,9 @@ computed per configuration as two parts:
   follows them one by one: below such a node a token reads on in each terminal's DFA whatever
   the stack, so those nodes come from a cache shared by grammars and the walk resumes only
   where a terminal can end, at the boundary after it. Other states (a quote that may open any
-  of 20 keys) are stepped byte by byte through the full automaton.
+  of 20 keys) are stepped byte by byte through the full automaton. Where the crossing walks
+  would start at thousands of nodes (a user grammar's words next to words), the state's whole
+  mask is instead one pass from the trie's root through the automaton.
 
 Both are cached, the final mask of an automaton state too, so a decoding step that revisits a
 state is a dictionary lookup and a 16 KB copy.
@@ -48,6 +50,7 @@ from onrails.constrain._automaton import (
 )
 from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, Counted, EmptyLanguage, regex_to_byte_dfa
+from onrails.constrain._collector import collector_held
 from onrails.constrain._compile_processes import CompileProcesses
 from onrails.constrain.lark_frontend import GrammarSpec, RuleSpec, TerminalSpec, parse_lark, spec_from_rules, without_terminals
 from onrails.constrain._lr import ParseTable, build_parse_table
@@ -70,11 +73,12 @@ _MAX_STATES = 100_000
 _FIRST_CUT = 8
 _MAX_SUSPENSIONS = 8
 # Up to this many start nodes, a walk follows the terminals of states with few ways forward one
-# by one (``_follow_terminals``, shared across stacks); past it, the walk covers a large part of
-# the trie (a user grammar's first mask: words next to words, blanks between them), whose nodes
-# meet a handful of automaton states: one gather per trie level through the automaton costs
-# less than following terminals per node set (arithmetic's first mask on Llama-3.2, in
-# benchmarks/user_grammars.py: 155 -> 66 ms).
+# by one (``_follow_terminals``, shared across stacks). Past it, the walk covers a large part of
+# the trie (a user grammar's first mask: words next to words, blanks between them), and walks
+# from each start would meet a node once per start above it (every prefix of a word ends one):
+# the state's mask is then one pass from the trie root through the automaton, a gather per trie
+# level, each node once (``benchmarks/user_grammars.py`` on Llama-3.2, first masks:
+# identifiers_adjacent 48 -> 17 ms, common_ws_words 59 -> 31 ms).
 _FOLLOWED_NODES = 4096
 # Up to this many trie nodes, a walk's mask is built from the token ids listed at them.
 _LISTED_NODES = 8192
@@ -737,10 +741,12 @@ def _build_spec(spec: GrammarSpec, deadline: float, dfas: "_LRU | None") -> _Bui
     )
 
 
+@collector_held
 def _build_lark(grammar: str, starts: tuple[str, ...], deadline: float, dfas: "_LRU | None" = None) -> _Built:
     return _build_spec(parse_lark(grammar, starts), deadline, dfas)
 
 
+@collector_held
 def _build_builtin(whitespace: str, deadline: float, dfas: "_LRU | None" = None) -> _Built:
     terminals, rules, ignore = builtin_rules(whitespace)
     spec = GrammarSpec(
@@ -752,6 +758,7 @@ def _build_builtin(whitespace: str, deadline: float, dfas: "_LRU | None" = None)
     return _build_spec(spec, deadline, dfas)
 
 
+@collector_held
 def _build_schema(
     loaded: "dict[str, object] | bool",
     whitespace: str,
@@ -767,6 +774,7 @@ def _build_schema(
     return _build_spec(spec, deadline, dfas)
 
 
+@collector_held
 def _build_tools(
     tools: "list[dict[str, object]]",
     tool_choice: "str | dict[str, object]",
@@ -800,6 +808,10 @@ def _starts(pairs: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray
     nodes = np.concatenate([n for n, _ in pairs])
     states = np.repeat(np.array([s for _, s in pairs], dtype=np.int64), [n.size for n, _ in pairs])
     return nodes, states
+
+
+class _WideWalk(Exception):
+    """A configuration's crossing walk would start at more than ``_FOLLOWED_NODES`` trie nodes."""
 
 
 class _Entered:
@@ -883,8 +895,11 @@ class _Generation:
         total = self.automaton.trans.nbytes + self.automaton.source_bytes()
         return total + self.config_mask_bytes + self.state_mask_bytes
 
-    def _walk(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
-        """Packed mask of the tokens below ``parents`` (each at its automaton state) that stay alive.
+    def _walk(
+        self, parents: np.ndarray, states: np.ndarray, stepped: bool = False
+    ) -> tuple[np.ndarray, list[_Suspension]]:
+        """Packed mask of the tokens below ``parents`` (each at its automaton state) that stay alive;
+        ``stepped``: every node is stepped through the automaton (no terminal is followed).
 
         Also returns where the walk met suspended configurations (truncated stacks only): the
         subtrees below those nodes are finished on the real stack by the caller.
@@ -895,7 +910,7 @@ class _Generation:
         found: list[np.ndarray] = []
         suspensions: list[_Suspension] = []
         entered = _Entered(trie.n_nodes, parents, states)
-        follow = parents.size <= _FOLLOWED_NODES
+        follow = not stepped and parents.size <= _FOLLOWED_NODES
         while parents.size:
             # Leaves are already counted; only nodes with bytes below need their state's sources
             # (a state left unexpanded costs nothing), and only they can have a walk to resume.
@@ -1011,6 +1026,8 @@ class _Generation:
             if exits.size:
                 starts.append((exits, boundary))
         if starts:
+            if sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES:
+                raise _WideWalk
             walked, walk_susp = self._walk(*_starts(starts))
             suspensions += walk_susp
             words |= walked
@@ -1066,14 +1083,19 @@ class _Generation:
             return cached
         with self._lock:
             configs = self.automaton.configs[state]
-            words = np.zeros(self.grammar._words, dtype=np.int32)
-            resumes: list[tuple[np.ndarray, int]] = []
-            for config in configs:
-                words |= self._real_config_mask(config, resumes)
-            if resumes:
-                walked, more = self._walk(*_starts(resumes))
-                assert not more, "real stacks never suspend"
-                words |= walked
+            try:
+                words = np.zeros(self.grammar._words, dtype=np.int32)
+                resumes: list[tuple[np.ndarray, int]] = []
+                for config in configs:
+                    words |= self._real_config_mask(config, resumes)
+                if resumes:
+                    walked, more = self._walk(*_starts(resumes))
+                    assert not more, "real stacks never suspend"
+                    words |= walked
+            except _WideWalk:
+                # One pass from the trie's root meets each token once: the automaton is
+                # deterministic, so a node has one state whatever split of its bytes led there.
+                words, _ = self._walk(np.zeros(1, np.int64), np.array([state], np.int64), stepped=True)
             if self.automaton.accepting(state):
                 words |= self.grammar._eos
             words.setflags(write=False)
