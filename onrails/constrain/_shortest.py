@@ -238,16 +238,13 @@ class _Solver:
 
     def _list_at(self, lr_state: int) -> int | None:
         """The tracked list whose rule's symbol enters ``lr_state``, if any."""
-        found = self._lists_at.get(lr_state, -1)
-        if found == -1:
+        if lr_state not in self._lists_at:
             table = self.automaton.table
-            found = None
-            for rule, dot in table.items[lr_state]:
-                if dot:
-                    found = self._list_nt.get(table.rule_rhs[rule][dot - 1])
-                    break  # every kernel item of a state follows the symbol that enters it
-            self._lists_at[lr_state] = found
-        return found
+            # Every kernel item past its first symbol follows the symbol that enters the state.
+            self._lists_at[lr_state] = next(
+                (self._list_nt.get(table.rule_rhs[r][dot - 1]) for r, dot in table.items[lr_state] if dot), None
+            )
+        return self._lists_at[lr_state]
 
     def _item_at(self, lr_state: int) -> tuple[int, int] | None:
         """The tracked item (list, bit) whose own rule ``lr_state`` is inside, past its first symbol."""
