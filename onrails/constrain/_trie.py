@@ -36,19 +36,16 @@ class TokenTrie:
 
     def __init__(self, token_bytes: Sequence[bytes | None]) -> None:
         ids = [i for i, b in enumerate(token_bytes) if b]
-        strings = [token_bytes[i] for i in ids]
-        order = sorted(range(len(ids)), key=lambda k: strings[k])  # type: ignore[arg-type,return-value]
-        ids_sorted = np.array([ids[k] for k in order], dtype=np.int64)
-        strs_sorted: list[bytes] = [strings[k] for k in order]  # type: ignore[misc]
+        strings: list[bytes] = [token_bytes[i] for i in ids]  # type: ignore[misc]
+        # Keyed by the list's own item getter: no Python frame per comparison key (128k of them).
+        order = sorted(range(len(ids)), key=strings.__getitem__)
+        ids_sorted = np.array(ids, dtype=np.int64)[order]
+        strs_sorted = list(map(strings.__getitem__, order))
         n = len(strs_sorted)
-        lengths = np.fromiter((len(s) for s in strs_sorted), dtype=np.int64, count=n)
+        lengths = np.fromiter(map(len, strs_sorted), dtype=np.int64, count=n)
         max_len = int(lengths.max()) if n else 0
-        padded = np.zeros((n, max_len), dtype=np.uint8)
         flat = np.frombuffer(b"".join(strs_sorted), dtype=np.uint8)
-        rows = np.repeat(np.arange(n), lengths)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else np.zeros(0, np.int64)
-        cols = np.arange(flat.size) - np.repeat(starts, lengths)
-        padded[rows, cols] = flat
 
         node_byte = [np.zeros(1, dtype=np.uint8)]
         node_parent = [np.full(1, -1, dtype=np.int64)]
@@ -56,10 +53,10 @@ class TokenTrie:
         # node of each row's prefix of the current depth (root for depth 0)
         row_node = np.zeros(n, dtype=np.int64)
         total = 1
+        idx = np.arange(n)
         for depth in range(1, max_len + 1):
-            active = lengths >= depth
-            idx = np.flatnonzero(active)
-            col = padded[idx, depth - 1]
+            idx = idx[lengths[idx] >= depth]  # rows long enough, still in sorted order
+            col = flat[starts[idx] + depth - 1]
             # rows are sorted, so equal prefixes are adjacent among the active rows
             differs = np.ones(idx.size, dtype=bool)
             if idx.size > 1:
@@ -115,9 +112,12 @@ class TokenTrie:
         below = np.zeros(total, dtype=np.int64)
         height = np.zeros(total, dtype=np.int64)
         for depth in range(len(level_start) - 2, 0, -1):
+            # A level's parents lie in the level above: sums and maxima over that level's slice.
             a, b = level_start[depth], level_start[depth + 1]
-            below += np.bincount(self.node_parent[a:b], weights=below[a:b] + 1, minlength=total).astype(np.int64)
-            np.maximum.at(height, self.node_parent[a:b], height[a:b] + 1)
+            up = level_start[depth - 1]
+            parents = self.node_parent[a:b] - up
+            below[up:a] += np.bincount(parents, weights=below[a:b] + 1, minlength=a - up).astype(np.int64)
+            np.maximum.at(height[up:a], parents, height[a:b] + 1)
         self.nodes_below = below
         self.levels_below = height
         # Python ints per index, for walks that go node by node (``below``, literal paths, the
