@@ -29,6 +29,8 @@ _SMALL_BELOW = 64
 _MAX_BY_NODE = 4096
 # Up to this many nodes, the tokens ending at them are gathered in Python.
 _FEW_NODES = 32
+# Leading bytes per token that the vocabulary is sorted by in numpy (``_byte_order``).
+_KEY_BYTES = 16
 
 
 class TokenTrie:
@@ -37,15 +39,15 @@ class TokenTrie:
     def __init__(self, token_bytes: Sequence[bytes | None]) -> None:
         ids = [i for i, b in enumerate(token_bytes) if b]
         strings: list[bytes] = [token_bytes[i] for i in ids]  # type: ignore[misc]
-        # Keyed by the list's own item getter: no Python frame per comparison key (128k of them).
-        order = sorted(range(len(ids)), key=strings.__getitem__)
+        n = len(strings)
+        lengths = np.fromiter(map(len, strings), dtype=np.int64, count=n)
+        flat = np.frombuffer(b"".join(strings), dtype=np.uint8)
+        starts = np.cumsum(lengths) - lengths
+        # Rows are read in byte order through their starts; the bytes stay where they are.
+        order = _byte_order(strings, flat, starts, lengths)
         ids_sorted = np.array(ids, dtype=np.int64)[order]
-        strs_sorted = list(map(strings.__getitem__, order))
-        n = len(strs_sorted)
-        lengths = np.fromiter(map(len, strs_sorted), dtype=np.int64, count=n)
+        lengths, starts = lengths[order], starts[order]
         max_len = int(lengths.max()) if n else 0
-        flat = np.frombuffer(b"".join(strs_sorted), dtype=np.uint8)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n else np.zeros(0, np.int64)
 
         node_byte = [np.zeros(1, dtype=np.uint8)]
         node_parent = [np.full(1, -1, dtype=np.int64)]
@@ -378,3 +380,31 @@ class NodePairs:
             flags[nodes[at]] = True
             keep[at] = True
         return nodes[keep], states[keep]
+
+
+def _byte_order(strings: list[bytes], flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The order that sorts ``strings`` (laid end to end in ``flat``) by their bytes.
+
+    Sorted by their first 16 bytes as two big-endian integers, zeros past the end, in numpy;
+    only runs equal in those (a few hundred of Llama-3.2's 128k tokens) are sorted in Python.
+    Sorting the 128k byte strings in Python took 120 ms, most of a cold compile.
+    """
+    n = len(strings)
+    shown = np.minimum(lengths, _KEY_BYTES)
+    row = np.repeat(np.arange(n), shown)
+    col = np.arange(row.size) - np.repeat(np.cumsum(shown) - shown, shown)
+    head = np.zeros((n, _KEY_BYTES), dtype=np.uint8)
+    head[row, col] = flat[starts[row] + col]
+    keys = head.view(">u8")
+    high, low = keys[:, 0], keys[:, 1]
+    order = np.lexsort((low, high))
+    high, low = high[order], low[order]
+    tied = np.flatnonzero((high[1:] == high[:-1]) & (low[1:] == low[:-1]))
+    if not tied.size:
+        return order
+    # Runs of equal keys: each tie joins a row to the next.
+    run_starts = tied[np.concatenate([[True], tied[1:] != tied[:-1] + 1])]
+    run_ends = tied[np.concatenate([tied[1:] != tied[:-1] + 1, [True]])] + 2
+    for a, b in zip(run_starts.tolist(), run_ends.tolist()):
+        order[a:b] = sorted(order[a:b].tolist(), key=strings.__getitem__)
+    return order

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import resource
+import signal
+
 import numpy as np
 import pytest
 
 from onrails import GrammarCompiler, Matcher
 from onrails.constrain import compiled
 
+from .grammar_limits import in_child, status_kb
 from .small_vocab import small_vocabulary
 
 
@@ -45,6 +49,24 @@ def test_caches_stay_within_cache_bytes_and_keep_the_most_recent_grammars(smollm
     assert compiler.memory_bytes() <= 1 << 20
     with pytest.raises(ValueError, match="cache_bytes"):
         compiler.set_cache_bytes(0)
+
+
+def test_a_compiler_holding_many_grammars_stays_within_an_address_space_cap(smollm2_vocab: Any) -> None:
+    """What a grammar reserves counts against an address-space limit even where no page is
+    touched: 60 grammars, each with the masks of a short walk, in 512 MB past the start."""
+
+    def many() -> dict[str, Any]:
+        limit = status_kb("VmSize") * 1024 + (512 << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        signal.alarm(300)
+        compiler = GrammarCompiler(smollm2_vocab)
+        for i in range(60):
+            _walk(compiler.compile_json_schema(_schema(i)), i, 10)
+        return {"grammars": i + 1}
+
+    result = in_child(many)
+    assert result["ok"], result["error"]
+    assert result["grammars"] == 60
 
 
 def test_masks_are_the_same_when_every_cache_keeps_only_its_newest_entry(monkeypatch: pytest.MonkeyPatch) -> None:

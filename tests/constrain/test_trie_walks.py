@@ -75,3 +75,25 @@ def test_the_path_of_every_tokens_bytes_ends_at_that_token(llama_vocab: Any) -> 
             path = trie.path(data)
             assert path.size == len(data) and token in trie.tokens_at(path[-1:]).tolist(), token
     assert trie.path(b"\x00\x00\x00zzzz").size < 7
+
+
+def test_the_trie_numbers_every_prefix_in_byte_order_level_by_level() -> None:
+    # Zero bytes (as key padding would read them), duplicates, and runs sharing their first 16
+    # bytes, which the numpy sort leaves to Python.
+    rng = np.random.default_rng(7)
+    alphabet = [b"\x00", b"\x01", b"a", b"b", b"\xff"]
+    shared = b"x" * 16
+    tokens: list[bytes | None] = [None, b"a", b"a\x00", b"a\x00\x00", b"a", b"", shared, shared + b"\x00", shared + b"a"]
+    for _ in range(3000):
+        body = b"".join(alphabet[i] for i in rng.integers(0, len(alphabet), int(rng.integers(1, 22))))
+        tokens.append(shared[: int(rng.integers(0, 17))] + body if rng.random() < 0.3 else body)
+    trie = _trie.TokenTrie(tokens)
+    prefix = [b""] * trie.n_nodes
+    for node in range(1, trie.n_nodes):
+        prefix[node] = prefix[trie.node_parent[node]] + bytes([trie.node_byte[node]])
+    for depth in range(1, trie.max_len + 1):
+        level = prefix[trie.level_start[depth] : trie.level_start[depth + 1]]
+        assert level == sorted({t[:depth] for t in tokens if t and len(t) >= depth}), depth
+    for token, data in enumerate(tokens):
+        node = trie.token_node[token]
+        assert (prefix[node] == data) if data else node == -1, token
