@@ -147,6 +147,11 @@ class TokenTrie:
         # Child k of the run is child_start[parent] + (k - the run's first index).
         return np.arange(total) + np.repeat(self.child_start[nodes] - (ends - counts), counts), counts
 
+    def level(self, depth: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """The first node of a level with its nodes' parents and bytes (views; depth >= 1)."""
+        a, b = int(self.level_start[depth]), int(self.level_start[depth + 1])
+        return a, self._parent[a:b], self.byte32[a:b]
+
     def path(self, data: bytes) -> np.ndarray:
         """The nodes spelling ``data`` from the root, as far as the trie goes (root excluded)."""
         child_start, child_count, byte_of = self.child_start_view, self.child_count_view, self.byte_view
