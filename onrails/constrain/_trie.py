@@ -29,8 +29,6 @@ _SMALL_BELOW = 64
 _MAX_BY_NODE = 4096
 # Up to this many nodes, the tokens ending at them are gathered in Python.
 _FEW_NODES = 32
-# Leading bytes per token that the vocabulary is sorted by in numpy (``_byte_order``).
-_KEY_BYTES = 16
 
 
 class TokenTrie:
@@ -395,10 +393,10 @@ def _byte_order(strings: list[bytes], flat: np.ndarray, starts: np.ndarray, leng
     Sorting the 128k byte strings in Python took 120 ms, most of a cold compile.
     """
     n = len(strings)
-    shown = np.minimum(lengths, _KEY_BYTES)
+    shown = np.minimum(lengths, 16)
     row = np.repeat(np.arange(n), shown)
     col = np.arange(row.size) - np.repeat(np.cumsum(shown) - shown, shown)
-    head = np.zeros((n, _KEY_BYTES), dtype=np.uint8)
+    head = np.zeros((n, 16), dtype=np.uint8)
     head[row, col] = flat[starts[row] + col]
     keys = head.view(">u8")
     high, low = keys[:, 0], keys[:, 1]

@@ -3,10 +3,9 @@ the parts grammars share, least recently used dropped first, masks unchanged by 
 
 from __future__ import annotations
 
-from typing import Any
-
 import resource
 import signal
+from typing import Any
 
 import numpy as np
 import pytest
