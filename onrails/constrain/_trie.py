@@ -145,6 +145,11 @@ class TokenTrie:
         # Child k of the run is child_start[parent] + (k - the run's first index).
         return np.arange(total) + np.repeat(self.child_start[nodes] - (ends - counts), counts), counts
 
+    def fills_level(self, children: int, depth: int) -> bool:
+        """Whether a walk with this many children at ``depth`` should step that whole level (one
+        gather over a contiguous slice) rather than only those children."""
+        return children * _SPARSE_SHARE >= int(self.level_start[depth + 1] - self.level_start[depth])
+
     def level(self, depth: int) -> tuple[int, np.ndarray, np.ndarray]:
         """The first node of a level with its nodes' parents and bytes (views; depth >= 1)."""
         a, b = int(self.level_start[depth]), int(self.level_start[depth + 1])
@@ -220,7 +225,7 @@ class TokenTrie:
             if not nodes.size:
                 break
             counts = self.child_count[nodes]
-            if depth == 1 or int(counts.sum()) * _SPARSE_SHARE < int(bounds[depth + 1] - bounds[depth]):
+            if depth == 1 or not self.fills_level(int(counts.sum()), depth):
                 nodes, node_states = self._step(flat_table, dead, nodes, node_states, counts)
                 found_nodes.append(nodes)
                 found_states.append(node_states)

@@ -82,8 +82,6 @@ _MAX_SUSPENSIONS = 8
 _FOLLOWED_NODES = 4096
 # Up to this many trie nodes, a walk's mask is built from the token ids listed at them.
 _LISTED_NODES = 8192
-# A root pass steps whole trie levels once the live nodes' children are this share of a level.
-_DENSE_SHARE = 8
 # Up to this many, the nodes a walk entered at one state are kept in a set, past it as flags.
 _FEW_ENTERED = 4096
 # Up to this many token ids, a mask is made by setting their bits, past it from a bool per id.
@@ -976,7 +974,7 @@ class _Generation:
         depth, deepest = 1, trie.level_start.size - 2
         while depth <= deepest and nodes.size:
             counts = child_count[nodes]
-            if depth > 1 and int(counts.sum()) * _DENSE_SHARE >= trie.level(depth)[1].size:
+            if depth > 1 and trie.fills_level(int(counts.sum()), depth):
                 break
             child, counts = trie.children(nodes, counts)
             nxt = self._step(np.repeat(node_states, counts), byte32[child])
