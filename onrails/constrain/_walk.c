@@ -51,11 +51,14 @@ static int pairs_push(Pairs *v, int64_t x, int64_t y) {
 
 /* ---- a set of (uint64, uint64) keys, open addressing ------------------------------------ */
 
-#define EMPTY UINT64_MAX
+/* Sets kept between walks up to this many slots (1.25 MB); a wider walk's are freed after it. */
+#define KEPT_SLOTS (1 << 16)
 
 typedef struct {
-    uint64_t *k; /* two words a slot; empty slots have k[2i] == EMPTY */
+    uint64_t *k;     /* two words a slot */
+    uint32_t *stamp; /* a slot is taken when its stamp is the set's epoch: emptying is a count */
     size_t mask, n;
+    uint32_t epoch;
 } Set;
 
 static uint64_t mix(uint64_t a, uint64_t b) {
@@ -66,73 +69,98 @@ static uint64_t mix(uint64_t a, uint64_t b) {
     return h;
 }
 
+static void set_free(Set *s) {
+    PyMem_Free(s->k);
+    PyMem_Free(s->stamp);
+    s->k = NULL;
+    s->stamp = NULL;
+}
+
 static int set_init(Set *s, size_t slots) {
     s->k = PyMem_Malloc(slots * 2 * sizeof(uint64_t));
-    if (!s->k) {
+    s->stamp = PyMem_Calloc(slots, sizeof(uint32_t));
+    s->mask = slots - 1;
+    s->n = 0;
+    s->epoch = 1;
+    if (!s->k || !s->stamp) {
+        set_free(s);
         PyErr_NoMemory();
         return -1;
     }
-    for (size_t i = 0; i < slots; i++) s->k[2 * i] = EMPTY;
-    s->mask = slots - 1;
+    return 0;
+}
+
+/* Empties the set without touching its slots; one grown past KEPT_SLOTS starts small again. */
+static int set_clear(Set *s, size_t slots) {
+    if (s->mask + 1 > KEPT_SLOTS || s->epoch == UINT32_MAX) {
+        set_free(s);
+        return set_init(s, slots);
+    }
+    s->epoch++;
     s->n = 0;
     return 0;
 }
 
-static void set_put(Set *s, uint64_t a, uint64_t b) {
-    size_t i = mix(a, b) & s->mask;
-    while (s->k[2 * i] != EMPTY) i = (i + 1) & s->mask;
-    s->k[2 * i] = a;
-    s->k[2 * i + 1] = b;
-    s->n++;
+/* The slot holding (a, b), or the free one where it would go; keyed by ``a`` alone for maps. */
+static size_t find(const Set *s, uint64_t a, uint64_t b, int by_key, int *found) {
+    size_t i = (by_key ? mix(a, 0) : mix(a, b)) & s->mask;
+    while (s->stamp[i] == s->epoch) {
+        if (s->k[2 * i] == a && (by_key || s->k[2 * i + 1] == b)) {
+            *found = 1;
+            return i;
+        }
+        i = (i + 1) & s->mask;
+    }
+    *found = 0;
+    return i;
+}
+
+static int grow(Set *s, int by_key) {
+    Set bigger;
+    if (set_init(&bigger, 2 * (s->mask + 1)) < 0) return -1;
+    for (size_t j = 0; j <= s->mask; j++) {
+        if (s->stamp[j] != s->epoch) continue;
+        int found;
+        size_t i = find(&bigger, s->k[2 * j], s->k[2 * j + 1], by_key, &found);
+        bigger.k[2 * i] = s->k[2 * j];
+        bigger.k[2 * i + 1] = s->k[2 * j + 1];
+        bigger.stamp[i] = bigger.epoch;
+        bigger.n++;
+    }
+    set_free(s);
+    *s = bigger;
+    return 0;
+}
+
+/* Adds (a, b) where absent (``*added``); returns the slot's second word, NULL on error. */
+static uint64_t *insert(Set *s, uint64_t a, uint64_t b, int by_key, int *added) {
+    int found;
+    size_t i = find(s, a, b, by_key, &found);
+    if (!found) {
+        if (2 * (s->n + 1) > s->mask + 1) {
+            if (grow(s, by_key) < 0) return NULL;
+            i = find(s, a, b, by_key, &found);
+        }
+        s->k[2 * i] = a;
+        s->k[2 * i + 1] = b;
+        s->stamp[i] = s->epoch;
+        s->n++;
+    }
+    *added = !found;
+    return &s->k[2 * i + 1];
 }
 
 /* 1 if (a, b) was added, 0 if it was there, -1 on error. */
 static int set_add(Set *s, uint64_t a, uint64_t b) {
-    size_t i = mix(a, b) & s->mask;
-    while (s->k[2 * i] != EMPTY) {
-        if (s->k[2 * i] == a && s->k[2 * i + 1] == b) return 0;
-        i = (i + 1) & s->mask;
-    }
-    if (2 * (s->n + 1) > s->mask + 1) {
-        Set bigger;
-        if (set_init(&bigger, 2 * (s->mask + 1)) < 0) return -1;
-        for (size_t j = 0; j <= s->mask; j++)
-            if (s->k[2 * j] != EMPTY) set_put(&bigger, s->k[2 * j], s->k[2 * j + 1]);
-        PyMem_Free(s->k);
-        *s = bigger;
-    }
-    set_put(s, a, b);
-    return 1;
+    int added;
+    return insert(s, a, b, 0, &added) ? added : -1;
 }
 
-/* A map of uint64 keys to int64 values, in the same layout, hashed by the key alone. Returns
- * the value's slot, inserting ``fresh`` first where the key is absent (NULL on error). */
+/* A map of uint64 keys to int64 values in the same slots: the value's slot, set to ``fresh``
+ * where the key was absent (NULL on error). */
 static int64_t *map_slot(Set *s, uint64_t a, int64_t fresh) {
-    size_t i = mix(a, 0) & s->mask;
-    while (s->k[2 * i] != EMPTY) {
-        if (s->k[2 * i] == a) return (int64_t *)&s->k[2 * i + 1];
-        i = (i + 1) & s->mask;
-    }
-    if (2 * (s->n + 1) > s->mask + 1) {
-        Set bigger;
-        if (set_init(&bigger, 2 * (s->mask + 1)) < 0) return NULL;
-        for (size_t j = 0; j <= s->mask; j++) {
-            if (s->k[2 * j] == EMPTY) continue;
-            size_t k = mix(s->k[2 * j], 0) & bigger.mask;
-            while (bigger.k[2 * k] != EMPTY) k = (k + 1) & bigger.mask;
-            bigger.k[2 * k] = s->k[2 * j];
-            bigger.k[2 * k + 1] = s->k[2 * j + 1];
-            bigger.n++;
-        }
-        PyMem_Free(s->k);
-        *s = bigger;
-        i = mix(a, 0) & s->mask;
-        while (s->k[2 * i] != EMPTY) i = (i + 1) & s->mask;
-    }
-    s->k[2 * i] = a;
-    s->k[2 * i + 1] = (uint64_t)fresh;
-    s->n++;
-    return (int64_t *)&s->k[2 * i + 1];
+    int added;
+    return (int64_t *)insert(s, a, (uint64_t)fresh, 1, &added);
 }
 
 /* ---- the walker -------------------------------------------------------------------------- */
@@ -411,7 +439,7 @@ static int fill(Walker *w, Pairs *items) {
         }
     }
     for (size_t j = 0; j <= lacking.mask && !failed; j++) {
-        if (lacking.k[2 * j] == EMPTY) continue;
+        if (lacking.stamp[j] != lacking.epoch) continue;
         const uint64_t *set = (const uint64_t *)&bits.a[2 * lacking.k[2 * j + 1]];
         char byts[256];
         Py_ssize_t n = 0;
@@ -421,7 +449,7 @@ static int fill(Walker *w, Pairs *items) {
         if (!r) failed = 1;
         Py_XDECREF(r);
     }
-    PyMem_Free(lacking.k);
+    set_free(&lacking);
     PyMem_Free(bits.a);
     return failed ? -1 : 0;
 }
@@ -524,7 +552,6 @@ static PyObject *Walker_walk(Walker *w, PyObject *args) {
     w->busy = 1;
     PyObject *result = NULL;
     Pairs current = {0}, suspended = {0};
-    w->entered.k = w->followed.k = NULL;
     const int64_t *nodes = nodes_b.buf, *states = states_b.buf;
     Py_ssize_t n = nodes_b.len / 8;
     if (nodes_b.itemsize != 8 || states_b.itemsize != 8 || words_b.itemsize != 4 || nodes_b.len != states_b.len) {
@@ -533,7 +560,10 @@ static PyObject *Walker_walk(Walker *w, PyObject *args) {
     }
     w->words = words_b.buf;
     w->budget = (size_t)budget;
-    if (read_automaton(w) < 0 || set_init(&w->entered, 256) < 0 || set_init(&w->followed, 256) < 0) goto done;
+    /* A failed allocation while emptying them last time left them freed. */
+    if ((!w->entered.k && set_init(&w->entered, 1024) < 0) || (!w->followed.k && set_init(&w->followed, 1024) < 0) ||
+        read_automaton(w) < 0)
+        goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (nodes[i] < 0 || nodes[i] >= w->n_nodes) {
             PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)nodes[i]);
@@ -552,9 +582,7 @@ done:
     w->busy = 0;
     w->ways_of = w->boundary_after = w->state_sources = w->fill_bytes = NULL;
     w->words = NULL;
-    PyMem_Free(w->entered.k);
-    PyMem_Free(w->followed.k);
-    w->entered.k = w->followed.k = NULL;
+    if ((set_clear(&w->entered, 1024) < 0 || set_clear(&w->followed, 1024) < 0) && result) Py_CLEAR(result);
     PyMem_Free(current.a);
     PyMem_Free(suspended.a);
     PyBuffer_Release(&nodes_b);
@@ -612,7 +640,9 @@ static void Walker_dealloc(Walker *w) {
         Py_DECREF(w->ways[i].terminal);
     }
     PyMem_Free(w->ways);
-    PyMem_Free(w->state_ways.k);
+    set_free(&w->state_ways);
+    set_free(&w->entered);
+    set_free(&w->followed);
     Py_XDECREF(w->automaton);
     Py_XDECREF(w->budget_error);
     Py_TYPE(w)->tp_free((PyObject *)w);
@@ -631,7 +661,8 @@ static PyObject *Walker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     Py_INCREF(automaton);
     w->budget_error = budget_error;
     Py_INCREF(budget_error);
-    if (read_trie(w, trie) < 0 || set_init(&w->state_ways, 64) < 0 || read_automaton(w) < 0) {
+    if (read_trie(w, trie) < 0 || set_init(&w->state_ways, 64) < 0 || set_init(&w->entered, 1024) < 0 ||
+        set_init(&w->followed, 1024) < 0 || read_automaton(w) < 0) {
         Py_DECREF(w);
         return NULL;
     }
@@ -640,7 +671,8 @@ static PyObject *Walker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
 
 static PyObject *Walker_held_bytes(Walker *w, PyObject *unused) {
     (void)unused;
-    return PyLong_FromSsize_t(w->cap_ways * (Py_ssize_t)sizeof(Way) + (Py_ssize_t)(w->state_ways.mask + 1) * 16);
+    size_t slots = w->state_ways.mask + w->entered.mask + w->followed.mask + 3;
+    return PyLong_FromSsize_t(w->cap_ways * (Py_ssize_t)sizeof(Way) + (Py_ssize_t)slots * 20);
 }
 
 static PyMethodDef Walker_methods[] = {

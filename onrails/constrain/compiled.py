@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 _kernel: "ModuleType | None"
 try:
-    from onrails.constrain import _walk as _kernel
+    import onrails.constrain._walk as _kernel
 except ImportError:  # built without a C compiler: the walks run in numpy
     _kernel = None
 

@@ -65,7 +65,7 @@ class Matcher:
             raise MatcherError(
                 f"bitmask row must be int32 of {words.shape[0]} words, not {row.dtype} {row.shape}"
             )
-        np.copyto(row, words)
+        row[...] = words  # np.copyto makes the same copy with more argument handling: 1.8-3.0 -> 1.5 us a hit
 
     def _words(self) -> np.ndarray:
         if self._terminated:
