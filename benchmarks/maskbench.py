@@ -32,9 +32,7 @@ A mask that forbids a token on which ``advance`` succeeds (or the reverse) is co
 mask/advance disagreement.
 
 Engines run in sequence, each in a worker subprocess on one thread (RAYON/OMP/MKL threads 1,
-torch.set_num_threads(1), xgrammar max_threads=1). Each worker freezes what it loaded before the
-first schema out of the cycle collector's reach (``gc.freeze``) and collects between schemas,
-untimed. Configurations: onrails
+torch.set_num_threads(1), xgrammar max_threads=1). Configurations: onrails
 ``compile_json_schema(schema, whitespace="flexible", strict=True)``; llguidance
 ``grammar_from_json_schema`` with flexible whitespace; xgrammar ``compile_json_schema`` with its
 defaults (any_whitespace, strict_mode: no properties or items beyond those listed);
@@ -188,12 +186,6 @@ def worker_main(key: str, tokenizer_name: str, mem_limit_gb: float) -> None:
     except ImportError as exc:
         send({"unavailable": f"not installed ({exc})"})
         return
-    # What the worker loaded before its first schema (transformers and the tokenizer, about 220k
-    # objects) stays for its whole life. Unfrozen, every collection of the oldest generation
-    # walked all of it, 130-250 ms charged to whichever mask happened to allocate then, for any
-    # engine that allocates Python objects; a server freezes its start-up heap the same way.
-    gc.collect()
-    gc.freeze()
     send({"ready": True, "name": engine.name, "label": engine.label})
     for line in sys.stdin:
         case = json.loads(line)

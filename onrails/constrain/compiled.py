@@ -471,7 +471,8 @@ class CompiledGrammar:
     def _cached_bytes(self) -> int:
         # What the compiler's cache charges this grammar (shared parts are charged apart).
         generation = self._generation
-        return generation.automaton.trans.nbytes + generation.config_mask_bytes + generation.state_mask_bytes
+        walker = 0 if generation._walker is None else generation._walker.held_bytes()
+        return generation.automaton.trans.nbytes + generation.config_mask_bytes + generation.state_mask_bytes + walker
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by this grammar's tables and caches, with the pure masks it
