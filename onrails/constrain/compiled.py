@@ -11,9 +11,11 @@ computed per configuration as two parts:
   walked, from the boundary state after the terminal. Where the walk is at a state with a
   few ways forward (a boundary allowing a few terminals, or inside one or two terminals), it
   follows them one by one: below such a node a token reads on in each terminal's DFA whatever
-  the stack, so those nodes come from a cache shared by grammars and the walk resumes only
-  where a terminal can end, at the boundary after it. Other states (a quote that may open any
-  of 20 keys) are stepped byte by byte through the full automaton. Where the crossing walks
+  the stack, so the walk reads those nodes in that DFA alone and goes back to the automaton
+  only where a terminal can end, at the boundary after it. Other states (a quote that may open
+  any of 20 keys) are stepped byte by byte through the full automaton. The walk runs in
+  compiled code (``_walk.c``); where the package was built without it, in numpy, which takes
+  the nodes read inside a terminal from a cache shared by grammars. Where the crossing walks
   would start at thousands of nodes (a user grammar's words next to words), the state's whole
   mask is instead one pass from the trie's root through the automaton.
 

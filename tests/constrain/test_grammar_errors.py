@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from onrails import CompileBudgetError, GrammarCompiler, GrammarError, Matcher, MatcherError, OnRailsError
+from onrails.constrain import compiled
 
 from .small_vocab import small_vocabulary
 
@@ -122,6 +124,31 @@ def test_a_mask_walk_past_its_memory_budget_fails_the_request_not_the_process() 
         trie.max_step_nodes = budget
     matcher = Matcher(compiler.compile_lark("start: A*\nA: /[a-z]+/\n// again\n"))
     assert matcher.advance_bytes(b"ab") and matcher.is_allowed(vocab.token_bytes.index(b"abc"))
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+def test_a_compiled_walk_past_its_budget_fails_the_mask_and_the_grammar_still_works() -> None:
+    """The compiled walk counts the (trie node, state) pairs it enters: past the trie's budget it
+    raises CompileBudgetError, leaves the walker ready for the next walk, and the same state's
+    mask computed again within the budget is the one a fresh grammar gives."""
+    vocab = small_vocabulary()
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}
+    compiler = GrammarCompiler(vocab)
+    fresh = Matcher(compiler.compile_json_schema(schema))
+    assert fresh.advance_bytes(b'{"a": "x')
+    expected = fresh.allowed_token_ids()
+    # The same grammar again: the masks inside terminals are shared, its automaton and walks new.
+    matcher = Matcher(compiler.compile_json_schema({**schema, "title": "again"}))
+    assert matcher.advance_bytes(b'{"a": "x')
+    trie = matcher.grammar._trie
+    budget = trie.max_step_nodes
+    trie.max_step_nodes = 2
+    try:
+        with pytest.raises(CompileBudgetError, match="walk more than 2"):
+            matcher.allowed_token_ids()
+    finally:
+        trie.max_step_nodes = budget
+    assert np.array_equal(matcher.allowed_token_ids(), expected)
 
 
 def test_grammar_nested_past_python_recursion_is_refused_cleanly(compiler: GrammarCompiler) -> None:
