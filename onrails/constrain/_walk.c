@@ -347,20 +347,13 @@ static int ways_for(Walker *w, int64_t state, Py_ssize_t *first, Py_ssize_t *cou
             w->ways = grown;
             w->cap_ways = cap;
         }
-        for (Py_ssize_t i = 0; i < n; i++) {
+        /* Counted as each is read, so the walker releases them, whether or not all are read. */
+        for (Py_ssize_t i = 0; i < n; i++, w->n_ways++) {
             if (read_way(&w->ways[start + i], PyTuple_GET_ITEM(ways, i)) < 0) {
-                while (i--) {
-                    Way *way = &w->ways[start + i];
-                    Py_DECREF(way->table_obj);
-                    Py_DECREF(way->accepting_obj);
-                    Py_DECREF(way->stack);
-                    Py_DECREF(way->terminal);
-                }
                 Py_DECREF(ways);
                 return -1;
             }
         }
-        w->n_ways += n;
     }
     Py_DECREF(ways);
     slot = map_slot(&w->state_ways, (uint64_t)state, -1);

@@ -472,9 +472,7 @@ class CompiledGrammar:
 
     def _cached_bytes(self) -> int:
         # What the compiler's cache charges this grammar (shared parts are charged apart).
-        generation = self._generation
-        walker = 0 if generation._walker is None else generation._walker.held_bytes()
-        return generation.automaton.trans.nbytes + generation.config_mask_bytes + generation.state_mask_bytes + walker
+        return self._generation.cached_bytes()
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by this grammar's tables and caches, with the pure masks it
@@ -907,11 +905,13 @@ class _Generation:
         # states it followed).
         self._walker: "Walker | None" = None
 
+    def cached_bytes(self) -> int:
+        """Bytes its table, mask caches and walker hold (what the compiler's cache charges)."""
+        walker = 0 if self._walker is None else self._walker.held_bytes()
+        return self.automaton.trans.nbytes + self.config_mask_bytes + self.state_mask_bytes + walker
+
     def memory_bytes(self) -> int:
-        total = self.automaton.trans.nbytes + self.automaton.source_bytes()
-        if self._walker is not None:
-            total += self._walker.held_bytes()
-        return total + self.config_mask_bytes + self.state_mask_bytes
+        return self.cached_bytes() + self.automaton.source_bytes()
 
     def _walk(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
         """Packed mask of the tokens below ``parents`` (each at its automaton state) that stay alive.
