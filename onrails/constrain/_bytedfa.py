@@ -92,7 +92,6 @@ class Counted:
     # Per base (state, byte): 1 where a unit starts.
     starts: np.ndarray  # int8 [base n_states, 256]
     final: np.ndarray  # bool [base n_states]: past the closing quote, where counts no longer matter
-    _windows: dict[tuple[int, int], "ByteDFA"] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def levels(self) -> int:
@@ -149,23 +148,51 @@ class Counted:
         dtype = np.int32 if self.levels * n < 1 << 31 else np.int64
         return np.where(alive, counts * n + nxt, DEAD).astype(dtype)
 
-    def window(self, state: int, reach: int) -> tuple["ByteDFA", int]:
-        """A plain automaton reading as this one from ``state`` for up to ``reach`` bytes (a
-        token), with the state it starts at: counts relative to ``state``'s, as many as ``reach``
-        bytes can start. Windows depend only on the bounds within reach, so strings of any
-        length share a few (keyed by them)."""
+    def window_of(self, state: int, reach: int) -> tuple[tuple[str, int, int, int], int]:
+        """Where ``state`` reads for up to ``reach`` bytes (a token): the key of a plain automaton
+        reading as this one there (``window``), and the state it starts at in it.
+
+        A window has a level per unit a token can start and counts from where it starts: a state
+        with ``top`` units left starts ``top`` levels below the last, so "no unit past the bound"
+        is "none past the last level" for every bound. What the closing quote needs is then a
+        level to reach, which is all that tells windows apart (none when nothing is needed). So
+        strings of any bounds with the same units share a window or two, where a window per
+        bound, built afresh at each of a string's last ``reach`` units, cost masks 20-50 ms."""
         base_state, units = self.split(state)
         top = reach if self.hi is None else min(self.hi - units, reach)
         need = min(max(self.lo - units, 0), top + 1)
-        key = (top, need)
-        window = self._windows.get(key)
-        if window is None:
-            n = self.base.n_states
-            levels = top + 1
-            pairs = np.arange(n * levels)
-            table = self._rows(pairs % n, pairs // n, top, need, levels)
-            window = self._windows.setdefault(key, ByteDFA(table, np.tile(self.base.accepting, levels)))
-        return window, base_state
+        levels = reach + 1
+        start = levels - 1 - top
+        key = ("window", self.base._serial, levels, start + need if need else 0)
+        return key, start * self.base.n_states + base_state
+
+    def window(self, key: tuple[str, int, int, int]) -> "ByteDFA":
+        """The window of a ``window_of`` key: ``levels`` unit counts of the uncounted automaton,
+        a unit never started past the last, the closing quote read from level ``close_from``.
+        Its flat table is written here, without the temporaries ``flat_table`` makes (each
+        megabyte a window allocates costs a few milliseconds of page faults)."""
+        _, serial, levels, close_from = key
+        assert serial == self.base._serial, "a window key of another string"
+        base = self.base
+        n = base.n_states
+        nxt = base.table
+        states = levels * n
+        by_level = np.empty((levels, n, 256), dtype=np.int32)
+        np.add(np.arange(levels, dtype=np.int32)[:, None, None] * n, self.starts.astype(np.int32) * n + nxt, out=by_level)
+        closed = (nxt >= 0) & self.final[np.maximum(nxt, 0)]
+        by_level[:, closed] = nxt[closed]  # past the closing quote counts no longer matter
+        by_level[:, nxt < 0] = DEAD
+        by_level[:close_from, self.inside, ord('"')] = DEAD
+        by_level[levels - 1, self.starts > 0] = DEAD
+        table = by_level.reshape(states, 256)
+        window = ByteDFA(table, np.tile(base.accepting, levels))
+        flat = np.empty((states + 1) * 256, dtype=np.int32)
+        rows = flat[: states * 256].reshape(states, 256)
+        np.multiply(table, 256, out=rows)
+        rows[table < 0] = states * 256
+        flat[states * 256 :] = states * 256
+        window._flat.append(flat)
+        return window
 
 
 @dataclass(frozen=True)
@@ -230,11 +257,29 @@ class ByteDFA:
                     cached = ("own", self._serial, state)
                 else:
                     cached = self.shadow.base.signature(int(self.shadow.base_state[state]))
+            elif self.forced(state)[0]:
+                # An enum's number before its optional fraction, a pattern's fixed start: such
+                # automata differ in those bytes, so a digest would share nothing and cost more
+                # than the state's pure part (``CompiledGrammar._forced_pure``).
+                cached = ("forced", self._serial, state)
             else:
                 digest = self.digest(state, _SIGNATURE_LEVELS)
                 cached = ("digest", digest) if digest is not None else ("own", self._serial, state)
             self._signatures[state] = cached
         return cached
+
+    def forced(self, state: int) -> tuple[bytes, int]:
+        """The bytes every lexeme goes on with from ``state`` (while states are not accepting and
+        have one byte out), and the state after them."""
+        out = bytearray()
+        # A trimmed automaton has no cycle of such states; the bound is for safety only.
+        while len(out) < _SIGNATURE_LEVELS and not self.accepting[state]:
+            live = np.flatnonzero(self.table[state] >= 0)
+            if live.size != 1:
+                break
+            out.append(int(live[0]))
+            state = int(self.table[state, live[0]])
+        return bytes(out), state
 
     def digest(self, state: int, max_levels: int | None = None) -> bytes | None:
         """A digest of the automaton as seen from ``state``, equal for states of any DFAs that

@@ -92,6 +92,8 @@ def test_counted_schema_masks_equal_the_reference() -> None:
         f'"{GENERIC_CHAR}{{4}}"',
         f'"{GENERIC_CHAR}{{2,}}"',
         r'"[0-9]{4}-[0-9]{2}-[0-9]{2}"',
+        r"2024(?:\.0+)?",  # an enum's integer: forced bytes, then a shared tail
+        r'"abc[a-z]*"',
         except_words(['"name"', '"nam"', '"x"']) + r'"[^"\\\x00-\x1f]*"',
         intersected(r'"[^"\\\x00-\x1f]*e[^"\\\x00-\x1f]*"', f'"{GENERIC_CHAR}{{2,4}}"'),
         subtracted(r'"[^"\\\x00-\x1f]+"', r'"(?:na.*|x)"'),
@@ -238,6 +240,46 @@ def test_counted_strings_read_exactly_as_the_automaton_with_a_state_per_length(b
     counted = regex_to_byte_dfa(pattern)
     assert counted.counter is not None
     assert len(_paired_states(counted, _plain(pattern))) > 2
+
+
+@pytest.mark.parametrize("bounds", ["{0,3}", "{4}", "{2,}", "{1,40}", "{0}", "{3,30}", "{12,14}"])
+def test_a_window_reads_as_its_counted_string_for_a_tokens_length(bounds: str) -> None:
+    """From every state, the window a walk reads a counted string in (``Counted.window_of``)
+    takes exactly the bytes the counted automaton takes, for up to ``reach`` bytes, and ends where
+    it may end; its flat table is the one ``flat_table`` makes; strings of other bounds with the
+    same units read in the same windows."""
+    reach = 9
+    counted = regex_to_byte_dfa(f'"{GENERIC_CHAR}{bounds}"')
+    counter = counted.counter
+    assert counter is not None
+    states = sorted({a for a, _ in _paired_states(counted, _plain(f'"{GENERIC_CHAR}{bounds}"'))})
+    keys = set()
+    for state in states:
+        key, start = counter.window_of(state, reach)
+        keys.add(key)
+        window = counter.window(key)
+        assert np.array_equal(window.flat_table(), ByteDFA(window.table, window.accepting).flat_table())
+        seen = {(state, start)}
+        frontier = [(state, start)]
+        for _ in range(reach):
+            deeper = []
+            for a, w in frontier:
+                row, window_row = counted.row(a), window.table[w]
+                assert np.array_equal(row >= 0, window_row >= 0), (bounds, state, a, w)
+                for byte in np.flatnonzero(row >= 0).tolist():
+                    pair = (int(row[byte]), int(window_row[byte]))
+                    assert counted.accepts(pair[0]) == bool(window.accepting[pair[1]]), (bounds, state, pair)
+                    if pair not in seen:
+                        seen.add(pair)
+                        deeper.append(pair)
+            frontier = deeper
+    # One window where nothing is needed, one per level the closing quote waits for.
+    assert len(keys) <= 1 + counter.lo
+    other = regex_to_byte_dfa(f'"{GENERIC_CHAR}{{0,500}}"')
+    assert other.counter is not None
+    key = other.counter.window_of(other.step(0, ord('"')), reach)[0]
+    assert key == ("window", counter.base._serial, reach + 1, 0)
+    assert key in keys or counter.lo > 0
 
 
 def test_counters_are_used_only_where_units_are_a_prefix_code() -> None:
