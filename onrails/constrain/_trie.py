@@ -241,6 +241,22 @@ class TokenTrie:
             return states, nodes[:0], node_states[:0]
         return None, np.concatenate(found_nodes), np.concatenate(found_states)
 
+    def ends_near_root(self, flat_table: np.ndarray, dead: int, accepting: np.ndarray, start: int, depth: int) -> int:
+        """How many nodes with bytes below, at most ``depth`` bytes deep, end a lexeme read from
+        ``start`` (a pure part's first exits); 0 as soon as a level's live nodes outnumber its
+        ends fourfold (a string's content, which ends only at its quote)."""
+        dead *= 256
+        nodes = np.zeros(1, dtype=np.int64)
+        states = np.array([start * 256], dtype=np.int32)
+        ends = 0
+        for _ in range(depth):
+            nodes, states = self._step(flat_table, dead, nodes, states)
+            met = int(np.count_nonzero(accepting[states >> 8] & (self.child_count[nodes] > 0)))
+            if met * 4 < nodes.size:
+                return 0
+            ends += met
+        return ends
+
     def count_pass(
         self, flat_table: np.ndarray, dead: int, start: int, increments: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

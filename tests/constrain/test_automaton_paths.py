@@ -130,6 +130,24 @@ def test_the_compiled_walk_and_the_numpy_walk_give_the_same_masks(
         assert any(walks), "no walk met a truncated stack's suspension"
 
 
+def test_words_next_to_words_take_the_root_pass_before_the_words_pure_part_is_made(
+    llama_vocab: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arithmetic's first mask: an identifier may end at 47,000 trie nodes, which the trie's
+    first three levels tell, so the mask is one root pass and the identifier's pure part (a pass
+    over the whole trie) is not made; the mask is the one made the long way, pure parts first."""
+    grammar = GrammarCompiler(llama_vocab).compile_lark(ARITHMETIC)
+    name = grammar._dfas[grammar.terminal_names.index("NAME")]
+    first = np.array(Matcher(grammar).allowed_token_ids())
+    assert name.signature(0) not in grammar._shared.pure
+    assert grammar._shared.ends_near_root[name.signature(0)] * 2 > compiled._FOLLOWED_NODES
+
+    monkeypatch.setattr(compiled.CompiledGrammar, "_opens_wide", lambda *args: False)
+    long_way = GrammarCompiler(llama_vocab).compile_lark(ARITHMETIC)
+    assert np.array_equal(first, np.array(Matcher(long_way).allowed_token_ids()))
+    assert name.signature(0) in long_way._shared.pure
+
+
 def test_a_transition_table_reserved_at_once_answers_as_a_doubled_one(
     llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
