@@ -207,8 +207,9 @@ class _LRU(OrderedDict):  # type: ignore[type-arg]
 
 @dataclass
 class _Shared:
-    """What grammars compiled for one vocabulary share: byte DFAs by regex, pure masks by what
-    the DFA reads from a state on (``ByteDFA.signature``). Most JSON-Schema grammars lex strings
+    """What grammars compiled for one vocabulary share: byte DFAs by regex (and the windows of
+    counted strings, ``CompiledGrammar._window``), pure masks by what the DFA reads from a state on
+    (``ByteDFA.signature``). Most JSON-Schema grammars lex strings
     and numbers alike, so a new schema mostly reuses the vocabulary walks of earlier ones.
     ``cache_bytes`` bounds them: a quarter for pure masks, an eighth each for DFAs and walks."""
 
