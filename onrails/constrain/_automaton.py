@@ -69,36 +69,6 @@ class NeedsDeeper(Exception):
 OPAQUE = 1  # the bottom of truncated stacks: its LR state is unknown
 
 
-class _Rows:
-    """The DFA rows of a state's ways forward stacked ``[source, byte]``, with a key per byte
-    that is equal for bytes leading to the same DFA states (computed once, shared by every
-    automaton state whose sources read alike: boundaries allowing the same terminals, say)."""
-
-    def __init__(self, table: np.ndarray, bits: tuple[int, ...]) -> None:
-        self.table = table
-        self._bits = bits
-        # tuples of ints, which the collector stops tracking (rows are cached per state)
-        self._keys: tuple[int, ...] | tuple[tuple[int, ...], ...] | None = None
-
-    def column_keys(self) -> "tuple[int, ...] | tuple[tuple[int, ...], ...]":
-        """Per byte, a key for its column (the DFA state each source goes to)."""
-        if self._keys is None:
-            # Columns packed into exact int64s, a few sources per int: no sorting, and a walk
-            # that needs a few bytes only looks at those.
-            packed: list[list[int]] = []
-            key = np.zeros(256, dtype=np.int64)
-            used = 0
-            for row, width in zip(self.table, self._bits):
-                if used + width > 62:
-                    packed.append(key.tolist())
-                    key, used = np.zeros(256, dtype=np.int64), 0
-                key = (key << width) | (row.astype(np.int64) + 1)
-                used += width
-            packed.append(key.tolist())
-            self._keys = tuple(packed[0]) if len(packed) == 1 else tuple(zip(*packed))
-        return self._keys
-
-
 class Automaton:
     """Lazily determinised byte automaton shared by all matchers of one compiled grammar.
 
@@ -155,8 +125,8 @@ class Automaton:
         self._split: dict[int, tuple[Config, ...]] = {}
         # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
-        self._source_cache: OrderedDict[int, tuple[tuple[tuple[int, int], ...], _Rows]] = OrderedDict()
-        self._rows_cache: OrderedDict[tuple[tuple[int, int], ...], _Rows] = OrderedDict()
+        self._source_cache: OrderedDict[int, tuple[tuple[tuple[int, int], ...], np.ndarray]] = OrderedDict()
+        self._rows_cache: OrderedDict[tuple[tuple[int, int], ...], np.ndarray] = OrderedDict()
         # Terminals with the same reduce actions in every LR state reduce a stack alike, so the
         # reduction closure is computed once per class (schema grammars have one terminal per
         # property name, nearly all in one class).
@@ -171,8 +141,6 @@ class Automaton:
         self._shift_classes: dict[int, tuple[tuple[int, tuple[int, ...]], ...]] = {}
         self._reducing_classes: dict[int, int] = {}
         self._all_classes = _bits(self._reduce_class[t] for t in range(len(dfas)))
-        bits = [max(1, int(d.n_states).bit_length()) for d in dfas]
-        self._dfa_bits = bits
         self.initial: dict[str, int] = {}
         for name, lr_state in table.initial.items():
             root = self._push(0, lr_state)
@@ -301,6 +269,20 @@ class Automaton:
             self._shift_cache[key] = cached
         return cached
 
+    def _shifts(self, stack: int, terminal: int) -> bool:
+        """Whether ``shift(stack, terminal)`` is non-empty, without pushing the stacks it makes
+        (a boundary of an object asks this of every key a tracked list may refuse; the keys
+        tokens then read are few). Evaluates what ``shift`` does, so it raises where it would."""
+        cached = self._shift_cache.get((stack, terminal))
+        if cached is not None:
+            return bool(cached)
+        shifts, stack_state = self.table.shift, self.stack_state
+        found = False
+        for node in self._closure(stack, terminal):
+            if terminal in shifts[stack_state[node]] and self._guard_allows(node, terminal):
+                found = True
+        return found
+
     def _guard_allows(self, node: int, terminal: int) -> bool:
         """Whether a tracked list lets ``terminal`` be shifted on ``node`` (``_item_sets``)."""
         guard = self._guards.get((self.stack_state[node], terminal))
@@ -351,7 +333,7 @@ class Automaton:
                             allowed.update(terminals)
             if self._guarded and stack > OPAQUE:
                 # Terminals a tracked list may refuse here are allowed when some stack shifts them.
-                allowed = {t for t in allowed if t not in self._guarded or self.shift(stack, t)}
+                allowed = {t for t in allowed if t not in self._guarded or self._shifts(stack, t)}
             cached = tuple(sorted(allowed.difference(self.ignored))) + self.ignored
             self._allowed_cache[stack] = cached
         return cached
@@ -400,7 +382,10 @@ class Automaton:
 
     def intern(self, configs: AbstractSet[Config]) -> int:
         """The state of a set of configurations."""
-        key = tuple(sorted(configs))
+        return self._intern_sorted(tuple(sorted(configs)))
+
+    def _intern_sorted(self, key: tuple[Config, ...]) -> int:
+        """The state of the configurations ``key``, sorted and each once."""
         sid = self._state_ids.get(key)
         if sid is None:
             with self._lock:
@@ -458,7 +443,9 @@ class Automaton:
         return flag
 
     def boundary_state(self, stacks: tuple[int, ...]) -> int:
-        return self.intern(frozenset((s, -1, 0) for s in stacks))
+        if len(stacks) == 1:
+            return self._intern_sorted(((stacks[0], -1, 0),))
+        return self.intern({(s, -1, 0) for s in stacks})
 
     def boundary_after(self, stack: int, terminal: int) -> int:
         """The boundary state once ``terminal`` ends on ``stack`` (DEAD if it cannot be shifted)."""
@@ -524,7 +511,7 @@ class Automaton:
                 self.trans[state, byte] = nxt
             return nxt
 
-    def state_sources(self, state: int) -> tuple[tuple[tuple[int, int], ...], _Rows]:
+    def state_sources(self, state: int) -> tuple[tuple[tuple[int, int], ...], np.ndarray]:
         """Every way ``state`` can take one more byte: (stack, terminal) per source and their DFA
         rows stacked ``[source, byte]``.
 
@@ -554,19 +541,18 @@ class Automaton:
                 self._source_cache.popitem(last=False)
             return cached
 
-    def _rows(self, keys: list[tuple[int, int]]) -> _Rows:
-        """The DFA rows of (terminal, DFA state) pairs, cached by the pairs."""
+    def _rows(self, keys: list[tuple[int, int]]) -> np.ndarray:
+        """The DFA rows of (terminal, DFA state) pairs stacked ``[pair, byte]``, cached by the pairs."""
         key = tuple(keys)
         rows = self._rows_cache.get(key)
         if rows is None:
             if len(keys) == 1:
                 t, d = keys[0]
-                table = self.dfas[t].row(d)[None, :]
+                rows = self.dfas[t].row(d)[None, :]
             elif keys:
-                table = np.stack([self.dfas[t].row(d) for t, d in keys])
+                rows = np.stack([self.dfas[t].row(d) for t, d in keys])
             else:
-                table = np.full((0, 256), DFA_DEAD, np.int32)
-            rows = _Rows(table, tuple([self._dfa_bits[t] + 1 for t, _ in keys]))
+                rows = np.full((0, 256), DFA_DEAD, np.int32)
             self._rows_cache[key] = rows
             if len(self._rows_cache) > _SOURCE_CACHE_ENTRIES:
                 self._rows_cache.popitem(last=False)
@@ -576,7 +562,7 @@ class Automaton:
 
     def source_bytes(self) -> int:
         """Bytes held by the DFA rows stacked for recently used states' sources."""
-        return sum(rows.table.nbytes for rows in list(self._rows_cache.values()))
+        return sum(rows.nbytes for rows in list(self._rows_cache.values()))
 
     def fill_bytes(self, state: int, byts: np.ndarray) -> None:
         """Compute and memoise the transitions of ``state`` on ``byts`` (mask walks need only the
@@ -595,20 +581,25 @@ class Automaton:
                 # One way forward (inside a key, a keyword, a number): successors are the
                 # terminal's own DFA states.
                 stack, terminal = keys[0]
-                targets = rows.table[0, cols].tolist()
+                targets = rows[0, cols].tolist()
                 successor = {DFA_DEAD: DEAD}
                 for d in set(targets).difference(successor):
-                    successor[d] = self.intern(frozenset([(stack, terminal, d)]))
+                    successor[d] = self._intern_sorted(((stack, terminal, d),))
                 self.trans[state, cols] = [successor[d] for d in targets]
                 return
-            column_keys, table = rows.column_keys(), rows.table
-            interned: dict[object, int] = {}
+            if not keys:
+                self.trans[state, cols] = DEAD
+                return
+            # Each byte's column of DFA states as the bytes of one value: equal columns lead to
+            # the same configurations.
+            columns = np.ascontiguousarray(rows[:, cols].T)
+            column_keys = columns.view(np.dtype((np.void, columns.itemsize * len(keys)))).ravel().tolist()
+            interned: dict[bytes, int] = {}
             found = []
-            for col in cols.tolist():
-                key = column_keys[col]
+            for index, key in enumerate(column_keys):
                 target = interned.get(key)
                 if target is None:
-                    target = interned[key] = self._intern_column(keys, table[:, col].tolist())
+                    target = interned[key] = self._intern_column(keys, columns[index].tolist())
                 found.append(target)
             self.trans[state, cols] = found
 

@@ -513,63 +513,77 @@ static int run(Walker *w, Pairs *current, int do_follow, Pairs *suspended) {
 }
 
 PyDoc_STRVAR(walk_doc,
-             "walk(nodes, states, follow, words, budget, callbacks) -> bytes\n\n"
-             "Sets in ``words`` (32-bit, writable) the bits of the tokens below ``nodes`` (int64, each at its\n"
-             "automaton state in ``states``, int64) that stay alive; ``follow``: split states are followed\n"
-             "terminal by terminal. ``callbacks``: (ways_of(state), boundary_after(stack, terminal),\n"
+             "walk(starts, follow, words, budget, callbacks) -> bytes\n\n"
+             "Sets in ``words`` (32-bit, writable) the bits of the tokens that stay alive below the trie nodes of\n"
+             "``starts``, a list of (nodes: int64 array, automaton state) pairs; ``follow``: split states are\n"
+             "followed terminal by terminal. ``callbacks``: (ways_of(state), boundary_after(stack, terminal),\n"
              "state_sources(state), fill_bytes(state, bytes)). Returns the (node, state) pairs met at\n"
              "suspended states as native int64 pairs. Raises the walker's budget error past ``budget`` pairs.");
 
+/* Enters the walk's starts: (nodes, state) pairs, each node once per state. */
+static int enter_starts(Walker *w, PyObject *starts, Pairs *current) {
+    if (!PyList_Check(starts)) {
+        PyErr_SetString(PyExc_TypeError, "starts must be a list of (nodes, state) pairs");
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < PyList_GET_SIZE(starts); j++) {
+        PyObject *nodes_obj;
+        long long state;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(starts, j), "OL", &nodes_obj, &state)) return -1;
+        Py_buffer b;
+        if (PyObject_GetBuffer(nodes_obj, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+        int failed = 0;
+        char kind = b.format ? b.format[strlen(b.format) - 1] : 'B';
+        if (b.itemsize != 8 || (kind != 'l' && kind != 'q')) {
+            PyErr_SetString(PyExc_TypeError, "start nodes: an int64 array");
+            failed = 1;
+        }
+        const int64_t *nodes = b.buf;
+        for (Py_ssize_t i = 0; i < b.len / 8 && !failed; i++) {
+            if (nodes[i] < 0 || nodes[i] >= w->n_nodes) {
+                PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)nodes[i]);
+                failed = 1;
+                break;
+            }
+            int added = set_add(&w->entered, (uint64_t)nodes[i], (uint64_t)state);
+            if (added < 0 || (added && pairs_push(current, nodes[i], state) < 0)) failed = 1;
+        }
+        PyBuffer_Release(&b);
+        if (failed) return -1;
+    }
+    return 0;
+}
+
 static PyObject *Walker_walk(Walker *w, PyObject *args) {
-    PyObject *nodes_obj, *states_obj, *words_obj, *callbacks;
+    PyObject *starts, *words_obj, *callbacks;
     int do_follow;
     unsigned long long budget;
-    if (!PyArg_ParseTuple(args, "OOpOKO", &nodes_obj, &states_obj, &do_follow, &words_obj, &budget, &callbacks))
-        return NULL;
+    if (!PyArg_ParseTuple(args, "OpOKO", &starts, &do_follow, &words_obj, &budget, &callbacks)) return NULL;
     if (w->busy) {
         PyErr_SetString(PyExc_RuntimeError, "a walker walks one walk at a time");
         return NULL;
     }
     if (!PyArg_ParseTuple(callbacks, "OOOO", &w->ways_of, &w->boundary_after, &w->state_sources, &w->fill_bytes))
         return NULL;
-    Py_buffer nodes_b, states_b, words_b;
-    if (PyObject_GetBuffer(nodes_obj, &nodes_b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    if (PyObject_GetBuffer(states_obj, &states_b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&nodes_b);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(words_obj, &words_b, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
-        PyBuffer_Release(&nodes_b);
-        PyBuffer_Release(&states_b);
-        return NULL;
-    }
+    Py_buffer words_b;
+    if (PyObject_GetBuffer(words_obj, &words_b, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return NULL;
     w->busy = 1;
     PyObject *result = NULL;
     Pairs current = {0}, suspended = {0};
-    const int64_t *nodes = nodes_b.buf, *states = states_b.buf;
-    Py_ssize_t n = nodes_b.len / 8;
-    if (nodes_b.itemsize != 8 || states_b.itemsize != 8 || words_b.itemsize != 4 || nodes_b.len != states_b.len) {
-        PyErr_SetString(PyExc_TypeError, "nodes and states: int64 arrays of one size; words: 32-bit");
+    if (words_b.itemsize != 4) {
+        PyErr_SetString(PyExc_TypeError, "words: 32-bit");
+        goto done;
+    }
+    if (w->max_token >= words_b.len / 4 * 32) {
+        PyErr_SetString(PyExc_ValueError, "words is too short for the trie's token ids");
         goto done;
     }
     w->words = words_b.buf;
     w->budget = (size_t)budget;
     /* A failed allocation while emptying them last time left them freed. */
     if ((!w->entered.k && set_init(&w->entered, 1024) < 0) || (!w->followed.k && set_init(&w->followed, 1024) < 0) ||
-        read_automaton(w) < 0)
+        read_automaton(w) < 0 || enter_starts(w, starts, &current) < 0)
         goto done;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (nodes[i] < 0 || nodes[i] >= w->n_nodes) {
-            PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)nodes[i]);
-            goto done;
-        }
-        int added = set_add(&w->entered, (uint64_t)nodes[i], (uint64_t)states[i]);
-        if (added < 0 || (added && pairs_push(&current, nodes[i], states[i]) < 0)) goto done;
-    }
-    if (w->max_token >= words_b.len / 4 * 32) {
-        PyErr_SetString(PyExc_ValueError, "words is too short for the trie's token ids");
-        goto done;
-    }
     if (run(w, &current, do_follow, &suspended) < 0) goto done;
     result = PyBytes_FromStringAndSize((const char *)suspended.a, suspended.n * 2 * (Py_ssize_t)sizeof(int64_t));
 done:
@@ -579,8 +593,6 @@ done:
     if ((set_clear(&w->entered, 1024) < 0 || set_clear(&w->followed, 1024) < 0) && result) Py_CLEAR(result);
     PyMem_Free(current.a);
     PyMem_Free(suspended.a);
-    PyBuffer_Release(&nodes_b);
-    PyBuffer_Release(&states_b);
     PyBuffer_Release(&words_b);
     return result;
 }

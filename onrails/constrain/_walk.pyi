@@ -7,8 +7,7 @@ class Walker:
     def __init__(self, trie: tuple[np.ndarray, ...], automaton: object, budget_error: type[BaseException]) -> None: ...
     def walk(
         self,
-        nodes: np.ndarray,
-        states: np.ndarray,
+        starts: list[tuple[np.ndarray, int]],
         follow: bool,
         words: np.ndarray,
         budget: int,

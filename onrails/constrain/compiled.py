@@ -300,6 +300,15 @@ class CompiledGrammar:
             np.bitwise_or.at(words, ids >> 5, np.left_shift(np.uint32(1), (ids & 31).astype(np.uint32)))
         return words.view(np.int32)
 
+    def _union(self, masks: list[np.ndarray]) -> np.ndarray:
+        """A new packed mask, the union of ``masks``."""
+        if len(masks) < 2:
+            return masks[0].copy() if masks else np.zeros(self._words, dtype=np.int32)
+        words = masks[0] | masks[1]
+        for mask in masks[2:]:
+            words |= mask
+        return words
+
     def _words_at(self, nodes: list[np.ndarray]) -> np.ndarray:
         """Packed mask of the tokens ending at any of ``nodes`` (arrays of trie nodes, repeats
         allowed). Walks through adjacent terminals meet many nodes several times: past a few
@@ -966,8 +975,9 @@ class _Generation:
     def memory_bytes(self) -> int:
         return self.cached_bytes() + self.automaton.source_bytes()
 
-    def _walk(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
-        """Packed mask of the tokens below ``parents`` (each at its automaton state) that stay alive.
+    def _walk(self, starts: list[tuple[np.ndarray, int]], words: np.ndarray) -> list[_Suspension]:
+        """Add to the packed mask ``words`` the tokens that stay alive below the trie nodes of
+        ``starts`` ((nodes, the automaton state of each) pairs).
 
         Also returns where the walk met suspended configurations (truncated stacks only): the
         subtrees below those nodes are finished on the real stack by the caller. The walk runs
@@ -975,7 +985,9 @@ class _Generation:
         (``_walk_numpy``); both give the same masks.
         """
         if _kernel is None:
-            return self._walk_numpy(parents, states)
+            walked, suspensions = self._walk_numpy(*_starts(starts))
+            words |= walked
+            return suspensions
         if self._walker is None:
             trie = self._trie
             arrays = (
@@ -987,20 +999,18 @@ class _Generation:
                 trie.token_ids_by_node,
             )
             self._walker = _kernel.Walker(arrays, self.automaton, CompileBudgetError)
-        words = np.zeros(self.grammar._words, dtype=np.int32)
         automaton = self.automaton
         met = self._walker.walk(
-            np.ascontiguousarray(parents, dtype=np.int64),
-            np.ascontiguousarray(states, dtype=np.int64),
-            parents.size <= _FOLLOWED_NODES,
+            starts,
+            sum(nodes.size for nodes, _ in starts) <= _FOLLOWED_NODES,
             words,
             self._trie.max_step_nodes,
             (self._ways_of, automaton.boundary_after, automaton.state_sources, self._fill_bytes),
         )
         if not met:
-            return words, []
+            return []
         pairs = np.frombuffer(met, dtype=np.int64).reshape(-1, 2)
-        return words, self._suspensions(pairs[:, 0], pairs[:, 1])
+        return self._suspensions(pairs[:, 0], pairs[:, 1])
 
     def _ways_of(self, state: int) -> "tuple[tuple[np.ndarray, np.ndarray, int, int, int, int], ...] | None":
         """``Automaton.split`` of ``state`` with each terminal's flat DFA table, accepting flags,
@@ -1161,7 +1171,9 @@ class _Generation:
             return cached
         automaton = self.automaton
         stack, terminal, dfa_state = config
-        words = np.zeros(self.grammar._words, dtype=np.int32)
+        # The masks this one is the union of (pure parts, configurations at the boundary),
+        # shared as they are where one is all of it: a copy costs a new 16 kB array per mask.
+        pieces: list[np.ndarray] = []
         suspensions: list[_Suspension] = []
         # Crossing walks of every terminal here go down the trie together: one walk, not one per
         # terminal (a boundary allows a dozen terminals; each level of a walk has a fixed cost).
@@ -1169,7 +1181,7 @@ class _Generation:
         lexing = [(t, 0) for t in automaton.allowed_terminals(stack)] if terminal < 0 else [(terminal, dfa_state)]
         for t, d in lexing:
             stay, exits = self.grammar._pure_part(t, d)
-            words |= stay
+            pieces.append(stay)
             ends_here = automaton.dfas[t].accepts(d)
             if not (exits.size or ends_here):
                 continue
@@ -1179,16 +1191,18 @@ class _Generation:
             if ends_here:
                 for c in automaton.configs[boundary]:
                     sub_words, sub_susp = self._config_mask(c)
-                    words |= sub_words
+                    pieces.append(sub_words)
                     suspensions += sub_susp
             if exits.size:
                 starts.append((exits, boundary))
-        if starts:
-            if sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES:
-                raise _WideWalk
-            walked, walk_susp = self._walk(*_starts(starts))
-            suspensions += walk_susp
-            words |= walked
+        if starts and sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES:
+            raise _WideWalk
+        if len(pieces) == 1 and not starts:
+            words = pieces[0]
+        else:
+            words = self.grammar._union(pieces)
+            if starts:
+                suspensions += self._walk(starts, words)
         parts = (words, tuple(suspensions))
         self._config_masks[config] = parts
         self.config_mask_bytes += _parts_bytes(parts)
@@ -1241,20 +1255,23 @@ class _Generation:
             return cached
         with self._lock:
             configs = self.automaton.configs[state]
+            accepting = self.automaton.accepting(state)
             try:
-                words = np.zeros(self.grammar._words, dtype=np.int32)
                 resumes: list[tuple[np.ndarray, int]] = []
-                for config in configs:
-                    words |= self._real_config_mask(config, resumes)
-                if resumes:
-                    walked, more = self._walk(*_starts(resumes))
-                    assert not more, "real stacks never suspend"
-                    words |= walked
+                parts = [self._real_config_mask(config, resumes) for config in configs]
+                if len(parts) == 1 and not resumes and not accepting:
+                    # Most states hold one configuration: its mask is theirs, not a copy.
+                    words = parts[0]
+                else:
+                    words = self.grammar._union(parts)
+                    if resumes:
+                        more = self._walk(resumes, words)
+                        assert not more, "real stacks never suspend"
             except _WideWalk:
                 # One pass from the trie's root meets each token once: the automaton is
                 # deterministic, so a node has one state whatever split of its bytes led there.
                 words = self._root_pass(state)
-            if self.automaton.accepting(state):
+            if accepting:
                 words |= self.grammar._eos
             words.setflags(write=False)
             self._state_masks[state] = words
