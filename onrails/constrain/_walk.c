@@ -533,20 +533,22 @@ static int enter_starts(Walker *w, PyObject *starts, Pairs *current) {
         Py_buffer b;
         if (PyObject_GetBuffer(nodes_obj, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
         int failed = 0;
+        /* Trie nodes come as int64 (numpy's index type) or int32. */
         char kind = b.format ? b.format[strlen(b.format) - 1] : 'B';
-        if (b.itemsize != 8 || (kind != 'l' && kind != 'q')) {
-            PyErr_SetString(PyExc_TypeError, "start nodes: an int64 array");
+        int wide = b.itemsize == 8 && (kind == 'l' || kind == 'q');
+        if (!wide && !(b.itemsize == 4 && (kind == 'i' || kind == 'l'))) {
+            PyErr_SetString(PyExc_TypeError, "start nodes: an int64 or int32 array");
             failed = 1;
         }
-        const int64_t *nodes = b.buf;
-        for (Py_ssize_t i = 0; i < b.len / 8 && !failed; i++) {
-            if (nodes[i] < 0 || nodes[i] >= w->n_nodes) {
-                PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)nodes[i]);
+        for (Py_ssize_t i = 0; i < b.len / b.itemsize && !failed; i++) {
+            int64_t node = wide ? ((const int64_t *)b.buf)[i] : ((const int32_t *)b.buf)[i];
+            if (node < 0 || node >= w->n_nodes) {
+                PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)node);
                 failed = 1;
                 break;
             }
-            int added = set_add(&w->entered, (uint64_t)nodes[i], (uint64_t)state);
-            if (added < 0 || (added && pairs_push(current, nodes[i], state) < 0)) failed = 1;
+            int added = set_add(&w->entered, (uint64_t)node, (uint64_t)state);
+            if (added < 0 || (added && pairs_push(current, node, state) < 0)) failed = 1;
         }
         PyBuffer_Release(&b);
         if (failed) return -1;
