@@ -1224,6 +1224,12 @@ class _Generation:
         """
         automaton = self.automaton
         stack, terminal, dfa_state = config
+        if terminal >= 0:
+            stay, exits = self.grammar._pure_part(terminal, dfa_state)
+            if not exits.size and not automaton.dfas[terminal].accepts(dfa_state):
+                # No token read from here reaches the terminal's end: the stack plays no part.
+                # (An ambiguous schema's state holds the same terminal on a dozen stacks.)
+                return stay
         depth = automaton.stack_depth[stack]
         keep = _FIRST_CUT
         while keep < depth:
@@ -1258,7 +1264,8 @@ class _Generation:
             accepting = self.automaton.accepting(state)
             try:
                 resumes: list[tuple[np.ndarray, int]] = []
-                parts = [self._real_config_mask(config, resumes) for config in configs]
+                # Configurations on different stacks often share one mask (a pure part).
+                parts = list({id(part): part for part in (self._real_config_mask(c, resumes) for c in configs)}.values())
                 if len(parts) == 1 and not resumes and not accepting:
                     # Most states hold one configuration: its mask is theirs, not a copy.
                     words = parts[0]
