@@ -1265,7 +1265,8 @@ class _Generation:
             try:
                 resumes: list[tuple[np.ndarray, int]] = []
                 # Configurations on different stacks often share one mask (a pure part).
-                parts = list({id(part): part for part in (self._real_config_mask(c, resumes) for c in configs)}.values())
+                masks = (self._real_config_mask(config, resumes) for config in configs)
+                parts = list({id(mask): mask for mask in masks}.values())
                 if len(parts) == 1 and not resumes and not accepting:
                     # Most states hold one configuration: its mask is theirs, not a copy.
                     words = parts[0]
