@@ -259,29 +259,28 @@ class Automaton:
         key = (stack, terminal)
         cached = self._shift_cache.get(key)
         if cached is None:
-            out = []
-            guarded = terminal in self._guarded
-            for node in self._closure(stack, terminal):
-                target = self.table.shift[self.stack_state[node]].get(terminal)
-                if target is not None and (not guarded or self._guard_allows(node, terminal)):
-                    out.append(self._push(node, target))
-            cached = tuple(dict.fromkeys(out))
+            pushed = [self._push(node, target) for node, target in self._shifting(stack, terminal)]
+            cached = tuple(dict.fromkeys(pushed))
             self._shift_cache[key] = cached
         return cached
 
     def _shifts(self, stack: int, terminal: int) -> bool:
         """Whether ``shift(stack, terminal)`` is non-empty, without pushing the stacks it makes
         (a boundary of an object asks this of every key a tracked list may refuse; the keys
-        tokens then read are few). Evaluates what ``shift`` does, so it raises where it would."""
+        tokens then read are few)."""
         cached = self._shift_cache.get((stack, terminal))
-        if cached is not None:
-            return bool(cached)
-        shifts, stack_state = self.table.shift, self.stack_state
-        found = False
+        return bool(cached) if cached is not None else bool(self._shifting(stack, terminal))
+
+    def _shifting(self, stack: int, terminal: int) -> list[tuple[int, int]]:
+        """The stacks of ``stack``'s closure under ``terminal`` that shift it, with the LR state
+        each goes to. Every one is checked, so it raises NeedsDeeper wherever shifting would."""
+        guarded = terminal in self._guarded
+        out = []
         for node in self._closure(stack, terminal):
-            if terminal in shifts[stack_state[node]] and self._guard_allows(node, terminal):
-                found = True
-        return found
+            target = self.table.shift[self.stack_state[node]].get(terminal)
+            if target is not None and (not guarded or self._guard_allows(node, terminal)):
+                out.append((node, target))
+        return out
 
     def _guard_allows(self, node: int, terminal: int) -> bool:
         """Whether a tracked list lets ``terminal`` be shifted on ``node`` (``_item_sets``)."""
