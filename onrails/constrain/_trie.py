@@ -128,6 +128,15 @@ class TokenTrie:
         self._token_start_py = memoryview(self.node_token_start)  # type: ignore[arg-type]
         self._token_count_py = memoryview(self.node_token_count)  # type: ignore[arg-type]
         self._token_ids_py = memoryview(self.token_ids_by_node)  # type: ignore[arg-type]
+        # The arrays the compiled walks read (``_walk.c``), in the order they take them.
+        self.kernel_arrays = (
+            self.child_start,
+            self.child_count,
+            self.byte32,
+            self.node_token_start,
+            self.node_token_count,
+            self.token_ids_by_node,
+        )
 
     def children(self, nodes: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All children of ``nodes``, grouped by parent in order, and each parent's count

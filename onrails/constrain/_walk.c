@@ -174,6 +174,15 @@ typedef struct {
     int64_t boundary; /* the automaton state after the terminal; -2 until asked */
 } Way;
 
+/* The vocabulary trie's arrays, held while in use. */
+typedef struct {
+    Py_buffer b[6];
+    int held;
+    const int64_t *child_start, *child_count, *tok_start, *tok_count, *tok_ids;
+    const int32_t *byte;
+    Py_ssize_t n_nodes;
+} Trie;
+
 /* An automaton table, held while it is the automaton's (it is replaced when states outgrow it). */
 typedef struct {
     const char *name;
@@ -184,12 +193,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    /* the trie */
-    Py_buffer trie_b[6];
-    int trie_held;
-    const int64_t *child_start, *child_count, *tok_start, *tok_count, *tok_ids;
-    const int32_t *byte;
-    Py_ssize_t n_nodes;
+    Trie trie;
     int64_t max_token; /* words must have a bit for it */
     /* the automaton */
     PyObject *automaton;
@@ -273,9 +277,9 @@ static int count_pair(Walker *w) {
 }
 
 static void mark(Walker *w, int64_t node) {
-    int64_t k = w->tok_start[node], end = k + w->tok_count[node];
+    int64_t k = w->trie.tok_start[node], end = k + w->trie.tok_count[node];
     for (; k < end; k++) {
-        int64_t t = w->tok_ids[k];
+        int64_t t = w->trie.tok_ids[k];
         w->words[t >> 5] |= (uint32_t)1 << (t & 31);
     }
 }
@@ -386,7 +390,7 @@ static int follow(Walker *w, Py_ssize_t index, int64_t node, Pairs *todo, Pairs 
     const int32_t *table = w->ways[index].table;
     const uint8_t *accepting = w->ways[index].accepting;
     int32_t start = w->ways[index].start, dead = w->ways[index].dead;
-    if (accepting[start >> 8] && w->child_count[node] && end_at(w, index, node, next) < 0) return -1;
+    if (accepting[start >> 8] && w->trie.child_count[node] && end_at(w, index, node, next) < 0) return -1;
     int added = set_add(&w->followed, (uint64_t)node, (uint64_t)index << 32 | (uint32_t)start);
     if (added <= 0) return added;
     todo->n = 0;
@@ -395,12 +399,12 @@ static int follow(Walker *w, Py_ssize_t index, int64_t node, Pairs *todo, Pairs 
         todo->n--;
         int64_t at = todo->a[2 * todo->n];
         int32_t state = (int32_t)todo->a[2 * todo->n + 1];
-        int64_t child = w->child_start[at], last = child + w->child_count[at];
+        int64_t child = w->trie.child_start[at], last = child + w->trie.child_count[at];
         for (; child < last; child++) {
-            int32_t nxt = table[state + w->byte[child]];
+            int32_t nxt = table[state + w->trie.byte[child]];
             if (nxt == dead) continue;
             mark(w, child);
-            if (!w->child_count[child]) continue;
+            if (!w->trie.child_count[child]) continue;
             if (accepting[nxt >> 8] && end_at(w, index, child, next) < 0) return -1;
             added = set_add(&w->followed, (uint64_t)child, (uint64_t)index << 32 | (uint32_t)nxt);
             if (added < 0 || count_pair(w) < 0) return -1;
@@ -420,9 +424,9 @@ static int fill(Walker *w, Pairs *items) {
     for (Py_ssize_t i = 0; i < items->n && !failed; i++) {
         int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
         const int32_t *row = w->trans + state * 256;
-        int64_t child = w->child_start[node], last = child + w->child_count[node];
+        int64_t child = w->trie.child_start[node], last = child + w->trie.child_count[node];
         for (; child < last && !failed; child++) {
-            int32_t byte = w->byte[child];
+            int32_t byte = w->trie.byte[child];
             if (row[byte] != UNKNOWN) continue;
             int64_t *slot = map_slot(&lacking, (uint64_t)state, bits.n);
             if (!slot || (*slot == bits.n && (pairs_push(&bits, 0, 0) < 0 || pairs_push(&bits, 0, 0) < 0))) {
@@ -464,16 +468,16 @@ static int step(Walker *w, Pairs *items, Pairs *next, Pairs *suspended) {
     for (Py_ssize_t i = 0; i < items->n; i++) {
         int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
         const int32_t *row = w->trans + state * 256;
-        int64_t child = w->child_start[node], last = child + w->child_count[node];
+        int64_t child = w->trie.child_start[node], last = child + w->trie.child_count[node];
         for (; child < last; child++) {
-            int32_t nxt = row[w->byte[child]];
+            int32_t nxt = row[w->trie.byte[child]];
             if (nxt == DEAD) continue;
             if (nxt == UNKNOWN) {
                 PyErr_SetString(PyExc_RuntimeError, "fill_bytes left a transition unknown");
                 return -1;
             }
             mark(w, child);
-            if (!w->child_count[child]) continue;
+            if (!w->trie.child_count[child]) continue;
             int added = set_add(&w->entered, (uint64_t)child, (uint64_t)nxt);
             if (added < 0 || count_pair(w) < 0) return -1;
             if (added && pairs_push(next, child, nxt) < 0) return -1;
@@ -491,7 +495,7 @@ static int run(Walker *w, Pairs *current, int do_follow, Pairs *suspended) {
         stepped.n = 0;
         for (Py_ssize_t i = 0; i < current->n && !failed; i++) {
             int64_t node = current->a[2 * i], state = current->a[2 * i + 1];
-            if (!w->child_count[node]) continue;
+            if (!w->trie.child_count[node]) continue;
             Py_ssize_t first = 0, count = 0;
             if (check_state(w, state) < 0 || (do_follow && ways_for(w, state, &first, &count) < 0)) {
                 failed = 1;
@@ -542,7 +546,7 @@ static int enter_starts(Walker *w, PyObject *starts, Pairs *current) {
         }
         for (Py_ssize_t i = 0; i < b.len / b.itemsize && !failed; i++) {
             int64_t node = wide ? ((const int64_t *)b.buf)[i] : ((const int32_t *)b.buf)[i];
-            if (node < 0 || node >= w->n_nodes) {
+            if (node < 0 || node >= w->trie.n_nodes) {
                 PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)node);
                 failed = 1;
                 break;
@@ -599,39 +603,50 @@ done:
     return result;
 }
 
-static int read_trie(Walker *w, PyObject *trie) {
+static int trie_open(Trie *t, PyObject *arrays) {
     static const Py_ssize_t sizes[6] = {8, 8, 4, 8, 8, 8};
-    if (!PyTuple_Check(trie) || PyTuple_GET_SIZE(trie) != 6) {
+    if (!PyTuple_Check(arrays) || PyTuple_GET_SIZE(arrays) != 6) {
         PyErr_SetString(PyExc_TypeError, "trie must be a tuple of 6 arrays");
         return -1;
     }
     for (int i = 0; i < 6; i++) {
-        int failed = PyObject_GetBuffer(PyTuple_GET_ITEM(trie, i), &w->trie_b[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
-        if (!failed && w->trie_b[i].itemsize != sizes[i]) {
-            PyBuffer_Release(&w->trie_b[i]);
+        int failed = PyObject_GetBuffer(PyTuple_GET_ITEM(arrays, i), &t->b[i], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT);
+        if (!failed && t->b[i].itemsize != sizes[i]) {
+            PyBuffer_Release(&t->b[i]);
             PyErr_Format(PyExc_TypeError, "trie array %d: items of %zd bytes", i, sizes[i]);
             failed = 1;
         }
         if (failed) {
-            while (i--) PyBuffer_Release(&w->trie_b[i]);
+            while (i--) PyBuffer_Release(&t->b[i]);
             return -1;
         }
     }
-    w->trie_held = 1;
-    w->child_start = w->trie_b[0].buf;
-    w->child_count = w->trie_b[1].buf;
-    w->byte = w->trie_b[2].buf;
-    w->tok_start = w->trie_b[3].buf;
-    w->tok_count = w->trie_b[4].buf;
-    w->tok_ids = w->trie_b[5].buf;
-    w->n_nodes = w->trie_b[1].len / 8;
+    t->held = 1;
+    t->child_start = t->b[0].buf;
+    t->child_count = t->b[1].buf;
+    t->byte = t->b[2].buf;
+    t->tok_start = t->b[3].buf;
+    t->tok_count = t->b[4].buf;
+    t->tok_ids = t->b[5].buf;
+    t->n_nodes = t->b[1].len / 8;
+    return 0;
+}
+
+static void trie_close(Trie *t) {
+    if (t->held)
+        for (int i = 0; i < 6; i++) PyBuffer_Release(&t->b[i]);
+    t->held = 0;
+}
+
+static int read_trie(Walker *w, PyObject *arrays) {
+    if (trie_open(&w->trie, arrays) < 0) return -1;
     w->max_token = -1;
-    for (Py_ssize_t i = 0; i < w->trie_b[5].len / 8; i++) {
-        if (w->tok_ids[i] < 0) {
+    for (Py_ssize_t i = 0; i < w->trie.b[5].len / 8; i++) {
+        if (w->trie.tok_ids[i] < 0) {
             PyErr_SetString(PyExc_ValueError, "a negative token id in the trie");
             return -1;
         }
-        if (w->tok_ids[i] > w->max_token) w->max_token = w->tok_ids[i];
+        if (w->trie.tok_ids[i] > w->max_token) w->max_token = w->trie.tok_ids[i];
     }
     return 0;
 }
@@ -639,8 +654,7 @@ static int read_trie(Walker *w, PyObject *trie) {
 static void Walker_dealloc(Walker *w) {
     for (int i = 0; i < 3; i++)
         if (w->tables[i].held) PyBuffer_Release(&w->tables[i].b);
-    if (w->trie_held)
-        for (int i = 0; i < 6; i++) PyBuffer_Release(&w->trie_b[i]);
+    trie_close(&w->trie);
     for (Py_ssize_t i = 0; i < w->n_ways; i++) {
         Py_DECREF(w->ways[i].table_obj);
         Py_DECREF(w->ways[i].accepting_obj);
@@ -683,6 +697,96 @@ static PyObject *Walker_held_bytes(Walker *w, PyObject *unused) {
     return PyLong_FromSsize_t(w->cap_ways * (Py_ssize_t)sizeof(Way) + (Py_ssize_t)slots * 20);
 }
 
+/* ---- one DFA over the whole trie --------------------------------------------------------- */
+
+PyDoc_STRVAR(dfa_pass_doc,
+             "dfa_pass(trie, table, accepting, start, words) -> bytes\n\n"
+             "Reads every trie path in one byte DFA from ``start`` (a state times 256). ``table``: int32, entry\n"
+             "``state * 256 + byte`` the next state times 256, its last row the dead state, mapped to itself;\n"
+             "``accepting``: one byte per state. Sets in ``words`` (32-bit, writable, zero where the caller\n"
+             "wants only these) the bits of the tokens whose bytes the DFA reads alive, and returns, as native\n"
+             "int64 in ascending order, the nodes other than the root, with bytes below, where it accepts.\n"
+             "Costs the live nodes' children, not the trie.");
+
+/* Level by level over the live nodes only (a pattern's pure part keeps a few thousand of the
+ * trie's hundreds of thousands of nodes; stepping whole levels in numpy costs all of them, and a
+ * hundred levels of calls): each level's live nodes come out ascending, as the trie numbers
+ * nodes level by level and children in their parents' order, so the ends do too. */
+static PyObject *dfa_pass(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *trie_obj, *table_obj, *accepting_obj, *words_obj;
+    long long start;
+    if (!PyArg_ParseTuple(args, "OOOLO", &trie_obj, &table_obj, &accepting_obj, &start, &words_obj)) return NULL;
+    Trie t = {0};
+    Py_buffer tb = {0}, ab = {0}, wb = {0};
+    Pairs current = {0}, next = {0}, ends = {0};
+    PyObject *result = NULL;
+    if (trie_open(&t, trie_obj) < 0) return NULL;
+    if (PyObject_GetBuffer(table_obj, &tb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    if (PyObject_GetBuffer(accepting_obj, &ab, PyBUF_C_CONTIGUOUS) < 0) goto done;
+    if (PyObject_GetBuffer(words_obj, &wb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) goto done;
+    if (tb.itemsize != 4 || wb.itemsize != 4 || ab.itemsize != 1) {
+        PyErr_SetString(PyExc_TypeError, "table and words: 32-bit; accepting: one byte per state");
+        goto done;
+    }
+    const int32_t *table = tb.buf;
+    const uint8_t *accepting = ab.buf;
+    uint32_t *words = wb.buf;
+    Py_ssize_t entries = tb.len / 4, n_words = wb.len / 4;
+    if (entries < 256 || entries % 256 || ab.len < entries / 256 - 1) {
+        PyErr_SetString(PyExc_ValueError, "table: whole rows, one accepting flag per state but the dead one");
+        goto done;
+    }
+    const int32_t dead = (int32_t)(entries - 256);
+    if (start < 0 || start >= dead || start % 256) {
+        PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
+        goto done;
+    }
+    if (pairs_push(&current, 0, start) < 0) goto done;
+    while (current.n) {
+        next.n = 0;
+        for (Py_ssize_t i = 0; i < current.n; i++) {
+            int64_t node = current.a[2 * i];
+            const int32_t *row = table + current.a[2 * i + 1];
+            int64_t child = t.child_start[node], last = child + t.child_count[node];
+            for (; child < last; child++) {
+                int32_t nxt = row[t.byte[child]];
+                if (nxt == dead) continue;
+                if (nxt < 0 || nxt > dead || nxt % 256) {
+                    PyErr_Format(PyExc_ValueError, "table entry %d: not a state times 256", nxt);
+                    goto done;
+                }
+                for (int64_t k = t.tok_start[child], end = k + t.tok_count[child]; k < end; k++) {
+                    int64_t id = t.tok_ids[k];
+                    if (id < 0 || id >= n_words * 32) {
+                        PyErr_Format(PyExc_ValueError, "token id %lld: outside words", (long long)id);
+                        goto done;
+                    }
+                    words[id >> 5] |= (uint32_t)1 << (id & 31);
+                }
+                if (!t.child_count[child]) continue;
+                if (accepting[nxt >> 8] && pairs_push(&ends, child, 0) < 0) goto done;
+                if (pairs_push(&next, child, nxt) < 0) goto done;
+            }
+        }
+        Pairs swap = current;
+        current = next;
+        next = swap;
+    }
+    /* The ends as one int64 each: the pairs' second halves dropped in place. */
+    for (Py_ssize_t i = 0; i < ends.n; i++) ends.a[i] = ends.a[2 * i];
+    result = PyBytes_FromStringAndSize((const char *)ends.a, ends.n * (Py_ssize_t)sizeof(int64_t));
+done:
+    PyMem_Free(current.a);
+    PyMem_Free(next.a);
+    PyMem_Free(ends.a);
+    if (wb.obj) PyBuffer_Release(&wb);
+    if (ab.obj) PyBuffer_Release(&ab);
+    if (tb.obj) PyBuffer_Release(&tb);
+    trie_close(&t);
+    return result;
+}
+
 static PyMethodDef Walker_methods[] = {
     {"walk", (PyCFunction)Walker_walk, METH_VARARGS, walk_doc},
     {"held_bytes", (PyCFunction)Walker_held_bytes, METH_NOARGS, "Bytes the walker keeps between walks (its ways)."},
@@ -701,11 +805,17 @@ static PyTypeObject WalkerType = {
     .tp_methods = Walker_methods,
 };
 
+static PyMethodDef module_functions[] = {
+    {"dfa_pass", dfa_pass, METH_VARARGS, dfa_pass_doc},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_walk",
-    .m_doc = "Mask walks in compiled code (see Walker).",
+    .m_doc = "Mask walks in compiled code (see Walker and dfa_pass).",
     .m_size = -1,
+    .m_methods = module_functions,
 };
 
 PyMODINIT_FUNC PyInit__walk(void) {

@@ -131,6 +131,56 @@ def test_the_compiled_walk_and_the_numpy_walk_give_the_same_masks(
         assert any(walks), "no walk met a truncated stack's suspension"
 
 
+# Sparse and dense passes: a string's content keeps nearly every node alive, a phone number a
+# few dozen, words and URLs tens of thousands.
+PURE_PATTERNS = (
+    JSON_STRING,
+    r"[0-9]{3}-[0-9]{4}",
+    r"[a-z]+",
+    r"(https?://)?[a-zA-Z0-9.-]+(/[a-zA-Z0-9._~-]*)*",
+    r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?",
+    r"[ \t\n]+",
+)
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+@pytest.mark.parametrize("vocab_name", ["smollm2_vocab", "llama_vocab", "gemma_vocab"])
+def test_the_compiled_trie_pass_gives_the_numpy_passes_pure_parts(
+    vocab_name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pure parts of every state of patterns whose passes stay sparse or fill whole levels: the
+    same tokens and the same ends, in the same order, from the compiled pass and from numpy."""
+    grammar = GrammarCompiler(request.getfixturevalue(vocab_name)).compile_lark('start: "a"')
+    for pattern in PURE_PATTERNS:
+        dfa = regex_to_byte_dfa(pattern)
+        for state in range(dfa.n_states):
+            kernel_stay, kernel_exits = grammar._trie_pass(dfa, state)
+            with monkeypatch.context() as patch:
+                patch.setattr(compiled, "_kernel", None)
+                numpy_stay, numpy_exits = grammar._trie_pass(dfa, state)
+            assert np.array_equal(kernel_stay, numpy_stay), (pattern, state)
+            assert kernel_exits.tolist() == numpy_exits.tolist(), (pattern, state)
+        assert np.count_nonzero(grammar._trie_pass(dfa, 0)[0]), pattern
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) -> None:
+    """A table cut mid-row, a start that is no state, or words too short for the token ids raise
+    before anything is read out of bounds."""
+    arrays = GrammarCompiler(llama_vocab).compile_lark('start: "a"')._trie.kernel_arrays
+    dfa = regex_to_byte_dfa("[a-z]+")
+    table, accepting = dfa.flat_table(), dfa.accepting
+    words = np.zeros(llama_vocab.size // 32 + 1, dtype=np.int32)
+    with pytest.raises(ValueError, match="whole rows"):
+        compiled._kernel.dfa_pass(arrays, table[:-1], accepting, 0, words)
+    with pytest.raises(ValueError, match="not a live state"):
+        compiled._kernel.dfa_pass(arrays, table, accepting, 256 * dfa.n_states, words)
+    with pytest.raises(ValueError, match="outside words"):
+        compiled._kernel.dfa_pass(arrays, table, accepting, 0, words[:10])
+    with pytest.raises(TypeError, match="32-bit"):
+        compiled._kernel.dfa_pass(arrays, table.astype(np.int64), accepting, 0, words)
+
+
 def test_words_next_to_words_take_the_root_pass_before_the_words_pure_part_is_made(
     llama_vocab: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
