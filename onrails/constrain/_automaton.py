@@ -264,13 +264,6 @@ class Automaton:
             self._shift_cache[key] = cached
         return cached
 
-    def _shifts(self, stack: int, terminal: int) -> bool:
-        """Whether ``shift(stack, terminal)`` is non-empty, without pushing the stacks it makes
-        (a boundary of an object asks this of every key a tracked list may refuse; the keys
-        tokens then read are few)."""
-        cached = self._shift_cache.get((stack, terminal))
-        return bool(cached) if cached is not None else bool(self._shifting(stack, terminal))
-
     def _shifting(self, stack: int, terminal: int) -> list[tuple[int, int]]:
         """The stacks of ``stack``'s closure under ``terminal`` that shift it, with the LR state
         each goes to. Every one is checked, so it raises NeedsDeeper wherever shifting would."""
@@ -318,21 +311,32 @@ class Automaton:
         """Terminals that may start at a boundary with this stack (ignored ones included)."""
         cached = self._allowed_cache.get(stack)
         if cached is None:
+            stack_state = self.stack_state
+            # A terminal is allowed when some stack of its class's closure shifts it: the stack
+            # itself shifts its own (every closure holds it), the others those of their classes.
             if stack > OPAQUE:
-                allowed = set(self.table.shift[self.stack_state[stack]])
-                classes = self._reducing_classes[self.stack_state[stack]]
+                shifting: list[tuple[int, Iterable[int]]] = [(stack, self.table.shift[stack_state[stack]])]
+                classes = self._reducing_classes[stack_state[stack]]
             else:
-                allowed, classes = set(), self._all_classes
+                shifting, classes = [], self._all_classes
             if classes:
-                # A terminal is allowed when some stack of its class's closure shifts it.
-                shift_classes, stack_state = self._shift_classes, self.stack_state
+                shift_classes = self._shift_classes
                 for node, node_classes in self._class_closure(stack, classes).items():
-                    for c, terminals in shift_classes[stack_state[node]]:
-                        if node_classes >> c & 1:
-                            allowed.update(terminals)
-            if self._guarded and stack > OPAQUE:
-                # Terminals a tracked list may refuse here are allowed when some stack shifts them.
-                allowed = {t for t in allowed if t not in self._guarded or self._shifts(stack, t)}
+                    if node != stack or stack <= OPAQUE:
+                        for c, of_class in shift_classes[stack_state[node]]:
+                            if node_classes >> c & 1:
+                                shifting.append((node, of_class))
+            # Terminals a tracked list may refuse are allowed where some stack may shift them:
+            # every such pair is asked, as ``shift`` asks them (any may need the stack below a
+            # cut). A key of an object of 100 optional properties is asked once here, not in a
+            # closure search of its own.
+            guarded = self._guarded if stack > OPAQUE else frozenset()
+            allowed: set[int] = set()
+            for node, terminals in shifting:
+                if guarded.isdisjoint(terminals):
+                    allowed.update(terminals)
+                else:
+                    allowed.update(t for t in terminals if t not in guarded or self._guard_allows(node, t))
             cached = tuple(sorted(allowed.difference(self.ignored))) + self.ignored
             self._allowed_cache[stack] = cached
         return cached
