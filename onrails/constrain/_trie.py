@@ -128,7 +128,8 @@ class TokenTrie:
         self._token_start_py = memoryview(self.node_token_start)  # type: ignore[arg-type]
         self._token_count_py = memoryview(self.node_token_count)  # type: ignore[arg-type]
         self._token_ids_py = memoryview(self.token_ids_by_node)  # type: ignore[arg-type]
-        # The arrays the compiled walks read (``_walk.c``), in the order they take them.
+        # The arrays the compiled walks read (``_walk.c``), in the order they take them, and
+        # the levels its passes over the whole trie read too.
         self.kernel_arrays = (
             self.child_start,
             self.child_count,
@@ -137,6 +138,7 @@ class TokenTrie:
             self.node_token_count,
             self.token_ids_by_node,
         )
+        self.kernel_levels = (self._parent, self.level_start, self.node_of_id)
 
     def children(self, nodes: np.ndarray, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All children of ``nodes``, grouped by parent in order, and each parent's count

@@ -700,89 +700,203 @@ static PyObject *Walker_held_bytes(Walker *w, PyObject *unused) {
 /* ---- one DFA over the whole trie --------------------------------------------------------- */
 
 PyDoc_STRVAR(dfa_pass_doc,
-             "dfa_pass(trie, table, accepting, start, words) -> bytes\n\n"
-             "Reads every trie path in one byte DFA from ``start`` (a state times 256). ``table``: int32, entry\n"
-             "``state * 256 + byte`` the next state times 256, its last row the dead state, mapped to itself;\n"
-             "``accepting``: one byte per state. Sets in ``words`` (32-bit, writable, zero where the caller\n"
-             "wants only these) the bits of the tokens whose bytes the DFA reads alive, and returns, as native\n"
-             "int64 in ascending order, the nodes other than the root, with bytes below, where it accepts.\n"
-             "Costs the live nodes' children, not the trie.");
+             "dfa_pass(trie, levels, table, accepting, start, words) -> bytes\n\n"
+             "Reads every trie path in one byte DFA from ``start`` (a state times 256). ``levels``: each node's\n"
+             "parent, each level's first node and one past the last, each token id's node, as int64 arrays.\n"
+             "``table``: int32, entry ``state * 256 + byte`` the next state times 256, its last row the dead state,\n"
+             "mapped to itself;\n"
+             "``accepting``: one byte per state. Sets in ``words`` (32-bit, writable) the bits of the tokens whose\n"
+             "bytes the DFA reads alive, and returns, as native int64 in ascending order, the nodes other than the\n"
+             "root, with bytes below, where it accepts. Costs the live nodes' children while they are a small\n"
+             "part of their level, then each node of the levels below once.");
 
-/* Level by level over the live nodes only (a pattern's pure part keeps a few thousand of the
- * trie's hundreds of thousands of nodes; stepping whole levels in numpy costs all of them, and a
- * hundred levels of calls): each level's live nodes come out ascending, as the trie numbers
- * nodes level by level and children in their parents' order, so the ends do too. */
-static PyObject *dfa_pass(PyObject *module, PyObject *args) {
-    (void)module;
-    PyObject *trie_obj, *table_obj, *accepting_obj, *words_obj;
-    long long start;
-    if (!PyArg_ParseTuple(args, "OOOLO", &trie_obj, &table_obj, &accepting_obj, &start, &words_obj)) return NULL;
-    Trie t = {0};
-    Py_buffer tb = {0}, ab = {0}, wb = {0};
-    Pairs current = {0}, next = {0}, ends = {0};
-    PyObject *result = NULL;
-    if (trie_open(&t, trie_obj) < 0) return NULL;
-    if (PyObject_GetBuffer(table_obj, &tb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
-    if (PyObject_GetBuffer(accepting_obj, &ab, PyBUF_C_CONTIGUOUS) < 0) goto done;
-    if (PyObject_GetBuffer(words_obj, &wb, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) < 0) goto done;
-    if (tb.itemsize != 4 || wb.itemsize != 4 || ab.itemsize != 1) {
-        PyErr_SetString(PyExc_TypeError, "table and words: 32-bit; accepting: one byte per state");
-        goto done;
+/* Live nodes' children at most one in this many of their level: stepped one by one. */
+#define SPARSE_SHARE 4
+
+typedef struct {
+    const int32_t *table;
+    const uint8_t *accepting;
+    int32_t dead;
+    uint32_t *words;
+    Py_ssize_t n_words;
+    Pairs ends;
+} Pass;
+
+/* A live node: its tokens' bits, and an end where the DFA accepts with bytes below. */
+static int pass_reached(Pass *p, const Trie *t, int64_t node, int32_t state) {
+    for (int64_t k = t->tok_start[node], end = k + t->tok_count[node]; k < end; k++) {
+        int64_t id = t->tok_ids[k];
+        if (id < 0 || id >= p->n_words * 32) {
+            PyErr_Format(PyExc_ValueError, "token id %lld: outside words", (long long)id);
+            return -1;
+        }
+        p->words[id >> 5] |= (uint32_t)1 << (id & 31);
     }
-    const int32_t *table = tb.buf;
-    const uint8_t *accepting = ab.buf;
-    uint32_t *words = wb.buf;
-    Py_ssize_t entries = tb.len / 4, n_words = wb.len / 4;
-    if (entries < 256 || entries % 256 || ab.len < entries / 256 - 1) {
-        PyErr_SetString(PyExc_ValueError, "table: whole rows, one accepting flag per state but the dead one");
-        goto done;
+    if (t->child_count[node] && p->accepting[state >> 8] && pairs_push(&p->ends, node, 0) < 0) return -1;
+    return 0;
+}
+
+static int pass_state(const Pass *p, int32_t state) {
+    if (state < 0 || state > p->dead || state % 256) {
+        PyErr_Format(PyExc_ValueError, "table entry %d: not a state times 256", state);
+        return -1;
     }
-    const int32_t dead = (int32_t)(entries - 256);
-    if (start < 0 || start >= dead || start % 256) {
-        PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
-        goto done;
-    }
-    if (pairs_push(&current, 0, start) < 0) goto done;
-    while (current.n) {
+    return 0;
+}
+
+/* Level by level: the live nodes' children one by one while they are few (a pattern keeps a few
+ * thousand of the trie's hundreds of thousands of nodes), then whole levels in order, each node
+ * from its parent's state (a string's content keeps nearly all; pushing each cost 4 ms). Nodes are
+ * numbered level by level and children in their parents' order, so the ends come out ascending. */
+/* The states of a pass's whole levels, kept between passes (a node's int32 each: 1.1 MB for
+ * Llama-3.2); the GIL serialises passes. */
+static int32_t *scratch;
+static Py_ssize_t scratch_size;
+
+static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int64_t *bounds, Py_ssize_t levels,
+                       const int64_t *node_of_id, Py_ssize_t n_ids, int32_t start) {
+    Pairs current = {0}, next = {0};
+    int failed = pairs_push(&current, 0, start) < 0;
+    Py_ssize_t depth = 0; /* of the nodes in ``current`` */
+    while (!failed && current.n && depth + 1 < levels) {
+        int64_t children = 0;
+        for (Py_ssize_t i = 0; i < current.n; i++) children += t->child_count[current.a[2 * i]];
+        int64_t first = bounds[depth + 1], width = bounds[depth + 2] - first;
+        if (depth > 0 && children * SPARSE_SHARE >= width) break;
         next.n = 0;
-        for (Py_ssize_t i = 0; i < current.n; i++) {
+        for (Py_ssize_t i = 0; i < current.n && !failed; i++) {
             int64_t node = current.a[2 * i];
-            const int32_t *row = table + current.a[2 * i + 1];
-            int64_t child = t.child_start[node], last = child + t.child_count[node];
-            for (; child < last; child++) {
-                int32_t nxt = row[t.byte[child]];
-                if (nxt == dead) continue;
-                if (nxt < 0 || nxt > dead || nxt % 256) {
-                    PyErr_Format(PyExc_ValueError, "table entry %d: not a state times 256", nxt);
-                    goto done;
+            const int32_t *row = p->table + current.a[2 * i + 1];
+            for (int64_t child = t->child_start[node], last = child + t->child_count[node]; child < last; child++) {
+                int32_t nxt = row[t->byte[child]];
+                if (nxt == p->dead) continue;
+                if (pass_state(p, nxt) < 0 || pass_reached(p, t, child, nxt) < 0 ||
+                    (t->child_count[child] && pairs_push(&next, child, nxt) < 0)) {
+                    failed = 1;
+                    break;
                 }
-                for (int64_t k = t.tok_start[child], end = k + t.tok_count[child]; k < end; k++) {
-                    int64_t id = t.tok_ids[k];
-                    if (id < 0 || id >= n_words * 32) {
-                        PyErr_Format(PyExc_ValueError, "token id %lld: outside words", (long long)id);
-                        goto done;
-                    }
-                    words[id >> 5] |= (uint32_t)1 << (id & 31);
-                }
-                if (!t.child_count[child]) continue;
-                if (accepting[nxt >> 8] && pairs_push(&ends, child, 0) < 0) goto done;
-                if (pairs_push(&next, child, nxt) < 0) goto done;
             }
         }
         Pairs swap = current;
         current = next;
         next = swap;
+        depth++;
     }
-    /* The ends as one int64 each: the pairs' second halves dropped in place. */
-    for (Py_ssize_t i = 0; i < ends.n; i++) ends.a[i] = ends.a[2 * i];
-    result = PyBytes_FromStringAndSize((const char *)ends.a, ends.n * (Py_ssize_t)sizeof(int64_t));
-done:
+    if (!failed && current.n && depth + 1 < levels) {
+        /* Whole levels, each node stepped from its parent's state in the scratch array (the nodes
+         * of level ``depth`` dead but for the live ones), then the ends and tokens read off it:
+         * per node a few bytes read in order, where pushing each cost four times as much. */
+        if (scratch_size < t->n_nodes) {
+            int32_t *grown = PyMem_Realloc(scratch, (size_t)t->n_nodes * sizeof(int32_t));
+            if (!grown) {
+                PyErr_NoMemory();
+                failed = 1;
+            } else {
+                scratch = grown;
+                scratch_size = t->n_nodes;
+            }
+        }
+        if (!failed) {
+            int32_t *states = scratch;
+            int64_t first = bounds[depth + 1], last = first;
+            for (int64_t node = bounds[depth]; node < first; node++) states[node] = p->dead;
+            for (Py_ssize_t i = 0; i < current.n; i++) states[current.a[2 * i]] = (int32_t)current.a[2 * i + 1];
+            for (Py_ssize_t d = depth + 1; d < levels; d++) {
+                /* The dead state, the largest, has every bit no live one has all of. */
+                int32_t alive = p->dead;
+                uint32_t bad = 0;
+                for (int64_t node = bounds[d]; node < bounds[d + 1]; node++) {
+                    int32_t nxt = p->table[states[parent[node]] + t->byte[node]];
+                    states[node] = nxt;
+                    alive &= nxt;
+                    bad |= ((uint32_t)nxt > (uint32_t)p->dead) | ((uint32_t)nxt & 255);
+                }
+                last = bounds[d + 1];
+                if (bad) { /* before any entry of it is read as a row */
+                    PyErr_SetString(PyExc_ValueError, "a table entry is not a state times 256");
+                    failed = 1;
+                    break;
+                }
+                if (alive == p->dead) break;
+            }
+            for (int64_t node = first; node < last && !failed; node++) {
+                int32_t state = states[node];
+                if (state != p->dead && p->accepting[state >> 8] && t->child_count[node] &&
+                    pairs_push(&p->ends, node, 0) < 0)
+                    failed = 1;
+            }
+            for (Py_ssize_t id = 0; id < n_ids && !failed; id++) {
+                int64_t node = node_of_id[id];
+                if (node < first || node >= last || states[node] == p->dead) continue;
+                if (id >= p->n_words * 32) {
+                    PyErr_Format(PyExc_ValueError, "token id %lld: outside words", (long long)id);
+                    failed = 1;
+                } else
+                    p->words[id >> 5] |= (uint32_t)1 << (id & 31);
+            }
+        }
+    }
     PyMem_Free(current.a);
     PyMem_Free(next.a);
-    PyMem_Free(ends.a);
-    if (wb.obj) PyBuffer_Release(&wb);
-    if (ab.obj) PyBuffer_Release(&ab);
-    if (tb.obj) PyBuffer_Release(&tb);
+    return failed ? -1 : 0;
+}
+
+static int buffer_of(PyObject *obj, Py_buffer *b, int flags, Py_ssize_t itemsize, const char *name) {
+    if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | flags) < 0) return -1;
+    if (b->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: items of %zd bytes", name, itemsize);
+        PyBuffer_Release(b);
+        b->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *dfa_pass(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *trie_obj, *parent_obj, *bounds_obj, *ids_obj, *table_obj, *accepting_obj, *words_obj;
+    long long start;
+    if (!PyArg_ParseTuple(args, "O(OOO)OOLO", &trie_obj, &parent_obj, &bounds_obj, &ids_obj, &table_obj,
+                          &accepting_obj, &start, &words_obj))
+        return NULL;
+    Trie t = {0};
+    Py_buffer pb = {0}, lb = {0}, ib = {0}, tb = {0}, ab = {0}, wb = {0};
+    Pass p = {0};
+    PyObject *result = NULL;
+    if (trie_open(&t, trie_obj) < 0) return NULL;
+    if (buffer_of(parent_obj, &pb, 0, 8, "parents") < 0 || buffer_of(bounds_obj, &lb, 0, 8, "levels") < 0 ||
+        buffer_of(ids_obj, &ib, 0, 8, "nodes of ids") < 0 ||
+        buffer_of(table_obj, &tb, 0, 4, "table") < 0 || buffer_of(accepting_obj, &ab, 0, 1, "accepting") < 0 ||
+        buffer_of(words_obj, &wb, PyBUF_WRITABLE, 4, "words") < 0)
+        goto done;
+    Py_ssize_t entries = tb.len / 4, levels = lb.len / 8 - 1;
+    const int64_t *bounds = lb.buf;
+    if (pb.len / 8 < t.n_nodes || levels < 1 || bounds[0] != 0 || bounds[levels] != t.n_nodes) {
+        PyErr_SetString(PyExc_ValueError, "levels: a parent per node, level bounds from 0 to the node count");
+        goto done;
+    }
+    if (entries < 256 || entries % 256 || ab.len < entries / 256 - 1) {
+        PyErr_SetString(PyExc_ValueError, "table: whole rows, one accepting flag per state but the dead one");
+        goto done;
+    }
+    p.table = tb.buf;
+    p.accepting = ab.buf;
+    p.dead = (int32_t)(entries - 256);
+    p.words = wb.buf;
+    p.n_words = wb.len / 4;
+    if (start < 0 || start >= p.dead || start % 256) {
+        PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
+        goto done;
+    }
+    if (pass_levels(&p, &t, pb.buf, bounds, levels, ib.buf, ib.len / 8, (int32_t)start) < 0) goto done;
+    /* The ends as one int64 each: the pairs' second halves dropped in place. */
+    for (Py_ssize_t i = 0; i < p.ends.n; i++) p.ends.a[i] = p.ends.a[2 * i];
+    result = PyBytes_FromStringAndSize((const char *)p.ends.a, p.ends.n * (Py_ssize_t)sizeof(int64_t));
+done:
+    PyMem_Free(p.ends.a);
+    Py_buffer *held[6] = {&wb, &ab, &tb, &ib, &lb, &pb};
+    for (int i = 0; i < 6; i++)
+        if (held[i]->obj) PyBuffer_Release(held[i]);
     trie_close(&t);
     return result;
 }

@@ -16,5 +16,10 @@ class Walker:
     def held_bytes(self) -> int: ...
 
 def dfa_pass(
-    trie: tuple[np.ndarray, ...], table: np.ndarray, accepting: np.ndarray, start: int, words: np.ndarray
+    trie: tuple[np.ndarray, ...],
+    levels: tuple[np.ndarray, np.ndarray, np.ndarray],
+    table: np.ndarray,
+    accepting: np.ndarray,
+    start: int,
+    words: np.ndarray,
 ) -> bytes: ...

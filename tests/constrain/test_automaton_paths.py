@@ -165,20 +165,32 @@ def test_the_compiled_trie_pass_gives_the_numpy_passes_pure_parts(
 
 @pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
 def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) -> None:
-    """A table cut mid-row, a start that is no state, or words too short for the token ids raise
-    before anything is read out of bounds."""
-    arrays = GrammarCompiler(llama_vocab).compile_lark('start: "a"')._trie.kernel_arrays
+    """A table cut mid-row or with entries that are no state, a start that is no state, levels
+    that do not span the trie, or words too short for the token ids raise before anything is read
+    out of bounds."""
+    trie = GrammarCompiler(llama_vocab).compile_lark('start: "a"')._trie
+    arrays, levels = trie.kernel_arrays, trie.kernel_levels
     dfa = regex_to_byte_dfa("[a-z]+")
     table, accepting = dfa.flat_table(), dfa.accepting
     words = np.zeros(llama_vocab.size // 32 + 1, dtype=np.int32)
     with pytest.raises(ValueError, match="whole rows"):
-        compiled._kernel.dfa_pass(arrays, table[:-1], accepting, 0, words)
+        compiled._kernel.dfa_pass(arrays, levels, table[:-1], accepting, 0, words)
     with pytest.raises(ValueError, match="not a live state"):
-        compiled._kernel.dfa_pass(arrays, table, accepting, 256 * dfa.n_states, words)
+        compiled._kernel.dfa_pass(arrays, levels, table, accepting, 256 * dfa.n_states, words)
     with pytest.raises(ValueError, match="outside words"):
-        compiled._kernel.dfa_pass(arrays, table, accepting, 0, words[:10])
-    with pytest.raises(TypeError, match="32-bit"):
-        compiled._kernel.dfa_pass(arrays, table.astype(np.int64), accepting, 0, words)
+        compiled._kernel.dfa_pass(arrays, levels, table, accepting, 0, words[:10])
+    with pytest.raises(TypeError, match="table: items of 4 bytes"):
+        compiled._kernel.dfa_pass(arrays, levels, table.astype(np.int64), accepting, 0, words)
+    # Letters and blanks fill the trie's third level: the corrupt last row is met in whole levels.
+    for pattern in ("[a-z]{3}[a-z]*", "[a-z ]{3}[a-z ]*"):
+        deep = regex_to_byte_dfa(pattern)
+        corrupt = deep.flat_table().copy()
+        last_row = corrupt[-512:-256]
+        last_row[last_row != deep.n_states * 256] = 7
+        with pytest.raises(ValueError, match="not a state times 256"):
+            compiled._kernel.dfa_pass(arrays, levels, corrupt, deep.accepting, 0, words)
+    with pytest.raises(ValueError, match="level bounds"):
+        compiled._kernel.dfa_pass(arrays, (levels[0], levels[1][:-1], levels[2]), table, accepting, 0, words)
 
 
 def test_words_next_to_words_take_the_root_pass_before_the_words_pure_part_is_made(
