@@ -901,6 +901,121 @@ done:
     return result;
 }
 
+/* ---- a DFA beside the DFA it was cut from ------------------------------------------------ */
+
+PyDoc_STRVAR(shadow_pass_doc,
+             "shadow_pass(trie, table, in_words, accepting, base_table, base_accepting, start, base_start)\n"
+             "    -> (bytes, bytes)\n\n"
+             "Reads the trie in a DFA that is another one minus a few words (tables as for ``dfa_pass``,\n"
+             "``in_words``: one byte per state, set where a word can still be completed) from ``start`` and\n"
+             "the base DFA from ``base_start``, below the root only along paths that can still complete a word\n"
+             "(elsewhere both read alike). Returns, as native int64, the nodes one reads alive and the other\n"
+             "not, and the nodes with bytes below where one accepts and the other not. Costs the children of\n"
+             "the nodes along the words.");
+
+typedef struct {
+    const int32_t *table;
+    const uint8_t *accepting;
+    int32_t dead;
+    Py_ssize_t n_states;
+} Dfa;
+
+static int dfa_open(Dfa *d, Py_buffer *tb, Py_buffer *ab, PyObject *table, PyObject *accepting, const char *name) {
+    if (buffer_of(table, tb, 0, 4, name) < 0 || buffer_of(accepting, ab, 0, 1, name) < 0) return -1;
+    Py_ssize_t entries = tb->len / 4;
+    if (entries < 256 || entries % 256 || ab->len < entries / 256 - 1) {
+        PyErr_Format(PyExc_ValueError, "%s: whole rows, one flag per state but the dead one", name);
+        return -1;
+    }
+    d->table = tb->buf;
+    d->accepting = ab->buf;
+    d->dead = (int32_t)(entries - 256);
+    d->n_states = entries / 256 - 1;
+    return 0;
+}
+
+static int dfa_entry(const Dfa *d, int32_t state) {
+    if (state < 0 || state > d->dead || state % 256) {
+        PyErr_Format(PyExc_ValueError, "table entry %d: not a state times 256", state);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *shadow_pass(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *trie_obj, *table_obj, *words_obj, *accepting_obj, *base_table_obj, *base_accepting_obj;
+    long long start, base_start;
+    if (!PyArg_ParseTuple(args, "OOOOOOLL", &trie_obj, &table_obj, &words_obj, &accepting_obj, &base_table_obj,
+                          &base_accepting_obj, &start, &base_start))
+        return NULL;
+    Trie t = {0};
+    Py_buffer tb = {0}, wb = {0}, ab = {0}, btb = {0}, bab = {0};
+    Dfa cut = {0}, base = {0};
+    Pairs current = {0}, next = {0}, flips = {0}; /* flips: (node, 0 for stay, 1 for exit) */
+    PyObject *result = NULL;
+    if (trie_open(&t, trie_obj) < 0) return NULL;
+    if (dfa_open(&cut, &tb, &ab, table_obj, accepting_obj, "table") < 0 ||
+        dfa_open(&base, &btb, &bab, base_table_obj, base_accepting_obj, "base table") < 0 ||
+        buffer_of(words_obj, &wb, 0, 1, "in_words") < 0)
+        goto done;
+    const uint8_t *in_words = wb.buf;
+    if (wb.len < cut.n_states) {
+        PyErr_SetString(PyExc_ValueError, "in_words: one flag per state");
+        goto done;
+    }
+    if (start < 0 || start >= cut.dead || start % 256 || base_start < 0 || base_start > base.dead || base_start % 256) {
+        PyErr_Format(PyExc_ValueError, "start %lld, base start %lld: not live states times 256", start, base_start);
+        goto done;
+    }
+    /* Each frontier entry: the node, and the two states packed in one word. */
+    if (pairs_push(&current, 0, (int64_t)((uint64_t)start << 32 | (uint32_t)base_start)) < 0) goto done;
+    while (current.n) {
+        next.n = 0;
+        for (Py_ssize_t i = 0; i < current.n; i++) {
+            int64_t node = current.a[2 * i];
+            uint64_t both = (uint64_t)current.a[2 * i + 1];
+            const int32_t *row = cut.table + (int32_t)(both >> 32), *base_row = base.table + (int32_t)(uint32_t)both;
+            for (int64_t child = t.child_start[node], last = child + t.child_count[node]; child < last; child++) {
+                int32_t byte = t.byte[child], nxt = row[byte], base_nxt = base_row[byte];
+                int alive = nxt != cut.dead, base_alive = base_nxt != base.dead;
+                if (alive ? dfa_entry(&cut, nxt) < 0 : 0) goto done;
+                if (alive ? !in_words[nxt >> 8] : !base_alive) continue; /* both read alike below */
+                if (dfa_entry(&base, base_nxt) < 0) goto done;
+                if (alive != base_alive && pairs_push(&flips, child, 0) < 0) goto done;
+                int ends = alive && cut.accepting[nxt >> 8], base_ends = base_alive && base.accepting[base_nxt >> 8];
+                if (ends != base_ends && t.child_count[child] && pairs_push(&flips, child, 1) < 0) goto done;
+                if (pairs_push(&next, child, (int64_t)((uint64_t)(uint32_t)nxt << 32 | (uint32_t)base_nxt)) < 0)
+                    goto done;
+            }
+        }
+        Pairs swap = current;
+        current = next;
+        next = swap;
+    }
+    {
+        Py_ssize_t n_stay = 0, n_exit = 0;
+        for (Py_ssize_t i = 0; i < flips.n; i++) flips.a[2 * i + 1] ? n_exit++ : n_stay++;
+        PyObject *stay = PyBytes_FromStringAndSize(NULL, n_stay * 8), *exits = PyBytes_FromStringAndSize(NULL, n_exit * 8);
+        if (stay && exits) {
+            int64_t *a = (int64_t *)PyBytes_AS_STRING(stay), *b = (int64_t *)PyBytes_AS_STRING(exits);
+            for (Py_ssize_t i = 0; i < flips.n; i++) *(flips.a[2 * i + 1] ? b++ : a++) = flips.a[2 * i];
+            result = PyTuple_Pack(2, stay, exits);
+        }
+        Py_XDECREF(stay);
+        Py_XDECREF(exits);
+    }
+done:
+    PyMem_Free(current.a);
+    PyMem_Free(next.a);
+    PyMem_Free(flips.a);
+    Py_buffer *held[5] = {&tb, &wb, &ab, &btb, &bab};
+    for (int i = 0; i < 5; i++)
+        if (held[i]->obj) PyBuffer_Release(held[i]);
+    trie_close(&t);
+    return result;
+}
+
 static PyMethodDef Walker_methods[] = {
     {"walk", (PyCFunction)Walker_walk, METH_VARARGS, walk_doc},
     {"held_bytes", (PyCFunction)Walker_held_bytes, METH_NOARGS, "Bytes the walker keeps between walks (its ways)."},
@@ -921,13 +1036,14 @@ static PyTypeObject WalkerType = {
 
 static PyMethodDef module_functions[] = {
     {"dfa_pass", dfa_pass, METH_VARARGS, dfa_pass_doc},
+    {"shadow_pass", shadow_pass, METH_VARARGS, shadow_pass_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_walk",
-    .m_doc = "Mask walks in compiled code (see Walker and dfa_pass).",
+    .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, shadow_pass).",
     .m_size = -1,
     .m_methods = module_functions,
 };

@@ -164,6 +164,33 @@ def test_the_compiled_trie_pass_gives_the_numpy_passes_pure_parts(
 
 
 @pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+@pytest.mark.parametrize("vocab_name", ["smollm2_vocab", "llama_vocab", "gemma_vocab"])
+def test_the_compiled_pass_beside_the_words_gives_the_python_passes_pure_parts(
+    vocab_name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A string minus a schema's keys: at every state, the pure part made from the string's by the
+    compiled pass along the keys equals the one the Python pass makes, and the one a pass over the
+    whole trie makes in the cut automaton."""
+    grammar = GrammarCompiler(request.getfixturevalue(vocab_name)).compile_lark('start: "a"')
+    keys = ['"name"', '"names"', '"id"', '"type"', '"a b"', '"\\u00e9"', '"caf\u00e9"']
+    dfa = regex_to_byte_dfa(except_words(keys) + JSON_STRING)
+    shadow = dfa.shadow
+    assert shadow is not None
+    flipped = 0
+    for state in np.flatnonzero(shadow.in_words).tolist():
+        base = grammar._trie_pass(shadow.base, int(shadow.base_state[state]))
+        kernel_stay, kernel_exits = grammar._shadow_pure(dfa, state, base)
+        with monkeypatch.context() as patch:
+            patch.setattr(compiled, "_kernel", None)
+            python_stay, python_exits = grammar._shadow_pure(dfa, state, base)
+        whole_stay, whole_exits = grammar._trie_pass(dfa, state)
+        assert np.array_equal(kernel_stay, python_stay) and np.array_equal(kernel_stay, whole_stay), state
+        assert kernel_exits.tolist() == python_exits.tolist() == whole_exits.tolist(), state
+        flipped += not np.array_equal(kernel_stay, base[0])
+    assert flipped, "no state read differently from the string"
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
 def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) -> None:
     """A table cut mid-row or with entries that are no state, a start that is no state, levels
     that do not span the trie, or words too short for the token ids raise before anything is read
@@ -189,6 +216,23 @@ def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) 
         last_row[last_row != deep.n_states * 256] = 7
         with pytest.raises(ValueError, match="not a state times 256"):
             compiled._kernel.dfa_pass(arrays, levels, corrupt, deep.accepting, 0, words)
+    cut = regex_to_byte_dfa(except_words(['"ab"']) + JSON_STRING)
+    assert cut.shadow is not None
+    base_table = cut.shadow.base.flat_table()
+    with pytest.raises(ValueError, match="one flag per state"):
+        compiled._kernel.shadow_pass(
+            arrays, cut.flat_table(), cut.shadow.in_words[:1], cut.accepting, base_table, cut.shadow.base.accepting, 0, 0
+        )
+    with pytest.raises(ValueError, match="not live states"):
+        compiled._kernel.shadow_pass(
+            arrays, cut.flat_table(), cut.shadow.in_words, cut.accepting, base_table, cut.shadow.base.accepting, -256, 0
+        )
+    corrupt = cut.flat_table().copy()
+    corrupt[corrupt != cut.n_states * 256] = 7
+    with pytest.raises(ValueError, match="not a state times 256"):
+        compiled._kernel.shadow_pass(
+            arrays, corrupt, cut.shadow.in_words, cut.accepting, base_table, cut.shadow.base.accepting, 0, 0
+        )
     with pytest.raises(ValueError, match="level bounds"):
         compiled._kernel.dfa_pass(arrays, (levels[0], levels[1][:-1], levels[2]), table, accepting, 0, words)
 
