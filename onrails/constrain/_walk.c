@@ -744,14 +744,15 @@ static int pass_state(const Pass *p, int32_t state) {
     return 0;
 }
 
+/* The states of a pass's whole levels and a bit per node alive, kept between passes (1.1 MB for
+ * Llama-3.2); the GIL serialises passes. */
+static void *scratch;
+static Py_ssize_t scratch_size; /* in nodes */
+
 /* Level by level: the live nodes' children one by one while they are few (a pattern keeps a few
  * thousand of the trie's hundreds of thousands of nodes), then whole levels in order, each node
  * from its parent's state (a string's content keeps nearly all; pushing each cost 4 ms). Nodes are
  * numbered level by level and children in their parents' order, so the ends come out ascending. */
-/* The states of a pass's whole levels, kept between passes (a node's int32 each: 1.1 MB for
- * Llama-3.2); the GIL serialises passes. */
-static int32_t *scratch;
-static Py_ssize_t scratch_size;
 
 static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int64_t *bounds, Py_ssize_t levels,
                        const int64_t *node_of_id, Py_ssize_t n_ids, int32_t start) {
@@ -784,10 +785,12 @@ static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int6
     }
     if (!failed && current.n && depth + 1 < levels) {
         /* Whole levels, each node stepped from its parent's state in the scratch array (the nodes
-         * of level ``depth`` dead but for the live ones), then the ends and tokens read off it:
-         * per node a few bytes read in order, where pushing each cost four times as much. */
+         * of level ``depth`` dead but for the live ones), ends noted on the way, and the tokens
+         * read off the alive bits after, id by id: per node a few bytes read in order. The bits
+         * have one more, always clear, for ids without bytes. */
+        Py_ssize_t n_bits = (t->n_nodes + 1 + 63) / 64;
         if (scratch_size < t->n_nodes) {
-            int32_t *grown = PyMem_Realloc(scratch, (size_t)t->n_nodes * sizeof(int32_t));
+            void *grown = PyMem_Realloc(scratch, (size_t)(t->n_nodes + 1) * sizeof(int32_t) + (size_t)n_bits * 8);
             if (!grown) {
                 PyErr_NoMemory();
                 failed = 1;
@@ -798,36 +801,59 @@ static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int6
         }
         if (!failed) {
             int32_t *states = scratch;
-            int64_t first = bounds[depth + 1], last = first;
-            for (int64_t node = bounds[depth]; node < first; node++) states[node] = p->dead;
+            uint64_t *alive_bits = (uint64_t *)(states + t->n_nodes + (t->n_nodes & 1));
+            memset(alive_bits, 0, (size_t)n_bits * 8);
+            for (int64_t node = bounds[depth]; node < bounds[depth + 1]; node++) states[node] = p->dead;
             for (Py_ssize_t i = 0; i < current.n; i++) states[current.a[2 * i]] = (int32_t)current.a[2 * i + 1];
-            for (Py_ssize_t d = depth + 1; d < levels; d++) {
+            /* Accepting flags with the dead state's, clear: the ends are found as levels are stepped. */
+            uint8_t *ends_at = PyMem_Malloc((size_t)(p->dead / 256 + 1));
+            if (!ends_at) {
+                PyErr_NoMemory();
+                failed = 1;
+            } else {
+                memcpy(ends_at, p->accepting, (size_t)(p->dead / 256));
+                ends_at[p->dead / 256] = 0;
+            }
+            for (Py_ssize_t d = depth + 1; d < levels && !failed; d++) {
                 /* The dead state, the largest, has every bit no live one has all of. */
-                int32_t alive = p->dead;
-                uint32_t bad = 0;
-                for (int64_t node = bounds[d]; node < bounds[d + 1]; node++) {
-                    int32_t nxt = p->table[states[parent[node]] + t->byte[node]];
+                const int32_t *table = p->table, dead = p->dead;
+                int32_t alive = dead;
+                uint32_t bad = 0, top = (uint32_t)dead >> 8;
+                uint64_t word = 0; /* the alive bits of this run of 64 nodes, stored at its end */
+                int64_t node = bounds[d], level_end = bounds[d + 1];
+                for (; node < level_end; node++) {
+                    int32_t nxt = table[states[parent[node]] + t->byte[node]];
                     states[node] = nxt;
                     alive &= nxt;
-                    bad |= ((uint32_t)nxt > (uint32_t)p->dead) | ((uint32_t)nxt & 255);
+                    bad |= ((uint32_t)nxt > (uint32_t)dead) | ((uint32_t)nxt & 255);
+                    word |= (uint64_t)(nxt != dead) << (node & 63);
+                    if ((node & 63) == 63) {
+                        alive_bits[node >> 6] |= word;
+                        word = 0;
+                    }
+                    uint32_t at = (uint32_t)nxt >> 8;
+                    if (ends_at[at > top ? top : at] && t->child_count[node] && pairs_push(&p->ends, node, 0) < 0) {
+                        failed = 1;
+                        break;
+                    }
                 }
-                last = bounds[d + 1];
-                if (bad) { /* before any entry of it is read as a row */
+                alive_bits[(level_end - 1) >> 6] |= word;
+                if (!failed && bad) { /* before any entry of it is read as a row */
                     PyErr_SetString(PyExc_ValueError, "a table entry is not a state times 256");
+                    failed = 1;
+                }
+                if (alive == dead) break;
+            }
+            PyMem_Free(ends_at);
+            for (Py_ssize_t id = 0; id < n_ids && !failed; id++) {
+                int64_t node = node_of_id[id];
+                if (node < 0 || node > t->n_nodes) {
+                    PyErr_Format(PyExc_ValueError, "token id %lld: at node %lld, outside the trie", (long long)id,
+                                 (long long)node);
                     failed = 1;
                     break;
                 }
-                if (alive == p->dead) break;
-            }
-            for (int64_t node = first; node < last && !failed; node++) {
-                int32_t state = states[node];
-                if (state != p->dead && p->accepting[state >> 8] && t->child_count[node] &&
-                    pairs_push(&p->ends, node, 0) < 0)
-                    failed = 1;
-            }
-            for (Py_ssize_t id = 0; id < n_ids && !failed; id++) {
-                int64_t node = node_of_id[id];
-                if (node < first || node >= last || states[node] == p->dead) continue;
+                if (!(alive_bits[node >> 6] >> (node & 63) & 1)) continue;
                 if (id >= p->n_words * 32) {
                     PyErr_Format(PyExc_ValueError, "token id %lld: outside words", (long long)id);
                     failed = 1;
