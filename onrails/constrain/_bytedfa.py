@@ -217,6 +217,9 @@ class ByteDFA:
     _serial: int = field(default_factory=lambda: next(_SERIALS), compare=False, repr=False)
     _flat: list[np.ndarray] = field(default_factory=list, compare=False, repr=False)
     _classes: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list, compare=False, repr=False)
+    # A state whose pure part took a pass over most of the trie: others are read beside it
+    # (``CompiledGrammar._near_pass``).
+    dense_state: list[int] = field(default_factory=list, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # A copy from another process (a compile worker) must not keep that process's serial,

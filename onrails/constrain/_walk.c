@@ -927,17 +927,19 @@ done:
     return result;
 }
 
-/* ---- a DFA beside the DFA it was cut from ------------------------------------------------ */
+/* ---- two DFA states side by side -------------------------------------------------------- */
 
-PyDoc_STRVAR(shadow_pass_doc,
-             "shadow_pass(trie, table, in_words, accepting, base_table, base_accepting, start, base_start)\n"
-             "    -> (bytes, bytes)\n\n"
-             "Reads the trie in a DFA that is another one minus a few words (tables as for ``dfa_pass``,\n"
-             "``in_words``: one byte per state, set where a word can still be completed) from ``start`` and\n"
-             "the base DFA from ``base_start``, below the root only along paths that can still complete a word\n"
-             "(elsewhere both read alike). Returns, as native int64, the nodes one reads alive and the other\n"
-             "not, and the nodes with bytes below where one accepts and the other not. Costs the children of\n"
-             "the nodes along the words.");
+PyDoc_STRVAR(pair_pass_doc,
+             "pair_pass(trie, table, accepting, base_table, base_accepting, start, base_start, in_words, budget)\n"
+             "    -> (bytes, bytes) | None\n\n"
+             "Reads the trie in two DFAs side by side (tables as for ``dfa_pass``) from ``start`` and\n"
+             "``base_start``, below the root only where they may read differently: with ``in_words`` (one byte\n"
+             "per state of the first, set where a word can still be completed), the first is the second minus a\n"
+             "few words, and they read alike wherever none can be completed; with ``in_words`` None, they are one\n"
+             "DFA (its table given twice) and read alike once they meet in one state. Returns, as native int64,\n"
+             "the nodes one reads alive and the other not, and the nodes with bytes below where one accepts and\n"
+             "the other not; None once more than ``budget`` nodes (0: any number) would be read on from. Costs\n"
+             "the children of the nodes read on from.");
 
 typedef struct {
     const int32_t *table;
@@ -968,12 +970,13 @@ static int dfa_entry(const Dfa *d, int32_t state) {
     return 0;
 }
 
-static PyObject *shadow_pass(PyObject *module, PyObject *args) {
+static PyObject *pair_pass(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *trie_obj, *table_obj, *words_obj, *accepting_obj, *base_table_obj, *base_accepting_obj;
     long long start, base_start;
-    if (!PyArg_ParseTuple(args, "OOOOOOLL", &trie_obj, &table_obj, &words_obj, &accepting_obj, &base_table_obj,
-                          &base_accepting_obj, &start, &base_start))
+    Py_ssize_t budget;
+    if (!PyArg_ParseTuple(args, "OOOOOLLOn", &trie_obj, &table_obj, &accepting_obj, &base_table_obj,
+                          &base_accepting_obj, &start, &base_start, &words_obj, &budget))
         return NULL;
     Trie t = {0};
     Py_buffer tb = {0}, wb = {0}, ab = {0}, btb = {0}, bab = {0};
@@ -983,17 +986,18 @@ static PyObject *shadow_pass(PyObject *module, PyObject *args) {
     if (trie_open(&t, trie_obj) < 0) return NULL;
     if (dfa_open(&cut, &tb, &ab, table_obj, accepting_obj, "table") < 0 ||
         dfa_open(&base, &btb, &bab, base_table_obj, base_accepting_obj, "base table") < 0 ||
-        buffer_of(words_obj, &wb, 0, 1, "in_words") < 0)
+        (words_obj != Py_None && buffer_of(words_obj, &wb, 0, 1, "in_words") < 0))
         goto done;
-    const uint8_t *in_words = wb.buf;
-    if (wb.len < cut.n_states) {
-        PyErr_SetString(PyExc_ValueError, "in_words: one flag per state");
+    const uint8_t *in_words = words_obj == Py_None ? NULL : wb.buf;
+    if (in_words ? wb.len < cut.n_states : tb.buf != btb.buf) {
+        PyErr_SetString(PyExc_ValueError, "in_words: one flag per state, or None for one table given twice");
         goto done;
     }
     if (start < 0 || start >= cut.dead || start % 256 || base_start < 0 || base_start > base.dead || base_start % 256) {
         PyErr_Format(PyExc_ValueError, "start %lld, base start %lld: not live states times 256", start, base_start);
         goto done;
     }
+    Py_ssize_t read = 0;
     /* Each frontier entry: the node, and the two states packed in one word. */
     if (pairs_push(&current, 0, (int64_t)((uint64_t)start << 32 | (uint32_t)base_start)) < 0) goto done;
     while (current.n) {
@@ -1006,7 +1010,8 @@ static PyObject *shadow_pass(PyObject *module, PyObject *args) {
                 int32_t byte = t.byte[child], nxt = row[byte], base_nxt = base_row[byte];
                 int alive = nxt != cut.dead, base_alive = base_nxt != base.dead;
                 if (alive ? dfa_entry(&cut, nxt) < 0 : 0) goto done;
-                if (alive ? !in_words[nxt >> 8] : !base_alive) continue; /* both read alike below */
+                /* Below, both read alike. */
+                if (in_words ? (alive ? !in_words[nxt >> 8] : !base_alive) : nxt == base_nxt) continue;
                 if (dfa_entry(&base, base_nxt) < 0) goto done;
                 if (alive != base_alive && pairs_push(&flips, child, 0) < 0) goto done;
                 int ends = alive && cut.accepting[nxt >> 8], base_ends = base_alive && base.accepting[base_nxt >> 8];
@@ -1014,6 +1019,11 @@ static PyObject *shadow_pass(PyObject *module, PyObject *args) {
                 if (pairs_push(&next, child, (int64_t)((uint64_t)(uint32_t)nxt << 32 | (uint32_t)base_nxt)) < 0)
                     goto done;
             }
+        }
+        read += next.n;
+        if (budget && read > budget) {
+            result = Py_NewRef(Py_None);
+            goto done;
         }
         Pairs swap = current;
         current = next;
@@ -1062,14 +1072,14 @@ static PyTypeObject WalkerType = {
 
 static PyMethodDef module_functions[] = {
     {"dfa_pass", dfa_pass, METH_VARARGS, dfa_pass_doc},
-    {"shadow_pass", shadow_pass, METH_VARARGS, shadow_pass_doc},
+    {"pair_pass", pair_pass, METH_VARARGS, pair_pass_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_walk",
-    .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, shadow_pass).",
+    .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, pair_pass).",
     .m_size = -1,
     .m_methods = module_functions,
 };

@@ -23,13 +23,14 @@ def dfa_pass(
     start: int,
     words: np.ndarray,
 ) -> bytes: ...
-def shadow_pass(
+def pair_pass(
     trie: tuple[np.ndarray, ...],
     table: np.ndarray,
-    in_words: np.ndarray,
     accepting: np.ndarray,
     base_table: np.ndarray,
     base_accepting: np.ndarray,
     start: int,
     base_start: int,
-) -> tuple[bytes, bytes]: ...
+    in_words: np.ndarray | None,
+    budget: int,
+) -> tuple[bytes, bytes] | None: ...

@@ -98,6 +98,9 @@ _LISTED_NODES = 8192
 _FEW_ENTERED = 4096
 # Up to this many token ids, a mask is made by setting their bits, past it from a bool per id.
 _SCATTERED_IDS = 400
+# A state's pure part is read beside a dense state's of its DFA while they read apart at no more
+# than this many nodes (past it, one pass over the whole trie costs less).
+_NEAR_NODES = 4096
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
 _Parts = tuple[np.ndarray, tuple[_Suspension, ...]]
 
@@ -359,10 +362,15 @@ class CompiledGrammar:
         of the levels below once."""
         trie = self._trie
         if _kernel is not None:
+            near = self._near_pass(dfa, dfa_state)
+            if near is not None:
+                return near
             stay = np.zeros(self._words, dtype=np.int32)
             ends = _kernel.dfa_pass(
                 trie.kernel_arrays, trie.kernel_levels, dfa.flat_table(), dfa.accepting, dfa_state * 256, stay
             )
+            if not dfa.dense_state and np.count_nonzero(stay) * 4 > stay.size:
+                dfa.dense_state.append(dfa_state)
             return stay, np.frombuffer(ends, dtype=np.int64)
         states, nodes, node_states = trie.level_pass(dfa.flat_table(), dfa.n_states, dfa_state)
         if states is None:
@@ -467,6 +475,44 @@ class CompiledGrammar:
         assert isinstance(window, ByteDFA)
         return window, start
 
+    def _near_pass(self, dfa: ByteDFA, dfa_state: int) -> "_Pure | None":
+        """The pure part of ``dfa_state`` from that of a state of the same DFA whose pass kept most
+        of the trie alive, read beside it only until both meet in one state: a pattern's states
+        inside a string (``10\\.\\d+(\\.\\d+)?/.+``: 87 of them, dozens met) mostly read as
+        one another after a byte or two, where each pass over the whole trie cost 1-1.6 ms. None
+        without such a state, or when they read apart for more than ``_NEAR_NODES`` nodes."""
+        if not dfa.dense_state or dfa.dense_state[0] == dfa_state:
+            return None
+        assert _kernel is not None
+        near = dfa.dense_state[0]
+        base = self._shared.pure.lookup(dfa.signature(near))
+        if base is None:  # forgotten: the next dense state is read instead
+            dfa.dense_state.clear()
+            return None
+        table = dfa.flat_table()
+        flips = _kernel.pair_pass(
+            self._trie.kernel_arrays, table, dfa.accepting, table, dfa.accepting, dfa_state * 256, near * 256, None,
+            _NEAR_NODES,
+        )
+        if flips is None:
+            return None
+        assert isinstance(base, tuple)
+        return self._flipped(base, *flips)
+
+    def _flipped(self, base: _Pure, stay_flip: bytes, exit_flip: bytes) -> _Pure:
+        """``base`` with the tokens at the nodes ``stay_flip`` and the ends ``exit_flip`` (native
+        int64) flipped."""
+        stay, exits = base
+        flip_nodes, flip_exits = np.frombuffer(stay_flip, np.int64), np.frombuffer(exit_flip, np.int64)
+        if flip_nodes.size:
+            flip = self._trie.tokens_at(flip_nodes)
+            stay = stay.copy()
+            bits = np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32))
+            np.bitwise_xor.at(stay.view(np.uint32), flip >> 5, bits)
+        if flip_exits.size:
+            exits = np.setxor1d(exits, flip_exits)
+        return stay, exits
+
     def _shadow_pure(self, dfa: ByteDFA, dfa_state: int, base: _Pure) -> _Pure:
         """The pure part of a DFA-minus-words state from its base state's: only trie paths that
         can still complete a word read differently, so only they are walked (a few nodes instead
@@ -475,33 +521,25 @@ class CompiledGrammar:
         shadow = dfa.shadow
         assert shadow is not None
         base_state = int(shadow.base_state[dfa_state])
-        if _kernel is not None:
-            stay_bytes, exit_bytes = _kernel.shadow_pass(
-                self._trie.kernel_arrays,
-                dfa.flat_table(),
-                shadow.in_words,
-                dfa.accepting,
-                shadow.base.flat_table(),
-                shadow.base.accepting,
-                dfa_state * 256,
-                base_state * 256,
-            )
-            stay_flip, exit_flip = np.frombuffer(stay_bytes, np.int64), np.frombuffer(exit_bytes, np.int64)
-        else:
-            stay_flip, exit_flip = self._shadow_flips(dfa, dfa_state, base_state)
-        stay, exits = base
-        if stay_flip.size:
-            flip = self._trie.tokens_at(stay_flip)
-            stay = stay.copy()
-            bits = np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32))
-            np.bitwise_xor.at(stay.view(np.uint32), flip >> 5, bits)
-        if exit_flip.size:
-            exits = np.setxor1d(exits, exit_flip)
-        return stay, exits
+        if _kernel is None:
+            return self._flipped(base, *self._shadow_flips(dfa, dfa_state, base_state))
+        flips = _kernel.pair_pass(
+            self._trie.kernel_arrays,
+            dfa.flat_table(),
+            dfa.accepting,
+            shadow.base.flat_table(),
+            shadow.base.accepting,
+            dfa_state * 256,
+            base_state * 256,
+            shadow.in_words,
+            0,
+        )
+        assert flips is not None
+        return self._flipped(base, *flips)
 
-    def _shadow_flips(self, dfa: ByteDFA, dfa_state: int, base_state: int) -> tuple[np.ndarray, np.ndarray]:
-        """``_walk.shadow_pass`` in Python: the nodes read alive in one DFA and not the other, and
-        the nodes with bytes below where one accepts and not the other."""
+    def _shadow_flips(self, dfa: ByteDFA, dfa_state: int, base_state: int) -> tuple[bytes, bytes]:
+        """``_walk.pair_pass`` of a DFA minus words in Python: the nodes read alive in one DFA and
+        not the other, and the nodes with bytes below where one accepts and not the other."""
         shadow = dfa.shadow
         assert shadow is not None
         trie = self._trie
@@ -541,7 +579,7 @@ class CompiledGrammar:
                         exit_flip.append(child)
                     deeper.append((child, nxt, base_nxt))
             frontier = deeper
-        return np.array(stay_flip, dtype=np.int64), np.array(exit_flip, dtype=np.int64)
+        return np.array(stay_flip, dtype=np.int64).tobytes(), np.array(exit_flip, dtype=np.int64).tobytes()
 
     def _literal_pure(self, rest: bytes) -> _Pure:
         """The pure part inside a fixed string: the tokens that are prefixes of what is left of it."""

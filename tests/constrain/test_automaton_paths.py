@@ -140,6 +140,8 @@ PURE_PATTERNS = (
     r"(https?://)?[a-zA-Z0-9.-]+(/[a-zA-Z0-9._~-]*)*",
     r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?",
     r"[ \t\n]+",
+    # Inside the string, its states read as one another after a byte or two (``_near_pass``).
+    r'"[^"\\]*ab[^"\\]*(?:cd|ef)[^"\\]*"',
 )
 
 
@@ -151,16 +153,28 @@ def test_the_compiled_trie_pass_gives_the_numpy_passes_pure_parts(
     """Pure parts of every state of patterns whose passes stay sparse or fill whole levels: the
     same tokens and the same ends, in the same order, from the compiled pass and from numpy."""
     grammar = GrammarCompiler(request.getfixturevalue(vocab_name)).compile_lark('start: "a"')
+    near_pass = compiled.CompiledGrammar._near_pass
+    near: list[int] = []
+
+    def counted(self: Any, dfa: Any, state: int) -> Any:
+        found = near_pass(self, dfa, state)
+        near.append(found is not None)
+        return found
+
+    monkeypatch.setattr(compiled.CompiledGrammar, "_near_pass", counted)
     for pattern in PURE_PATTERNS:
         dfa = regex_to_byte_dfa(pattern)
         for state in range(dfa.n_states):
             kernel_stay, kernel_exits = grammar._trie_pass(dfa, state)
+            # Pure parts are shared by signature: a state read beside a dense one finds it there.
+            grammar._shared.pure.keep(dfa.signature(state), (kernel_stay, kernel_exits))
             with monkeypatch.context() as patch:
                 patch.setattr(compiled, "_kernel", None)
                 numpy_stay, numpy_exits = grammar._trie_pass(dfa, state)
             assert np.array_equal(kernel_stay, numpy_stay), (pattern, state)
             assert kernel_exits.tolist() == numpy_exits.tolist(), (pattern, state)
         assert np.count_nonzero(grammar._trie_pass(dfa, 0)[0]), pattern
+    assert any(near) and not all(near), "no state was read beside a dense one, or none took a whole pass"
 
 
 @pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
@@ -219,20 +233,17 @@ def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) 
     cut = regex_to_byte_dfa(except_words(['"ab"']) + JSON_STRING)
     assert cut.shadow is not None
     base_table = cut.shadow.base.flat_table()
+    base_accepting, in_words = cut.shadow.base.accepting, cut.shadow.in_words
     with pytest.raises(ValueError, match="one flag per state"):
-        compiled._kernel.shadow_pass(
-            arrays, cut.flat_table(), cut.shadow.in_words[:1], cut.accepting, base_table, cut.shadow.base.accepting, 0, 0
-        )
+        compiled._kernel.pair_pass(arrays, cut.flat_table(), cut.accepting, base_table, base_accepting, 0, 0, in_words[:1], 0)
+    with pytest.raises(ValueError, match="one table given twice"):
+        compiled._kernel.pair_pass(arrays, cut.flat_table(), cut.accepting, base_table, base_accepting, 0, 0, None, 0)
     with pytest.raises(ValueError, match="not live states"):
-        compiled._kernel.shadow_pass(
-            arrays, cut.flat_table(), cut.shadow.in_words, cut.accepting, base_table, cut.shadow.base.accepting, -256, 0
-        )
+        compiled._kernel.pair_pass(arrays, cut.flat_table(), cut.accepting, base_table, base_accepting, -256, 0, in_words, 0)
     corrupt = cut.flat_table().copy()
     corrupt[corrupt != cut.n_states * 256] = 7
     with pytest.raises(ValueError, match="not a state times 256"):
-        compiled._kernel.shadow_pass(
-            arrays, corrupt, cut.shadow.in_words, cut.accepting, base_table, cut.shadow.base.accepting, 0, 0
-        )
+        compiled._kernel.pair_pass(arrays, corrupt, cut.accepting, base_table, base_accepting, 0, 0, in_words, 0)
     with pytest.raises(ValueError, match="level bounds"):
         compiled._kernel.dfa_pass(arrays, (levels[0], levels[1][:-1], levels[2]), table, accepting, 0, words)
 
