@@ -697,26 +697,66 @@ static PyObject *Walker_held_bytes(Walker *w, PyObject *unused) {
     return PyLong_FromSsize_t(w->cap_ways * (Py_ssize_t)sizeof(Way) + (Py_ssize_t)slots * 20);
 }
 
+/* ---- byte DFAs read from Python -------------------------------------------------------- */
+
+static int buffer_of(PyObject *obj, Py_buffer *b, int flags, Py_ssize_t itemsize, const char *name) {
+    if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | flags) < 0) return -1;
+    if (b->itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: items of %zd bytes", name, itemsize);
+        PyBuffer_Release(b);
+        b->obj = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* A byte DFA's flat table (``ByteDFA.flat_table``) with its accepting flags, held. */
+typedef struct {
+    const int32_t *table;
+    const uint8_t *accepting;
+    int32_t dead;
+    Py_ssize_t n_states;
+} Dfa;
+
+static int dfa_open(Dfa *d, Py_buffer *tb, Py_buffer *ab, PyObject *table, PyObject *accepting, const char *name) {
+    if (buffer_of(table, tb, 0, 4, name) < 0 || buffer_of(accepting, ab, 0, 1, "accepting flags") < 0) return -1;
+    Py_ssize_t entries = tb->len / 4;
+    if (entries < 256 || entries % 256 || ab->len < entries / 256 - 1) {
+        PyErr_Format(PyExc_ValueError, "%s: whole rows, one flag per state but the dead one", name);
+        return -1;
+    }
+    d->table = tb->buf;
+    d->accepting = ab->buf;
+    d->dead = (int32_t)(entries - 256);
+    d->n_states = entries / 256 - 1;
+    return 0;
+}
+
+static int dfa_entry(const Dfa *d, int32_t state) {
+    if (state < 0 || state > d->dead || state % 256) {
+        PyErr_Format(PyExc_ValueError, "table entry %d: not a state times 256", state);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- one DFA over the whole trie --------------------------------------------------------- */
 
 PyDoc_STRVAR(dfa_pass_doc,
              "dfa_pass(trie, levels, table, accepting, start, words) -> bytes\n\n"
              "Reads every trie path in one byte DFA from ``start`` (a state times 256). ``levels``: each node's\n"
              "parent, each level's first node and one past the last, each token id's node, as int64 arrays.\n"
-             "``table``: int32, entry ``state * 256 + byte`` the next state times 256, its last row the dead state,\n"
-             "mapped to itself;\n"
-             "``accepting``: one byte per state. Sets in ``words`` (32-bit, writable) the bits of the tokens whose\n"
-             "bytes the DFA reads alive, and returns, as native int64 in ascending order, the nodes other than the\n"
-             "root, with bytes below, where it accepts. Costs the live nodes' children while they are a small\n"
-             "part of their level, then each node of the levels below once.");
+             "``table``: int32, entry ``state * 256 + byte`` the next state times 256, its last row the dead\n"
+             "state, mapped to itself; ``accepting``: one byte per state. Sets in ``words`` (32-bit, writable)\n"
+             "the bits of the tokens whose bytes the DFA reads alive, and returns, as native int64 in ascending\n"
+             "order, the nodes other than the root, with bytes below, where it accepts. Costs the live nodes'\n"
+             "children while they are a small part of their level, then each node of the levels below once.");
 
 /* Live nodes' children at most one in this many of their level: stepped one by one. */
 #define SPARSE_SHARE 4
 
 typedef struct {
-    const int32_t *table;
-    const uint8_t *accepting;
-    int32_t dead;
+    Dfa dfa;
     uint32_t *words;
     Py_ssize_t n_words;
     Pairs ends;
@@ -732,15 +772,7 @@ static int pass_reached(Pass *p, const Trie *t, int64_t node, int32_t state) {
         }
         p->words[id >> 5] |= (uint32_t)1 << (id & 31);
     }
-    if (t->child_count[node] && p->accepting[state >> 8] && pairs_push(&p->ends, node, 0) < 0) return -1;
-    return 0;
-}
-
-static int pass_state(const Pass *p, int32_t state) {
-    if (state < 0 || state > p->dead || state % 256) {
-        PyErr_Format(PyExc_ValueError, "table entry %d: not a state times 256", state);
-        return -1;
-    }
+    if (t->child_count[node] && p->dfa.accepting[state >> 8] && pairs_push(&p->ends, node, 0) < 0) return -1;
     return 0;
 }
 
@@ -767,11 +799,11 @@ static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int6
         next.n = 0;
         for (Py_ssize_t i = 0; i < current.n && !failed; i++) {
             int64_t node = current.a[2 * i];
-            const int32_t *row = p->table + current.a[2 * i + 1];
+            const int32_t *row = p->dfa.table + current.a[2 * i + 1];
             for (int64_t child = t->child_start[node], last = child + t->child_count[node]; child < last; child++) {
                 int32_t nxt = row[t->byte[child]];
-                if (nxt == p->dead) continue;
-                if (pass_state(p, nxt) < 0 || pass_reached(p, t, child, nxt) < 0 ||
+                if (nxt == p->dfa.dead) continue;
+                if (dfa_entry(&p->dfa, nxt) < 0 || pass_reached(p, t, child, nxt) < 0 ||
                     (t->child_count[child] && pairs_push(&next, child, nxt) < 0)) {
                     failed = 1;
                     break;
@@ -803,20 +835,20 @@ static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int6
             int32_t *states = scratch;
             uint64_t *alive_bits = (uint64_t *)(states + t->n_nodes + (t->n_nodes & 1));
             memset(alive_bits, 0, (size_t)n_bits * 8);
-            for (int64_t node = bounds[depth]; node < bounds[depth + 1]; node++) states[node] = p->dead;
+            for (int64_t node = bounds[depth]; node < bounds[depth + 1]; node++) states[node] = p->dfa.dead;
             for (Py_ssize_t i = 0; i < current.n; i++) states[current.a[2 * i]] = (int32_t)current.a[2 * i + 1];
             /* Accepting flags with the dead state's, clear: the ends are found as levels are stepped. */
-            uint8_t *ends_at = PyMem_Malloc((size_t)(p->dead / 256 + 1));
+            uint8_t *ends_at = PyMem_Malloc((size_t)(p->dfa.n_states + 1));
             if (!ends_at) {
                 PyErr_NoMemory();
                 failed = 1;
             } else {
-                memcpy(ends_at, p->accepting, (size_t)(p->dead / 256));
-                ends_at[p->dead / 256] = 0;
+                memcpy(ends_at, p->dfa.accepting, (size_t)p->dfa.n_states);
+                ends_at[p->dfa.n_states] = 0;
             }
             for (Py_ssize_t d = depth + 1; d < levels && !failed; d++) {
                 /* The dead state, the largest, has every bit no live one has all of. */
-                const int32_t *table = p->table, dead = p->dead;
+                const int32_t *table = p->dfa.table, dead = p->dfa.dead;
                 int32_t alive = dead;
                 uint32_t bad = 0, top = (uint32_t)dead >> 8;
                 uint64_t word = 0; /* the alive bits of this run of 64 nodes, stored at its end */
@@ -867,17 +899,6 @@ static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int6
     return failed ? -1 : 0;
 }
 
-static int buffer_of(PyObject *obj, Py_buffer *b, int flags, Py_ssize_t itemsize, const char *name) {
-    if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | flags) < 0) return -1;
-    if (b->itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "%s: items of %zd bytes", name, itemsize);
-        PyBuffer_Release(b);
-        b->obj = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *dfa_pass(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *trie_obj, *parent_obj, *bounds_obj, *ids_obj, *table_obj, *accepting_obj, *words_obj;
@@ -892,25 +913,18 @@ static PyObject *dfa_pass(PyObject *module, PyObject *args) {
     if (trie_open(&t, trie_obj) < 0) return NULL;
     if (buffer_of(parent_obj, &pb, 0, 8, "parents") < 0 || buffer_of(bounds_obj, &lb, 0, 8, "levels") < 0 ||
         buffer_of(ids_obj, &ib, 0, 8, "nodes of ids") < 0 ||
-        buffer_of(table_obj, &tb, 0, 4, "table") < 0 || buffer_of(accepting_obj, &ab, 0, 1, "accepting") < 0 ||
+        dfa_open(&p.dfa, &tb, &ab, table_obj, accepting_obj, "table") < 0 ||
         buffer_of(words_obj, &wb, PyBUF_WRITABLE, 4, "words") < 0)
         goto done;
-    Py_ssize_t entries = tb.len / 4, levels = lb.len / 8 - 1;
+    Py_ssize_t levels = lb.len / 8 - 1;
     const int64_t *bounds = lb.buf;
     if (pb.len / 8 < t.n_nodes || levels < 1 || bounds[0] != 0 || bounds[levels] != t.n_nodes) {
         PyErr_SetString(PyExc_ValueError, "levels: a parent per node, level bounds from 0 to the node count");
         goto done;
     }
-    if (entries < 256 || entries % 256 || ab.len < entries / 256 - 1) {
-        PyErr_SetString(PyExc_ValueError, "table: whole rows, one accepting flag per state but the dead one");
-        goto done;
-    }
-    p.table = tb.buf;
-    p.accepting = ab.buf;
-    p.dead = (int32_t)(entries - 256);
     p.words = wb.buf;
     p.n_words = wb.len / 4;
-    if (start < 0 || start >= p.dead || start % 256) {
+    if (start < 0 || start >= p.dfa.dead || start % 256) {
         PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
         goto done;
     }
@@ -940,35 +954,6 @@ PyDoc_STRVAR(pair_pass_doc,
              "the nodes one reads alive and the other not, and the nodes with bytes below where one accepts and\n"
              "the other not; None once more than ``budget`` nodes (0: any number) would be read on from. Costs\n"
              "the children of the nodes read on from.");
-
-typedef struct {
-    const int32_t *table;
-    const uint8_t *accepting;
-    int32_t dead;
-    Py_ssize_t n_states;
-} Dfa;
-
-static int dfa_open(Dfa *d, Py_buffer *tb, Py_buffer *ab, PyObject *table, PyObject *accepting, const char *name) {
-    if (buffer_of(table, tb, 0, 4, name) < 0 || buffer_of(accepting, ab, 0, 1, name) < 0) return -1;
-    Py_ssize_t entries = tb->len / 4;
-    if (entries < 256 || entries % 256 || ab->len < entries / 256 - 1) {
-        PyErr_Format(PyExc_ValueError, "%s: whole rows, one flag per state but the dead one", name);
-        return -1;
-    }
-    d->table = tb->buf;
-    d->accepting = ab->buf;
-    d->dead = (int32_t)(entries - 256);
-    d->n_states = entries / 256 - 1;
-    return 0;
-}
-
-static int dfa_entry(const Dfa *d, int32_t state) {
-    if (state < 0 || state > d->dead || state % 256) {
-        PyErr_Format(PyExc_ValueError, "table entry %d: not a state times 256", state);
-        return -1;
-    }
-    return 0;
-}
 
 static PyObject *pair_pass(PyObject *module, PyObject *args) {
     (void)module;
