@@ -785,7 +785,6 @@ static Py_ssize_t scratch_size; /* in nodes */
  * thousand of the trie's hundreds of thousands of nodes), then whole levels in order, each node
  * from its parent's state (a string's content keeps nearly all; pushing each cost 4 ms). Nodes are
  * numbered level by level and children in their parents' order, so the ends come out ascending. */
-
 static int pass_levels(Pass *p, const Trie *t, const int64_t *parent, const int64_t *bounds, Py_ssize_t levels,
                        const int64_t *node_of_id, Py_ssize_t n_ids, int32_t start) {
     Pairs current = {0}, next = {0};
@@ -1017,7 +1016,8 @@ static PyObject *pair_pass(PyObject *module, PyObject *args) {
     {
         Py_ssize_t n_stay = 0, n_exit = 0;
         for (Py_ssize_t i = 0; i < flips.n; i++) flips.a[2 * i + 1] ? n_exit++ : n_stay++;
-        PyObject *stay = PyBytes_FromStringAndSize(NULL, n_stay * 8), *exits = PyBytes_FromStringAndSize(NULL, n_exit * 8);
+        PyObject *stay = PyBytes_FromStringAndSize(NULL, n_stay * 8);
+        PyObject *exits = PyBytes_FromStringAndSize(NULL, n_exit * 8);
         if (stay && exits) {
             int64_t *a = (int64_t *)PyBytes_AS_STRING(stay), *b = (int64_t *)PyBytes_AS_STRING(exits);
             for (Py_ssize_t i = 0; i < flips.n; i++) *(flips.a[2 * i + 1] ? b++ : a++) = flips.a[2 * i];

@@ -490,9 +490,9 @@ class CompiledGrammar:
             dfa.dense_state.clear()
             return None
         table = dfa.flat_table()
+        accepting = dfa.accepting
         flips = _kernel.pair_pass(
-            self._trie.kernel_arrays, table, dfa.accepting, table, dfa.accepting, dfa_state * 256, near * 256, None,
-            _NEAR_NODES,
+            self._trie.kernel_arrays, table, accepting, table, accepting, dfa_state * 256, near * 256, None, _NEAR_NODES
         )
         if flips is None:
             return None

@@ -233,13 +233,13 @@ def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) 
     cut = regex_to_byte_dfa(except_words(['"ab"']) + JSON_STRING)
     assert cut.shadow is not None
     base_table = cut.shadow.base.flat_table()
-    base_accepting, in_words = cut.shadow.base.accepting, cut.shadow.in_words
+    cut_table, base_accepting, in_words = cut.flat_table(), cut.shadow.base.accepting, cut.shadow.in_words
     with pytest.raises(ValueError, match="one flag per state"):
-        compiled._kernel.pair_pass(arrays, cut.flat_table(), cut.accepting, base_table, base_accepting, 0, 0, in_words[:1], 0)
+        compiled._kernel.pair_pass(arrays, cut_table, cut.accepting, base_table, base_accepting, 0, 0, in_words[:1], 0)
     with pytest.raises(ValueError, match="one table given twice"):
-        compiled._kernel.pair_pass(arrays, cut.flat_table(), cut.accepting, base_table, base_accepting, 0, 0, None, 0)
+        compiled._kernel.pair_pass(arrays, cut_table, cut.accepting, base_table, base_accepting, 0, 0, None, 0)
     with pytest.raises(ValueError, match="not live states"):
-        compiled._kernel.pair_pass(arrays, cut.flat_table(), cut.accepting, base_table, base_accepting, -256, 0, in_words, 0)
+        compiled._kernel.pair_pass(arrays, cut_table, cut.accepting, base_table, base_accepting, -256, 0, in_words, 0)
     corrupt = cut.flat_table().copy()
     corrupt[corrupt != cut.n_states * 256] = 7
     with pytest.raises(ValueError, match="not a state times 256"):
