@@ -259,21 +259,15 @@ class Automaton:
         key = (stack, terminal)
         cached = self._shift_cache.get(key)
         if cached is None:
-            pushed = [self._push(node, target) for node, target in self._shifting(stack, terminal)]
-            cached = tuple(dict.fromkeys(pushed))
+            out = []
+            guarded = terminal in self._guarded
+            for node in self._closure(stack, terminal):
+                target = self.table.shift[self.stack_state[node]].get(terminal)
+                if target is not None and (not guarded or self._guard_allows(node, terminal)):
+                    out.append(self._push(node, target))
+            cached = tuple(dict.fromkeys(out))
             self._shift_cache[key] = cached
         return cached
-
-    def _shifting(self, stack: int, terminal: int) -> list[tuple[int, int]]:
-        """The stacks of ``stack``'s closure under ``terminal`` that shift it, with the LR state
-        each goes to. Every one is checked, so it raises NeedsDeeper wherever shifting would."""
-        guarded = terminal in self._guarded
-        out = []
-        for node in self._closure(stack, terminal):
-            target = self.table.shift[self.stack_state[node]].get(terminal)
-            if target is not None and (not guarded or self._guard_allows(node, terminal)):
-                out.append((node, target))
-        return out
 
     def _guard_allows(self, node: int, terminal: int) -> bool:
         """Whether a tracked list lets ``terminal`` be shifted on ``node`` (``_item_sets``)."""
