@@ -762,8 +762,8 @@ typedef struct {
     Pairs ends;
 } Pass;
 
-/* A live node: its tokens' bits, and an end where the DFA accepts with bytes below. */
-static int pass_reached(Pass *p, const Trie *t, int64_t node, int32_t state) {
+/* A live node's tokens' bits. */
+static int pass_tokens(Pass *p, const Trie *t, int64_t node) {
     for (int64_t k = t->tok_start[node], end = k + t->tok_count[node]; k < end; k++) {
         int64_t id = t->tok_ids[k];
         if (id < 0 || id >= p->n_words * 32) {
@@ -772,6 +772,12 @@ static int pass_reached(Pass *p, const Trie *t, int64_t node, int32_t state) {
         }
         p->words[id >> 5] |= (uint32_t)1 << (id & 31);
     }
+    return 0;
+}
+
+/* A live node: its tokens' bits, and an end where the DFA accepts with bytes below. */
+static int pass_reached(Pass *p, const Trie *t, int64_t node, int32_t state) {
+    if (pass_tokens(p, t, node) < 0) return -1;
     if (t->child_count[node] && p->dfa.accepting[state >> 8] && pairs_push(&p->ends, node, 0) < 0) return -1;
     return 0;
 }
@@ -940,6 +946,90 @@ done:
     return result;
 }
 
+/* ---- one DFA below given nodes ------------------------------------------------------------ */
+
+PyDoc_STRVAR(below_pass_doc,
+             "below_pass(trie, table, accepting, start, nodes, words, budget) -> bytes | None\n\n"
+             "Reads on below the trie ``nodes`` (int64) in one byte DFA (``table`` and ``accepting`` as for\n"
+             "``dfa_pass``) from ``start`` (a state times 256). Sets in ``words`` (32-bit, writable) the bits of\n"
+             "the tokens strictly below the nodes that the DFA reads alive, and returns, as native int64, the\n"
+             "nodes (``nodes`` included) with bytes below where it accepts; None once more than ``budget``\n"
+             "(node, state) pairs would be read on from. Each pair goes on once: from starts one below\n"
+             "another, readings meet. Costs the live nodes' children.");
+
+static PyObject *below_pass(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *trie_obj, *table_obj, *accepting_obj, *nodes_obj, *words_obj;
+    long long start;
+    Py_ssize_t budget;
+    if (!PyArg_ParseTuple(args, "OOOLOOn", &trie_obj, &table_obj, &accepting_obj, &start, &nodes_obj, &words_obj,
+                          &budget))
+        return NULL;
+    Trie t = {0};
+    Py_buffer tb = {0}, ab = {0}, nb = {0}, wb = {0};
+    Pass p = {0};
+    Pairs todo = {0};
+    Set seen = {0};
+    PyObject *result = NULL;
+    if (trie_open(&t, trie_obj) < 0) return NULL;
+    if (dfa_open(&p.dfa, &tb, &ab, table_obj, accepting_obj, "table") < 0 ||
+        buffer_of(nodes_obj, &nb, 0, 8, "nodes") < 0 || buffer_of(words_obj, &wb, PyBUF_WRITABLE, 4, "words") < 0 ||
+        set_init(&seen, 1024) < 0)
+        goto done;
+    p.words = wb.buf;
+    p.n_words = wb.len / 4;
+    if (start < 0 || start >= p.dfa.dead || start % 256) {
+        PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
+        goto done;
+    }
+    const int64_t *nodes = nb.buf;
+    for (Py_ssize_t i = 0; i < nb.len / 8; i++) {
+        int64_t node = nodes[i];
+        if (node < 0 || node >= t.n_nodes) {
+            PyErr_Format(PyExc_IndexError, "trie node %lld outside the trie", (long long)node);
+            goto done;
+        }
+        int added = set_add(&seen, (uint64_t)node, (uint64_t)start);
+        if (added < 0) goto done;
+        if (!added || !t.child_count[node]) continue;
+        if ((p.dfa.accepting[start >> 8] && pairs_push(&p.ends, node, 0) < 0) ||
+            pairs_push(&todo, node, start) < 0)
+            goto done;
+    }
+    while (todo.n) {
+        if ((Py_ssize_t)seen.n > budget) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        todo.n--;
+        int64_t at = todo.a[2 * todo.n];
+        const int32_t *row = p.dfa.table + todo.a[2 * todo.n + 1];
+        for (int64_t child = t.child_start[at], last = child + t.child_count[at]; child < last; child++) {
+            int32_t nxt = row[t.byte[child]];
+            if (nxt == p.dfa.dead) continue;
+            /* A start's tokens are below the starts above it, read alike or not. */
+            if (dfa_entry(&p.dfa, nxt) < 0 || pass_tokens(&p, &t, child) < 0) goto done;
+            if (!t.child_count[child]) continue;
+            int added = set_add(&seen, (uint64_t)child, (uint64_t)nxt);
+            if (added < 0) goto done;
+            if (added && ((p.dfa.accepting[nxt >> 8] && pairs_push(&p.ends, child, 0) < 0) ||
+                          pairs_push(&todo, child, nxt) < 0))
+                goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < p.ends.n; i++) p.ends.a[i] = p.ends.a[2 * i];
+    result = PyBytes_FromStringAndSize((const char *)p.ends.a, p.ends.n * (Py_ssize_t)sizeof(int64_t));
+done:
+    PyMem_Free(p.ends.a);
+    PyMem_Free(todo.a);
+    if (seen.k) set_free(&seen);
+    Py_buffer *held[4] = {&wb, &nb, &ab, &tb};
+    for (int i = 0; i < 4; i++)
+        if (held[i]->obj) PyBuffer_Release(held[i]);
+    trie_close(&t);
+    return result;
+}
+
 /* ---- two DFA states side by side -------------------------------------------------------- */
 
 PyDoc_STRVAR(pair_pass_doc,
@@ -1058,6 +1148,7 @@ static PyTypeObject WalkerType = {
 static PyMethodDef module_functions[] = {
     {"dfa_pass", dfa_pass, METH_VARARGS, dfa_pass_doc},
     {"pair_pass", pair_pass, METH_VARARGS, pair_pass_doc},
+    {"below_pass", below_pass, METH_VARARGS, below_pass_doc},
     {NULL, NULL, 0, NULL},
 };
 

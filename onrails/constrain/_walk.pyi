@@ -34,3 +34,12 @@ def pair_pass(
     in_words: np.ndarray | None,
     budget: int,
 ) -> tuple[bytes, bytes] | None: ...
+def below_pass(
+    trie: tuple[np.ndarray, ...],
+    table: np.ndarray,
+    accepting: np.ndarray,
+    start: int,
+    nodes: np.ndarray,
+    words: np.ndarray,
+    budget: int,
+) -> bytes | None: ...

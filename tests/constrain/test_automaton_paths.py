@@ -113,7 +113,14 @@ def test_the_compiled_walk_and_the_numpy_walk_give_the_same_masks(
     def both(self: Any, starts: list[tuple[np.ndarray, int]], words: np.ndarray) -> Any:
         before = words.copy()
         suspended = kernel_walk(self, starts, words)
-        numpy_words, numpy_suspended = self._walk_numpy(*compiled._starts(starts))
+        # The numpy walk reads below nodes itself, not from what the kernel put in the cache.
+        shared = self.grammar._shared
+        kept = shared.below, shared.below_bytes
+        shared.below, shared.below_bytes = {}, 0
+        with monkeypatch.context() as patch:
+            patch.setattr(compiled, "_kernel", None)
+            numpy_words, numpy_suspended = self._walk_numpy(*compiled._starts(starts))
+        shared.below, shared.below_bytes = kept
         assert np.array_equal(words, before | numpy_words)
 
         def by_state(found: Any) -> list[tuple[int, list[int]]]:
@@ -205,10 +212,40 @@ def test_the_compiled_pass_beside_the_words_gives_the_python_passes_pure_parts(
 
 
 @pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+@pytest.mark.parametrize("vocab_name", ["smollm2_vocab", "llama_vocab", "gemma_vocab"])
+def test_the_compiled_reading_below_nodes_gives_the_numpy_readings_tokens_and_ends(
+    vocab_name: str, request: pytest.FixtureRequest
+) -> None:
+    """Below where a pattern's states may end (the starts of a walk), below nodes one under
+    another (a run of letters), and below the root: the compiled reading finds the tokens and the
+    ends the numpy one finds, whether the start state accepts or not."""
+    grammar = GrammarCompiler(request.getfixturevalue(vocab_name)).compile_lark('start: "a"')
+    trie = grammar._trie
+    nested = trie.path(b"abcdef")
+    assert nested.size >= 3
+    checked = 0
+    for pattern in PURE_PATTERNS:
+        dfa = regex_to_byte_dfa(pattern)
+        table, accepting = dfa.flat_table(), dfa.accepting
+        for state in range(dfa.n_states):
+            exits = grammar._trie_pass(dfa, state)[1]
+            for nodes in (exits, nested, np.zeros(1, np.int64)) if exits.size else (nested, np.zeros(1, np.int64)):
+                words = np.zeros(grammar._words, dtype=np.int32)
+                kernel_arrays = trie.kernel_arrays
+                ends = compiled._kernel.below_pass(kernel_arrays, table, accepting, 256 * state, nodes, words, 1 << 30)
+                assert ends is not None
+                alive, numpy_ends = trie.below(table, dfa.n_states, accepting, nodes, state)
+                assert np.array_equal(words, grammar._words_at([alive])), (pattern, state)
+                assert set(np.frombuffer(ends, np.int64).tolist()) == set(numpy_ends.tolist()), (pattern, state)
+                checked += bool(numpy_ends.size) and np.count_nonzero(words) > 0
+    assert checked > 20
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
 def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) -> None:
     """A table cut mid-row or with entries that are no state, a start that is no state, levels
-    that do not span the trie, or words too short for the token ids raise before anything is read
-    out of bounds."""
+    that do not span the trie, nodes outside it, or words too short for the token ids raise before
+    anything is read out of bounds."""
     trie = GrammarCompiler(llama_vocab).compile_lark('start: "a"')._trie
     arrays, levels = trie.kernel_arrays, trie.kernel_levels
     dfa = regex_to_byte_dfa("[a-z]+")
@@ -246,6 +283,22 @@ def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) 
         compiled._kernel.pair_pass(arrays, corrupt, cut.accepting, base_table, base_accepting, 0, 0, in_words, 0)
     with pytest.raises(ValueError, match="level bounds"):
         compiled._kernel.dfa_pass(arrays, (levels[0], levels[1][:-1], levels[2]), table, accepting, 0, words)
+    nodes = trie.path(b"ab")
+    with pytest.raises(IndexError, match="outside the trie"):
+        compiled._kernel.below_pass(arrays, table, accepting, 0, np.array([trie.n_nodes], np.int64), words, 9)
+    with pytest.raises(ValueError, match="not a live state"):
+        compiled._kernel.below_pass(arrays, table, accepting, 3, nodes, words, 9)
+    with pytest.raises(ValueError, match="outside words"):
+        compiled._kernel.below_pass(arrays, table, accepting, 0, nodes, words[:1], 9)
+    with pytest.raises(TypeError, match="nodes: items of 8 bytes"):
+        compiled._kernel.below_pass(arrays, table, accepting, 0, nodes.astype(np.int32), words, 9)
+    corrupt = table.copy()
+    corrupt[corrupt != dfa.n_states * 256] = 7
+    with pytest.raises(ValueError, match="not a state times 256"):
+        compiled._kernel.below_pass(arrays, corrupt, accepting, 0, nodes, words, 9)
+    # Past its budget of pairs read on from, the reading stops and says so.
+    assert compiled._kernel.below_pass(arrays, table, accepting, 0, np.zeros(1, np.int64), words, 5) is None
+    assert compiled._kernel.below_pass(arrays, table, accepting, 0, np.zeros(1, np.int64), words, 1 << 30) is not None
 
 
 def test_words_next_to_words_take_the_root_pass_before_the_words_pure_part_is_made(

@@ -127,17 +127,28 @@ def test_a_mask_walk_past_its_memory_budget_fails_the_request_not_the_process() 
 
 
 @pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
-def test_a_compiled_walk_past_its_budget_fails_the_mask_and_the_grammar_still_works() -> None:
-    """The compiled walk counts the (trie node, state) pairs it enters: past the trie's budget it
-    raises CompileBudgetError, leaves the walker ready for the next walk, and the same state's
-    mask computed again within the budget is the one a fresh grammar gives."""
+@pytest.mark.parametrize("first_terminals", ["read below the starts", "followed by the walker"])
+def test_a_compiled_walk_past_its_budget_fails_the_mask_and_the_grammar_still_works(
+    first_terminals: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compiled readings count the (trie node, state) pairs they read on from, whether the
+    terminals a walk starts in are read below its starts (``_enter_terminals``) or followed by
+    the walker: past the trie's budget the mask raises CompileBudgetError, the walker is left
+    ready for the next walk, and the same state's mask computed again within the budget is the
+    one a fresh grammar gives."""
     vocab = small_vocabulary()
     schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}
     compiler = GrammarCompiler(vocab)
     fresh = Matcher(compiler.compile_json_schema(schema))
     assert fresh.advance_bytes(b'{"a": "x')
     expected = fresh.allowed_token_ids()
-    # The same grammar again: the masks inside terminals are shared, its automaton and walks new.
+    # The same grammar again: the masks inside terminals are shared, its automaton and walks new,
+    # and so are the readings below the starts, or the walker does without them.
+    shared = compiler._shared
+    shared.below.clear()
+    shared.below_bytes = 0
+    if first_terminals == "followed by the walker":
+        monkeypatch.setattr(compiled._Generation, "_enter_terminals", lambda self, starts, words: starts)
     matcher = Matcher(compiler.compile_json_schema({**schema, "title": "again"}))
     assert matcher.advance_bytes(b'{"a": "x')
     trie = matcher.grammar._trie
