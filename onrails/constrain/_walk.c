@@ -762,6 +762,17 @@ typedef struct {
     Pairs ends;
 } Pass;
 
+/* Points a pass at its words and checks where it starts. */
+static int pass_begin(Pass *p, const Py_buffer *words, long long start) {
+    p->words = words->buf;
+    p->n_words = words->len / 4;
+    if (start < 0 || start >= p->dfa.dead || start % 256) {
+        PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
+        return -1;
+    }
+    return 0;
+}
+
 /* A live node's tokens' bits. */
 static int pass_tokens(Pass *p, const Trie *t, int64_t node) {
     for (int64_t k = t->tok_start[node], end = k + t->tok_count[node]; k < end; k++) {
@@ -927,12 +938,7 @@ static PyObject *dfa_pass(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "levels: a parent per node, level bounds from 0 to the node count");
         goto done;
     }
-    p.words = wb.buf;
-    p.n_words = wb.len / 4;
-    if (start < 0 || start >= p.dfa.dead || start % 256) {
-        PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
-        goto done;
-    }
+    if (pass_begin(&p, &wb, start) < 0) goto done;
     if (pass_levels(&p, &t, pb.buf, bounds, levels, ib.buf, ib.len / 8, (int32_t)start) < 0) goto done;
     /* The ends as one int64 each: the pairs' second halves dropped in place. */
     for (Py_ssize_t i = 0; i < p.ends.n; i++) p.ends.a[i] = p.ends.a[2 * i];
@@ -976,12 +982,7 @@ static PyObject *below_pass(PyObject *module, PyObject *args) {
         buffer_of(nodes_obj, &nb, 0, 8, "nodes") < 0 || buffer_of(words_obj, &wb, PyBUF_WRITABLE, 4, "words") < 0 ||
         set_init(&seen, 1024) < 0)
         goto done;
-    p.words = wb.buf;
-    p.n_words = wb.len / 4;
-    if (start < 0 || start >= p.dfa.dead || start % 256) {
-        PyErr_Format(PyExc_ValueError, "start %lld: not a live state times 256", start);
-        goto done;
-    }
+    if (pass_begin(&p, &wb, start) < 0) goto done;
     const int64_t *nodes = nb.buf;
     for (Py_ssize_t i = 0; i < nb.len / 8; i++) {
         int64_t node = nodes[i];
