@@ -11,6 +11,10 @@
  * Pairs (node, state) go on once each, as in the numpy walk (see ``_Entered``), and so do the
  * (node, way, DFA state) triples of the terminals followed: where terminals may follow each other,
  * a run of bytes splits into terminals in exponentially many ways that meet at the same pairs.
+ *
+ * The passes read one byte DFA over the trie: from its root (``dfa_pass``), beside another state
+ * (``pair_pass``), or below given nodes (``below_pass``, which reads a walk's first terminals for
+ * a cache shared across walks).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1156,7 +1160,8 @@ static PyMethodDef module_functions[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_walk",
-    .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, pair_pass).",
+    .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, pair_pass,\n"
+             "below_pass).",
     .m_size = -1,
     .m_methods = module_functions,
 };
