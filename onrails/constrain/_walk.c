@@ -14,7 +14,7 @@
  *
  * The passes read one byte DFA over the trie: from its root (``dfa_pass``), beside another state
  * (``pair_pass``), or below given nodes (``below_pass``, which reads a walk's first terminals for
- * a cache shared across walks).
+ * a cache shared across walks); ``literal_pass`` reads a fixed string.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1035,6 +1035,54 @@ done:
     return result;
 }
 
+/* ---- a fixed string from the root --------------------------------------------------------- */
+
+PyDoc_STRVAR(literal_pass_doc,
+             "literal_pass(trie, data, words) -> int\n\n"
+             "Reads ``data`` down the trie from its root and sets in ``words`` (32-bit, writable) the bits of the\n"
+             "tokens at each node on the way: the tokens that are prefixes of ``data``. Returns the node that\n"
+             "spells all of ``data``, or -1 where the trie ends first or ``data`` is empty. Costs a binary\n"
+             "search among a node's children per byte.");
+
+static PyObject *literal_pass(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *trie_obj, *words_obj;
+    Py_buffer data = {0}, wb = {0};
+    if (!PyArg_ParseTuple(args, "Oy*O", &trie_obj, &data, &words_obj)) return NULL;
+    Trie t = {0};
+    Pass p = {0};
+    PyObject *result = NULL;
+    if (trie_open(&t, trie_obj) < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    if (buffer_of(words_obj, &wb, PyBUF_WRITABLE, 4, "words") < 0) goto done;
+    p.words = wb.buf;
+    p.n_words = wb.len / 4;
+    const uint8_t *bytes = data.buf;
+    int64_t node = 0;
+    Py_ssize_t read = 0;
+    for (; read < data.len; read++) {
+        int64_t lo = t.child_start[node], end = lo + t.child_count[node], hi = end;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (t.byte[mid] < bytes[read])
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo == end || t.byte[lo] != bytes[read]) break;
+        node = lo;
+        if (pass_tokens(&p, &t, node) < 0) goto done;
+    }
+    result = PyLong_FromLongLong(read && read == data.len ? node : -1);
+done:
+    if (wb.obj) PyBuffer_Release(&wb);
+    PyBuffer_Release(&data);
+    trie_close(&t);
+    return result;
+}
+
 /* ---- two DFA states side by side -------------------------------------------------------- */
 
 PyDoc_STRVAR(pair_pass_doc,
@@ -1154,6 +1202,7 @@ static PyMethodDef module_functions[] = {
     {"dfa_pass", dfa_pass, METH_VARARGS, dfa_pass_doc},
     {"pair_pass", pair_pass, METH_VARARGS, pair_pass_doc},
     {"below_pass", below_pass, METH_VARARGS, below_pass_doc},
+    {"literal_pass", literal_pass, METH_VARARGS, literal_pass_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1161,7 +1210,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_walk",
     .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, pair_pass,\n"
-             "below_pass).",
+             "below_pass, literal_pass).",
     .m_size = -1,
     .m_methods = module_functions,
 };

@@ -242,6 +242,28 @@ def test_the_compiled_reading_below_nodes_gives_the_numpy_readings_tokens_and_en
 
 
 @pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+@pytest.mark.parametrize("vocab_name", ["smollm2_vocab", "llama_vocab", "gemma_vocab"])
+def test_the_compiled_literal_pass_gives_the_python_literals_pure_parts(
+    vocab_name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside a fixed string (a key, a keyword), at every position: the tokens that are prefixes of
+    what is left and the node that spells all of it, from the compiled pass and from Python, for
+    strings the trie spells to their end, strings it stops inside, and the empty rest."""
+    grammar = GrammarCompiler(request.getfixturevalue(vocab_name)).compile_lark('start: "a"')
+    ended = 0
+    for literal in (b'"name"', b'"remoteGatewayId"', b'"caf\xc3\xa9"', b"null", b'"\xff\xfe"', b"\n\n  "):
+        for at in range(len(literal) + 1):
+            kernel_stay, kernel_exits = grammar._literal_pure(literal[at:])
+            with monkeypatch.context() as patch:
+                patch.setattr(compiled, "_kernel", None)
+                python_stay, python_exits = grammar._literal_pure(literal[at:])
+            assert np.array_equal(kernel_stay, python_stay), (literal, at)
+            assert kernel_exits.tolist() == python_exits.tolist(), (literal, at)
+            ended += bool(kernel_exits.size)
+    assert ended, "no rest was spelled to its end with bytes below"
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
 def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) -> None:
     """A table cut mid-row or with entries that are no state, a start that is no state, levels
     that do not span the trie, nodes outside it, or words too short for the token ids raise before
@@ -296,6 +318,8 @@ def test_the_compiled_trie_pass_refuses_tables_it_cannot_read(llama_vocab: Any) 
     corrupt[corrupt != dfa.n_states * 256] = 7
     with pytest.raises(ValueError, match="not a state times 256"):
         compiled._kernel.below_pass(arrays, corrupt, accepting, 0, nodes, words, 9)
+    with pytest.raises(ValueError, match="outside words"):
+        compiled._kernel.literal_pass(arrays, b"the", words[:1])
     # Past its budget of pairs read on from, the reading stops and says so.
     assert compiled._kernel.below_pass(arrays, table, accepting, 0, np.zeros(1, np.int64), words, 5) is None
     assert compiled._kernel.below_pass(arrays, table, accepting, 0, np.zeros(1, np.int64), words, 1 << 30) is not None
