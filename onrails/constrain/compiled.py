@@ -610,7 +610,8 @@ class CompiledGrammar:
 
     def _literal_pure(self, rest: bytes) -> _Pure:
         """The pure part inside a fixed string: the tokens that are prefixes of what is left of it
-        (in compiled code, where built: a key's states cost 43 µs each in numpy, a few in C)."""
+        (in compiled code, where built: a key's positions cost 43 µs each in Python inside a mask,
+        3 in C)."""
         trie = self._trie
         if _kernel is not None:
             stay = np.zeros(self._words, dtype=np.int32)
@@ -1267,9 +1268,9 @@ class _Generation:
 
         A state reads the union of what its ways forward read (``Automaton.split``), and below
         a node each reads on in its terminal's DFA, whatever the stack, until the terminal ends.
-        What each reads below comes from a cache shared across grammars (a string's content below ``"`` is
-        read once per vocabulary, not once per property; the ``", "`` after a value once for
-        every value), and the walk goes on from where each terminal may end, at the boundary
+        What each reads below comes from a cache shared across grammars (a string's content
+        below ``"`` is read once per vocabulary, not once per property; the ``", "`` after a value
+        once for every value), and the walk goes on from where each terminal may end, at the boundary
         after it. Stepping such states through the automaton instead would build states for
         every new parser stack: per whitespace run, per first byte of each terminal.
         """
