@@ -703,6 +703,12 @@ static PyObject *Walker_held_bytes(Walker *w, PyObject *unused) {
 
 /* ---- byte DFAs read from Python -------------------------------------------------------- */
 
+/* Releases the buffers among ``held`` that were taken (a failed call leaves the rest empty). */
+static void release_held(Py_buffer *const *held, int n) {
+    for (int i = 0; i < n; i++)
+        if (held[i]->obj) PyBuffer_Release(held[i]);
+}
+
 static int buffer_of(PyObject *obj, Py_buffer *b, int flags, Py_ssize_t itemsize, const char *name) {
     if (PyObject_GetBuffer(obj, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | flags) < 0) return -1;
     if (b->itemsize != itemsize) {
@@ -788,6 +794,12 @@ static int pass_tokens(Pass *p, const Trie *t, int64_t node) {
         p->words[id >> 5] |= (uint32_t)1 << (id & 31);
     }
     return 0;
+}
+
+/* A pass's ends as native int64 bytes: the pairs' second halves dropped in place. */
+static PyObject *pass_ends(Pass *p) {
+    for (Py_ssize_t i = 0; i < p->ends.n; i++) p->ends.a[i] = p->ends.a[2 * i];
+    return PyBytes_FromStringAndSize((const char *)p->ends.a, p->ends.n * (Py_ssize_t)sizeof(int64_t));
 }
 
 /* A live node: its tokens' bits, and an end where the DFA accepts with bytes below. */
@@ -944,14 +956,10 @@ static PyObject *dfa_pass(PyObject *module, PyObject *args) {
     }
     if (pass_begin(&p, &wb, start) < 0) goto done;
     if (pass_levels(&p, &t, pb.buf, bounds, levels, ib.buf, ib.len / 8, (int32_t)start) < 0) goto done;
-    /* The ends as one int64 each: the pairs' second halves dropped in place. */
-    for (Py_ssize_t i = 0; i < p.ends.n; i++) p.ends.a[i] = p.ends.a[2 * i];
-    result = PyBytes_FromStringAndSize((const char *)p.ends.a, p.ends.n * (Py_ssize_t)sizeof(int64_t));
+    result = pass_ends(&p);
 done:
     PyMem_Free(p.ends.a);
-    Py_buffer *held[6] = {&wb, &ab, &tb, &ib, &lb, &pb};
-    for (int i = 0; i < 6; i++)
-        if (held[i]->obj) PyBuffer_Release(held[i]);
+    release_held((Py_buffer *[]){&wb, &ab, &tb, &ib, &lb, &pb}, 6);
     trie_close(&t);
     return result;
 }
@@ -1022,15 +1030,12 @@ static PyObject *below_pass(PyObject *module, PyObject *args) {
                 goto done;
         }
     }
-    for (Py_ssize_t i = 0; i < p.ends.n; i++) p.ends.a[i] = p.ends.a[2 * i];
-    result = PyBytes_FromStringAndSize((const char *)p.ends.a, p.ends.n * (Py_ssize_t)sizeof(int64_t));
+    result = pass_ends(&p);
 done:
     PyMem_Free(p.ends.a);
     PyMem_Free(todo.a);
     if (seen.k) set_free(&seen);
-    Py_buffer *held[4] = {&wb, &nb, &ab, &tb};
-    for (int i = 0; i < 4; i++)
-        if (held[i]->obj) PyBuffer_Release(held[i]);
+    release_held((Py_buffer *[]){&wb, &nb, &ab, &tb}, 4);
     trie_close(&t);
     return result;
 }
@@ -1173,9 +1178,7 @@ done:
     PyMem_Free(current.a);
     PyMem_Free(next.a);
     PyMem_Free(flips.a);
-    Py_buffer *held[5] = {&tb, &wb, &ab, &btb, &bab};
-    for (int i = 0; i < 5; i++)
-        if (held[i]->obj) PyBuffer_Release(held[i]);
+    release_held((Py_buffer *[]){&tb, &wb, &ab, &btb, &bab}, 5);
     trie_close(&t);
     return result;
 }

@@ -616,13 +616,13 @@ class CompiledGrammar:
         if _kernel is not None:
             stay = np.zeros(self._words, dtype=np.int32)
             last = _kernel.literal_pass(trie.kernel_arrays, rest, stay)
-            if last >= 0 and trie.child_count[last] > 0:
-                return stay, np.array([last], dtype=np.int64)
-            return stay, np.zeros(0, np.int64)
-        nodes = trie.path(rest)
-        complete = 0 < nodes.size == len(rest)
-        exits = nodes[-1:] if complete and trie.child_count[nodes[-1]] > 0 else np.zeros(0, np.int64)
-        return self._packed_of(trie.tokens_at(nodes)), exits
+        else:
+            nodes = trie.path(rest)
+            stay = self._packed_of(trie.tokens_at(nodes))
+            last = int(nodes[-1]) if 0 < nodes.size == len(rest) else -1
+        if last >= 0 and trie.child_count[last] > 0:
+            return stay, np.array([last], dtype=np.int64)
+        return stay, np.zeros(0, np.int64)
 
     def _forced_pure(self, dfa: ByteDFA, dfa_state: int) -> _Pure:
         """The pure part of a state every lexeme goes on from with the same bytes (``forced``):
@@ -1117,28 +1117,39 @@ class _Generation:
 
     def _enter_terminals(self, starts: list[tuple[np.ndarray, int]], words: np.ndarray) -> list[tuple[np.ndarray, int]]:
         """``starts`` with those at states followed terminal by terminal moved past their first
-        terminals (the tokens read inside them added to ``words``). A walk starts where pure
-        parts end, at the same nodes whatever the stack (a string's closing quotes, a key's
-        colon): read through ``_below``'s cache, that costs a few words set per terminal. The
-        walker read them node by node, 93% of the children it stepped (every 10th dev schema:
-        the walks' own time 1,077 -> 446 ms, their masks' mean 7-11% lower, paired)."""
-        automaton = self.automaton
-        dfas, below_of = automaton.dfas, self.grammar._below
+        terminals (``_past_terminals``). A walk starts where pure parts end, at the same nodes
+        whatever the stack (a string's closing quotes, a key's colon): read through ``_below``'s
+        cache, that costs a few words set per terminal. The walker read them node by node, 93% of
+        the children it stepped (every 10th dev schema: the walks' own time 1,077 -> 446 ms, their
+        masks' mean 7-11% lower, paired)."""
         out: list[tuple[np.ndarray, int]] = []
         for nodes, state in starts:
-            ways = automaton.split(state)
+            ways = self.automaton.split(state)
             if ways is None:
                 out.append((nodes, state))
-                continue
-            node_key = nodes.tobytes()
-            for stack, terminal, dfa_state in ways:
-                at, bits, ends = below_of(dfas[terminal], dfa_state, nodes, node_key)
-                if at.size:
-                    words[at] |= bits
-                if ends.size:
-                    boundary = automaton.boundary_after(stack, terminal)
-                    if boundary != DEAD:
-                        out.append((ends, boundary))
+            else:
+                out += self._past_terminals(nodes, ways, words)
+        return out
+
+    def _past_terminals(
+        self, nodes: np.ndarray, ways: tuple[Config, ...], words: np.ndarray
+    ) -> list[tuple[np.ndarray, int]]:
+        """Each of ``ways`` (``Automaton.split``) read on below the trie ``nodes`` in its
+        terminal's DFA through ``_below``'s cache, the tokens inside set in ``words``: where each
+        terminal may end, with the boundary after it. Never needs the stack below a truncation:
+        the terminal was allowed on this stack, which took the same reduction closure that
+        shifting it takes."""
+        automaton = self.automaton
+        node_key = nodes.tobytes()
+        out: list[tuple[np.ndarray, int]] = []
+        for stack, terminal, dfa_state in ways:
+            at, bits, ends = self.grammar._below(automaton.dfas[terminal], dfa_state, nodes, node_key)
+            if at.size:
+                words[at] |= bits
+            if ends.size:
+                boundary = automaton.boundary_after(stack, terminal)
+                if boundary != DEAD:
+                    out.append((ends, boundary))
         return out
 
     def _ways_of(self, state: int) -> "tuple[tuple[np.ndarray, np.ndarray, int, int, int, int], ...] | None":
@@ -1164,7 +1175,7 @@ class _Generation:
         trie = self._trie
         child_count, byte32 = trie.child_count, trie.byte32
         found: list[np.ndarray] = []
-        below: list[_Below] = []
+        words = np.zeros(self.grammar._words, dtype=np.int32)
         suspensions: list[_Suspension] = []
         entered = _Entered(trie.n_nodes, parents, states)
         follow = parents.size <= _FOLLOWED_NODES
@@ -1186,7 +1197,7 @@ class _Generation:
                 split = splits == SPLIT
                 if split.any():
                     # The nodes this reaches are at boundaries that may split in turn.
-                    parents, states = self._follow_terminals(parents, states, split, below, entered)
+                    parents, states = self._follow_terminals(parents, states, split, words, entered)
                     continue
             status = automaton.source_status[states]
             if (status != SOURCES_KNOWN).any():
@@ -1201,9 +1212,7 @@ class _Generation:
             live = nxt != DEAD
             parents, states = child[live], nxt[live]
             found.append(parents)
-        words = self.grammar._words_at(found)
-        for at, bits, _ in below:
-            words[at] |= bits
+        words |= self.grammar._words_at(found)
         return words, suspensions
 
     def _step(self, states: np.ndarray, byts: np.ndarray) -> np.ndarray:
@@ -1261,13 +1270,14 @@ class _Generation:
         parents: np.ndarray,
         states: np.ndarray,
         split: np.ndarray,
-        below: "list[_Below]",
+        words: np.ndarray,
         entered: "_Entered",
     ) -> tuple[np.ndarray, np.ndarray]:
         """Move a walk past the nodes (``split``) at states it follows one terminal at a time.
 
         A state reads the union of what its ways forward read (``Automaton.split``), and below
-        a node each reads on in its terminal's DFA, whatever the stack, until the terminal ends.
+        a node each reads on in its terminal's DFA, whatever the stack, until the terminal ends
+        (``_past_terminals``: the tokens read inside are set in ``words``).
         What each reads below comes from a cache shared across grammars (a string's content
         below ``"`` is read once per vocabulary, not once per property; the ``", "`` after a value
         once for every value), and the walk goes on from where each terminal may end, at the boundary
@@ -1281,14 +1291,7 @@ class _Generation:
             at = nodes[at_states == state]
             ways = automaton.split(state)
             assert ways is not None
-            for stack, terminal, dfa_state in ways:
-                inside = self.grammar._below(automaton.dfas[terminal], dfa_state, at)
-                below.append(inside)
-                ends = inside.ends
-                if ends.size:
-                    # Never needs the stack below a truncation: the terminal was allowed on this
-                    # stack, which took the same reduction closure that shifting it takes.
-                    ends_at.append((ends, automaton.boundary_after(stack, terminal)))
+            ends_at += self._past_terminals(at, ways, words)
         new_nodes, new_states = entered.first_time(ends_at)
         return np.concatenate([parents[~split], new_nodes]), np.concatenate([states[~split], new_states])
 
