@@ -138,6 +138,48 @@ def test_the_compiled_walk_and_the_numpy_walk_give_the_same_masks(
         assert any(walks), "no walk met a truncated stack's suspension"
 
 
+# ``p`` and ``q`` read alike: past the ``x`` every state holds each position on two stacks that
+# differ only at their bottom, nested past the first cut.
+TWO_WAYS = 'start: p item | q item\np: "x"\nq: "x"\n?item: "[" item "]" | WORD\n%import common.WORD\n'
+TWO_WAYS_TEXT = "x" + "[" * 12 + "ab" + "]" * 12
+
+
+def test_configurations_sharing_a_cut_are_walked_on_it_once_with_the_same_masks(
+    llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state's configurations on stacks with the same top take their mask from it at the first
+    meeting, not from the first one's real stack and then the top; the masks do not change."""
+    counted = compiled._Generation._config_mask
+
+    def masks_and_real_walks() -> tuple[list[np.ndarray], int]:
+        real = [0]
+
+        def counting(self: Any, config: Any) -> Any:
+            automaton = self.automaton
+            node = config[0]
+            while node > _automaton.OPAQUE:
+                node = automaton.stack_parent[node]
+            if node != _automaton.OPAQUE and config not in self._config_masks:
+                real[0] += 1
+            return counted(self, config)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(compiled._Generation, "_config_mask", counting)
+            masks = _masks_along(
+                lambda: GrammarCompiler(llama_vocab).compile_lark(TWO_WAYS), None, TWO_WAYS_TEXT, llama_tokenizer
+            )
+        return masks, real[0]
+
+    shared, shared_real = masks_and_real_walks()
+    with monkeypatch.context() as patch:
+        patch.setattr(compiled._Generation, "_meet_cuts", lambda self, configs: None)
+        apart, apart_real = masks_and_real_walks()
+    assert len(shared) == len(apart) > 10
+    for one, other in zip(shared, apart):
+        assert np.array_equal(one, other)
+    assert shared_real < apart_real
+
+
 # Sparse and dense passes: a string's content keeps nearly every node alive, a phone number a
 # few dozen, words and URLs tens of thousands.
 PURE_PATTERNS = (
