@@ -209,7 +209,7 @@ typedef struct {
     Way *ways;
     Py_ssize_t n_ways, cap_ways;
     Set state_ways; /* state -> first way << 16 | count + 1 (count 0: stepped whole) */
-    PyObject *budget_error;
+    PyObject *over_budget;
     /* one walk's */
     int busy;
     PyObject *ways_of, *boundary_after, *state_sources, *fill_bytes;
@@ -274,7 +274,11 @@ static PyObject *call(Walker *w, PyObject *fn, PyObject *args) {
 
 static int count_pair(Walker *w) {
     if (w->entered.n + w->followed.n > w->budget) {
-        PyErr_Format(w->budget_error, "a token mask would walk more than %zu (trie node, state) pairs (its budget)", w->budget);
+        PyObject *error = PyObject_CallFunction(w->over_budget, "n", (Py_ssize_t)w->budget);
+        if (error != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(error), error);
+            Py_DECREF(error);
+        }
         return -1;
     }
     return 0;
@@ -526,7 +530,7 @@ PyDoc_STRVAR(walk_doc,
              "``starts``, a list of (nodes: int64 array, automaton state) pairs; ``follow``: split states are\n"
              "followed terminal by terminal. ``callbacks``: (ways_of(state), boundary_after(stack, terminal),\n"
              "state_sources(state), fill_bytes(state, bytes)). Returns the (node, state) pairs met at\n"
-             "suspended states as native int64 pairs. Raises the walker's budget error past ``budget`` pairs.");
+             "suspended states as native int64 pairs. Raises ``over_budget(budget)`` past ``budget`` pairs.");
 
 /* Enters the walk's starts: (nodes, state) pairs, each node once per state. */
 static int enter_starts(Walker *w, PyObject *starts, Pairs *current) {
@@ -670,14 +674,14 @@ static void Walker_dealloc(Walker *w) {
     set_free(&w->entered);
     set_free(&w->followed);
     Py_XDECREF(w->automaton);
-    Py_XDECREF(w->budget_error);
+    Py_XDECREF(w->over_budget);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
 static PyObject *Walker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    PyObject *trie, *automaton, *budget_error;
-    static char *names[] = {"trie", "automaton", "budget_error", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO", names, &trie, &automaton, &budget_error)) return NULL;
+    PyObject *trie, *automaton, *over_budget;
+    static char *names[] = {"trie", "automaton", "over_budget", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO", names, &trie, &automaton, &over_budget)) return NULL;
     Walker *w = (Walker *)type->tp_alloc(type, 0);
     if (!w) return NULL;
     w->tables[0] = (Table){.name = "trans", .itemsize = 4};
@@ -685,8 +689,8 @@ static PyObject *Walker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs
     w->tables[2] = (Table){.name = "source_status", .itemsize = 1};
     w->automaton = automaton;
     Py_INCREF(automaton);
-    w->budget_error = budget_error;
-    Py_INCREF(budget_error);
+    w->over_budget = over_budget;
+    Py_INCREF(over_budget);
     if (read_trie(w, trie) < 0 || set_init(&w->state_ways, 64) < 0 || set_init(&w->entered, 1024) < 0 ||
         set_init(&w->followed, 1024) < 0 || read_automaton(w) < 0) {
         Py_DECREF(w);
@@ -1193,9 +1197,10 @@ static PyTypeObject WalkerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "onrails.constrain._walk.Walker",
     .tp_basicsize = sizeof(Walker),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = PyDoc_STR("Walker(trie, automaton, budget_error): mask walks over one automaton, keeping the ways\n"
+    .tp_doc = PyDoc_STR("Walker(trie, automaton, over_budget): mask walks over one automaton, keeping the ways\n"
                         "of its split states between walks. ``trie``: (child_start, child_count, byte32,\n"
-                        "node_token_start, node_token_count, token_ids_by_node)."),
+                        "node_token_start, node_token_count, token_ids_by_node); ``over_budget(budget)``: the\n"
+                        "exception a walk past its budget raises."),
     .tp_new = Walker_new,
     .tp_dealloc = (destructor)Walker_dealloc,
     .tp_methods = Walker_methods,

@@ -4,7 +4,9 @@ from collections.abc import Callable
 import numpy as np
 
 class Walker:
-    def __init__(self, trie: tuple[np.ndarray, ...], automaton: object, budget_error: type[BaseException]) -> None: ...
+    def __init__(
+        self, trie: tuple[np.ndarray, ...], automaton: object, over_budget: Callable[[int], BaseException]
+    ) -> None: ...
     def walk(
         self,
         starts: list[tuple[np.ndarray, int]],

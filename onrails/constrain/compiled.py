@@ -474,9 +474,7 @@ class CompiledGrammar:
                 budget = trie.max_step_nodes
                 found = _kernel.below_pass(trie.kernel_arrays, table, dfa.accepting, start, nodes, inside, budget)
                 if found is None:
-                    raise CompileBudgetError(
-                        f"a token mask would walk more than {budget} (trie node, state) pairs (its budget)"
-                    )
+                    raise _over_walk_budget(budget)
                 ends = np.frombuffer(found, dtype=np.int64)
             else:
                 alive, ends = self._trie.below(dfa.flat_table(), dfa.n_states, dfa.accepting, nodes, dfa_state)
@@ -985,6 +983,11 @@ def _warm_worker() -> None:
     _build_lark('start: "a"', ("start",), deadline)
 
 
+def _over_walk_budget(budget: int) -> CompileBudgetError:
+    """What a compiled walk or reading past ``budget`` (trie node, state) pairs raises."""
+    return CompileBudgetError(f"a token mask would walk more than {budget} (trie node, state) pairs (its budget)")
+
+
 def _starts(pairs: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Walk starts as (trie nodes, automaton state of each) from (nodes, one state) pairs."""
     nodes = np.concatenate([n for n, _ in pairs])
@@ -1098,7 +1101,7 @@ class _Generation:
             words |= walked
             return suspensions
         if self._walker is None:
-            self._walker = _kernel.Walker(self._trie.kernel_arrays, self.automaton, CompileBudgetError)
+            self._walker = _kernel.Walker(self._trie.kernel_arrays, self.automaton, _over_walk_budget)
         automaton = self.automaton
         follow = sum(nodes.size for nodes, _ in starts) <= _FOLLOWED_NODES
         if follow:
