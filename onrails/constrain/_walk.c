@@ -12,6 +12,9 @@
  * (node, way, DFA state) triples of the terminals followed: where terminals may follow each other,
  * a run of bytes splits into terminals in exponentially many ways that meet at the same pairs.
  *
+ * A root pass (``Walker.root_pass``) steps the automaton from the trie's root instead, a level at a
+ * time: where words follow words, a walk would start from tens of thousands of nodes.
+ *
  * The passes read one byte DFA over the trie: from its root (``dfa_pass``), beside another state
  * (``pair_pass``), or below given nodes (``below_pass``, which reads a walk's first terminals for
  * a cache shared across walks); ``literal_pass`` reads a fixed string.
@@ -422,42 +425,54 @@ static int follow(Walker *w, Py_ssize_t index, int64_t node, Pairs *todo, Pairs 
     return 0;
 }
 
-/* Asks ``fill_bytes`` for the transitions ``items``' children need that are unknown, each
- * state's bytes at once. */
-static int fill(Walker *w, Pairs *items) {
-    Set lacking; /* state -> where its 256 bits start in ``bits`` (in pairs) */
-    Pairs bits = {0};
-    if (set_init(&lacking, 64) < 0) return -1;
+/* Notes that ``state`` lacks its transition on ``byte``: ``lacking`` maps a state to where its 256
+ * bits start in ``bits`` (in pairs). */
+static int lack(Set *lacking, Pairs *bits, int64_t state, int32_t byte) {
+    int64_t *slot = map_slot(lacking, (uint64_t)state, bits->n);
+    if (!slot || (*slot == bits->n && (pairs_push(bits, 0, 0) < 0 || pairs_push(bits, 0, 0) < 0))) return -1;
+    bits->a[2 * *slot + (byte >> 6)] |= (int64_t)((uint64_t)1 << (byte & 63));
+    return 0;
+}
+
+/* Asks ``fill_bytes`` for what ``lack`` noted, each state's bytes at once; frees both. */
+static int ask(Walker *w, Set *lacking, Pairs *bits) {
     int failed = 0;
-    for (Py_ssize_t i = 0; i < items->n && !failed; i++) {
-        int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
-        const int32_t *row = w->trans + state * 256;
-        int64_t child = w->trie.child_start[node], last = child + w->trie.child_count[node];
-        for (; child < last && !failed; child++) {
-            int32_t byte = w->trie.byte[child];
-            if (row[byte] != UNKNOWN) continue;
-            int64_t *slot = map_slot(&lacking, (uint64_t)state, bits.n);
-            if (!slot || (*slot == bits.n && (pairs_push(&bits, 0, 0) < 0 || pairs_push(&bits, 0, 0) < 0))) {
-                failed = 1;
-                break;
-            }
-            bits.a[2 * *slot + (byte >> 6)] |= (int64_t)((uint64_t)1 << (byte & 63));
-        }
-    }
-    for (size_t j = 0; j <= lacking.mask && !failed; j++) {
-        if (lacking.stamp[j] != lacking.epoch) continue;
-        const uint64_t *set = (const uint64_t *)&bits.a[2 * lacking.k[2 * j + 1]];
+    for (size_t j = 0; j <= lacking->mask && !failed; j++) {
+        if (lacking->stamp[j] != lacking->epoch) continue;
+        const uint64_t *set = (const uint64_t *)&bits->a[2 * lacking->k[2 * j + 1]];
         char byts[256];
         Py_ssize_t n = 0;
         for (int byte = 0; byte < 256; byte++)
             if (set[byte >> 6] >> (byte & 63) & 1) byts[n++] = (char)byte;
-        PyObject *r = call(w, w->fill_bytes, Py_BuildValue("(Ly#)", (long long)lacking.k[2 * j], byts, n));
+        PyObject *r = call(w, w->fill_bytes, Py_BuildValue("(Ly#)", (long long)lacking->k[2 * j], byts, n));
         if (!r) failed = 1;
         Py_XDECREF(r);
     }
-    set_free(&lacking);
-    PyMem_Free(bits.a);
+    set_free(lacking);
+    PyMem_Free(bits->a);
+    bits->a = NULL;
     return failed ? -1 : 0;
+}
+
+/* Asks ``fill_bytes`` for the transitions ``items``' children need that are unknown. */
+static int fill(Walker *w, Pairs *items) {
+    Set lacking;
+    Pairs bits = {0};
+    if (set_init(&lacking, 64) < 0) return -1;
+    for (Py_ssize_t i = 0; i < items->n; i++) {
+        int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
+        const int32_t *row = w->trans + state * 256;
+        int64_t child = w->trie.child_start[node], last = child + w->trie.child_count[node];
+        for (; child < last; child++) {
+            int32_t byte = w->trie.byte[child];
+            if (row[byte] == UNKNOWN && lack(&lacking, &bits, state, byte) < 0) {
+                set_free(&lacking);
+                PyMem_Free(bits.a);
+                return -1;
+            }
+        }
+    }
+    return ask(w, &lacking, &bits);
 }
 
 /* Steps ``items`` through the automaton: sources first (computing them finds suspensions),
@@ -1187,8 +1202,114 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(root_pass_doc,
+             "root_pass(state, level_start, node_of_id, words, fill_bytes) -> None\n\n"
+             "Sets in ``words`` (32-bit, writable) the bits of the tokens ``state`` reads alive, stepping the\n"
+             "automaton from the trie's root one level at a time (``level_start``: int64, where each level's\n"
+             "nodes begin; ``node_of_id``: int64, each token's node, the trie's size for none). A node has one state whatever split of its bytes led there, so each is stepped once;\n"
+             "a level's missing transitions are asked of ``fill_bytes(state, bytes)`` together. For real stacks:\n"
+             "suspended sources are not looked for. Costs each level's nodes, and the live ones' children.");
+
+static PyObject *Walker_root_pass(Walker *w, PyObject *args) {
+    long long state;
+    PyObject *levels_obj, *ids_obj, *words_obj, *fill_bytes;
+    if (!PyArg_ParseTuple(args, "LOOOO", &state, &levels_obj, &ids_obj, &words_obj, &fill_bytes)) return NULL;
+    if (w->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "a walker walks one walk at a time");
+        return NULL;
+    }
+    Py_buffer words_b = {0}, levels_b = {0}, ids_b = {0};
+    if (buffer_of(words_obj, &words_b, PyBUF_WRITABLE, 4, "words") < 0) return NULL;
+    if (buffer_of(levels_obj, &levels_b, 0, 8, "level_start") < 0 || buffer_of(ids_obj, &ids_b, 0, 8, "node_of_id") < 0) {
+        release_held((Py_buffer *[]){&words_b, &levels_b, &ids_b}, 3);
+        return NULL;
+    }
+    w->busy = 1;
+    w->fill_bytes = fill_bytes;
+    w->words = words_b.buf;
+    int failed = 1;
+    Pairs unknown = {0}; /* a level's (child, parent state) whose transitions were missing */
+    const int64_t *level_start = levels_b.buf, *node_of_id = ids_b.buf;
+    Py_ssize_t n_levels = levels_b.len / 8, n_nodes = w->trie.n_nodes, n_ids = ids_b.len / 8;
+    int32_t *states = PyMem_Calloc((size_t)n_nodes + 1, sizeof(int32_t)); /* all DEAD */
+    if (!states) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (w->max_token >= words_b.len / 4 * 32 || n_ids > words_b.len / 4 * 32) {
+        PyErr_SetString(PyExc_ValueError, "words is too short for the trie's token ids");
+        goto done;
+    }
+    if (n_levels < 2 || level_start[0] != 0 || level_start[n_levels - 1] > n_nodes) {
+        PyErr_SetString(PyExc_ValueError, "level_start: not the trie's levels");
+        goto done;
+    }
+    if (read_automaton(w) < 0 || check_state(w, state) < 0) goto done;
+    states[0] = (int32_t)state;
+    Py_ssize_t alive = state != DEAD;
+    for (Py_ssize_t depth = 0; depth + 1 < n_levels && alive; depth++) {
+        alive = 0;
+        unknown.n = 0;
+        for (int64_t node = level_start[depth], last = level_start[depth + 1]; node < last; node++) {
+            if (states[node] == DEAD) continue;
+            const int32_t *row = w->trans + (int64_t)states[node] * 256;
+            for (int64_t c = w->trie.child_start[node], end = c + w->trie.child_count[node]; c < end; c++) {
+                int32_t nxt = row[w->trie.byte[c]];
+                if (nxt == UNKNOWN) {
+                    if (pairs_push(&unknown, c, states[node]) < 0) goto done;
+                } else if (nxt != DEAD) {
+                    states[c] = nxt;
+                    alive++;
+                }
+            }
+        }
+        if (!unknown.n) continue;
+        Set lacking;
+        Pairs bits = {0};
+        if (set_init(&lacking, 64) < 0) goto done;
+        for (Py_ssize_t i = 0; i < unknown.n; i++)
+            if (lack(&lacking, &bits, unknown.a[2 * i + 1], w->trie.byte[unknown.a[2 * i]]) < 0) {
+                set_free(&lacking);
+                PyMem_Free(bits.a);
+                goto done;
+            }
+        if (ask(w, &lacking, &bits) < 0) goto done;
+        for (Py_ssize_t i = 0; i < unknown.n; i++) {
+            int64_t c = unknown.a[2 * i];
+            int32_t nxt = w->trans[unknown.a[2 * i + 1] * 256 + w->trie.byte[c]];
+            if (nxt == UNKNOWN) {
+                PyErr_SetString(PyExc_RuntimeError, "fill_bytes left a transition unknown");
+                goto done;
+            }
+            if (nxt != DEAD) {
+                states[c] = nxt;
+                alive++;
+            }
+        }
+    }
+    /* Token by token at the end: a node's own tokens are read from three more arrays. */
+    for (Py_ssize_t id = 0; id < n_ids; id++) {
+        int64_t node = node_of_id[id];
+        if (node < 0 || node > n_nodes) {
+            PyErr_SetString(PyExc_ValueError, "node_of_id: a node outside the trie");
+            goto done;
+        }
+        if (states[node] != DEAD) w->words[id >> 5] |= (uint32_t)1 << (id & 31);
+    }
+    failed = 0;
+done:
+    PyMem_Free(unknown.a);
+    PyMem_Free(states);
+    w->busy = 0;
+    w->fill_bytes = NULL;
+    w->words = NULL;
+    release_held((Py_buffer *[]){&words_b, &levels_b, &ids_b}, 3);
+    return failed ? NULL : Py_NewRef(Py_None);
+}
+
 static PyMethodDef Walker_methods[] = {
     {"walk", (PyCFunction)Walker_walk, METH_VARARGS, walk_doc},
+    {"root_pass", (PyCFunction)Walker_root_pass, METH_VARARGS, root_pass_doc},
     {"held_bytes", (PyCFunction)Walker_held_bytes, METH_NOARGS, "Bytes the walker keeps between walks (its ways)."},
     {NULL, NULL, 0, NULL},
 };

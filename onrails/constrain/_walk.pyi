@@ -15,6 +15,14 @@ class Walker:
         budget: int,
         callbacks: tuple[Callable[..., object], ...],
     ) -> bytes: ...
+    def root_pass(
+        self,
+        state: int,
+        level_start: np.ndarray,
+        node_of_id: np.ndarray,
+        words: np.ndarray,
+        fill_bytes: Callable[[int, bytes], None],
+    ) -> None: ...
     def held_bytes(self) -> int: ...
 
 def dfa_pass(

@@ -385,6 +385,38 @@ def test_words_next_to_words_take_the_root_pass_before_the_words_pure_part_is_ma
     assert name.signature(0) in long_way._shared.pure
 
 
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+@pytest.mark.parametrize("vocab_name", ["smollm2_vocab", "llama_vocab", "gemma_vocab"])
+@pytest.mark.parametrize(
+    "grammar_text, text",
+    [(ARITHMETIC, "f(x1, 2.5) * -(3 / y_2) ^ 4 -\tz"), (GRAMMAR, "hello 12 world3 x  yz 7")],
+    ids=["arithmetic", "words"],
+)
+def test_the_compiled_root_pass_gives_the_numpy_root_pass_masks(
+    vocab_name: str, grammar_text: str, text: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every mask that walks is a root pass here, along the text's tokens; each runs in both from
+    the same automaton state (the numpy pass after the compiled one, so it also reads the
+    transitions that one asked for), and the masks must agree."""
+    tokenizer = request.getfixturevalue(vocab_name.replace("_vocab", "_tokenizer"))
+    vocab = request.getfixturevalue(vocab_name)
+    compiled_pass = compiled._Generation._root_pass
+    passes = []
+
+    def both(self: Any, state: int) -> np.ndarray:
+        words = compiled_pass(self, state)
+        with monkeypatch.context() as patch:
+            patch.setattr(compiled, "_kernel", None)
+            assert np.array_equal(words, compiled_pass(self, state))
+        passes.append(int(np.count_nonzero(words)))
+        return words
+
+    monkeypatch.setattr(compiled._Generation, "_root_pass", both)
+    monkeypatch.setattr(compiled, "_FOLLOWED_NODES", 0)
+    _masks_along(lambda: GrammarCompiler(vocab).compile_lark(grammar_text), None, text, tokenizer)
+    assert len(passes) >= 5 and min(passes) > 0
+
+
 def test_a_transition_table_reserved_at_once_answers_as_a_doubled_one(
     llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
