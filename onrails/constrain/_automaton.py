@@ -18,6 +18,7 @@ import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Set as AbstractSet
+from types import ModuleType
 
 import numpy as np
 
@@ -26,6 +27,12 @@ from onrails.constrain._bytedfa import ByteDFA
 from onrails.constrain._item_sets import AT_TOP, NO_ENTRY
 from onrails.constrain._lr import ParseTable
 from onrails.errors import OnRailsError
+
+_kernel: "ModuleType | None"
+try:
+    import onrails.constrain._walk as _kernel
+except ImportError:  # built without a C compiler: ``_column_groups`` in Python
+    _kernel = None
 
 DEAD = 0
 UNKNOWN = -1
@@ -561,46 +568,30 @@ class Automaton:
         """Bytes held by the DFA rows stacked for recently used states' sources."""
         return sum(rows.nbytes for rows in list(self._rows_cache.values()))
 
-    def fill_bytes(self, state: int, byts: np.ndarray) -> None:
-        """Compute and memoise the transitions of ``state`` on ``byts`` (mask walks need only the
-        bytes the vocabulary trie has below their nodes, rarely a whole row).
+    def fill_bytes(self, state: int, byts: "bytes | np.ndarray") -> None:
+        """Compute and memoise the transitions of ``state`` on ``byts`` (uint8, repeats allowed:
+        mask walks need only the bytes the vocabulary trie has below their nodes, rarely a row).
 
-        Bytes are grouped by the configurations they lead to, so this costs one interning per
-        distinct successor rather than per byte.
+        Bytes are grouped by the configurations they lead to (``_column_groups``), so this costs
+        one interning per distinct successor rather than per byte.
         """
         with self._lock:
             keys, rows = self.state_sources(state)
-            cols = np.flatnonzero(np.bincount(byts, minlength=256))
-            cols = cols[self.trans[state, cols] == UNKNOWN]
-            if not cols.size:
+            group = _kernel.column_groups if _kernel is not None else _column_groups
+            cols, groups, columns = group(rows, self.trans[state], byts)
+            if not cols:
                 return
             if len(keys) == 1:
                 # One way forward (inside a key, a keyword, a number): successors are the
                 # terminal's own DFA states.
                 stack, terminal = keys[0]
-                targets = rows[0, cols].tolist()
-                successor = {DFA_DEAD: DEAD}
-                for d in set(targets).difference(successor):
-                    successor[d] = self._intern_sorted(((stack, terminal, d),))
-                self.trans[state, cols] = [successor[d] for d in targets]
-                return
-            if not keys:
-                self.trans[state, cols] = DEAD
-                return
-            # Each byte's column of DFA states as the bytes of one value: equal columns lead to
-            # the same configurations.
-            columns = np.ascontiguousarray(rows[:, cols].T)
-            column_keys = columns.view(np.dtype((np.void, columns.itemsize * len(keys)))).ravel().tolist()
-            interned: dict[bytes, int] = {}
-            found = []
-            for index, key in enumerate(column_keys):
-                target = interned.get(key)
-                if target is None:
-                    target = interned[key] = self._intern_column(keys, columns[index].tolist())
-                found.append(target)
-            self.trans[state, cols] = found
+                targets = [DEAD if d == DFA_DEAD else self._intern_sorted(((stack, terminal, d),)) for (d,) in columns]
+            else:
+                targets = [self._intern_column(keys, column) for column in columns]
+            found = np.array(targets, dtype=np.int32)[np.frombuffer(groups, dtype=np.uint8)]
+            self.trans[state, np.frombuffer(cols, dtype=np.uint8)] = found
 
-    def _intern_column(self, keys: tuple[tuple[int, int], ...], column: list[int]) -> int:
+    def _intern_column(self, keys: tuple[tuple[int, int], ...], column: tuple[int, ...]) -> int:
         """The state of the sources' configurations at the DFA states ``column`` (one per source)."""
         return self.intern(frozenset((keys[i][0], keys[i][1], d) for i, d in enumerate(column) if d != DFA_DEAD))
 
@@ -608,7 +599,7 @@ class Automaton:
         """Compute and memoise every transition of ``state`` (for searches over whole rows)."""
         with self._lock:
             if not self._row_done[state]:
-                self.fill_bytes(state, np.arange(256))
+                self.fill_bytes(state, _ALL_BYTES)
                 self._row_done[state] = True
             return self.trans[state]
 
@@ -630,6 +621,24 @@ class Automaton:
             if state == DEAD:
                 return DEAD
         return state
+
+
+_ALL_BYTES = bytes(range(256))
+
+
+def _column_groups(
+    rows: np.ndarray, row: np.ndarray, byts: "bytes | np.ndarray"
+) -> tuple[bytes, bytes, list[tuple[int, ...]]]:
+    """``_walk.column_groups`` in Python: the bytes of ``byts`` unknown in ``row``, each one's
+    group, and each group's column of ``rows`` (DFA states of the sources), equal columns one
+    group: each byte's column is what it leads to."""
+    wanted = np.zeros(256, dtype=bool)
+    wanted[np.frombuffer(byts, dtype=np.uint8)] = True
+    cols = np.flatnonzero(wanted & (row == UNKNOWN))
+    index: dict[tuple[int, ...], int] = {}
+    columns = zip(*rows[:, cols].tolist()) if rows.shape[0] else [()] * cols.size
+    groups = bytes(index.setdefault(column, len(index)) for column in columns)
+    return cols.astype(np.uint8).tobytes(), groups, list(index)
 
 
 def _reserve_rows(rows: int) -> np.ndarray:

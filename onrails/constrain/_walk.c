@@ -17,7 +17,8 @@
  *
  * The passes read one byte DFA over the trie: from its root (``dfa_pass``), beside another state
  * (``pair_pass``), or below given nodes (``below_pass``, which reads a walk's first terminals for
- * a cache shared across walks); ``literal_pass`` reads a fixed string.
+ * a cache shared across walks); ``literal_pass`` reads a fixed string. ``column_groups`` groups an
+ * automaton state's missing transitions by where they lead, for ``Automaton.fill_bytes``.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1059,6 +1060,67 @@ done:
     return result;
 }
 
+/* ---- an automaton state's missing transitions ------------------------------------------ */
+
+PyDoc_STRVAR(column_groups_doc,
+             "column_groups(rows, row, byts) -> (cols, groups, columns)\n\n"
+             "The bytes of ``byts`` (uint8, repeats allowed) whose entry in ``row`` (int32, a state's 256\n"
+             "transitions) is unknown, ascending, as ``cols``; ``rows`` (int32, k rows of 256: the DFA rows of\n"
+             "the state's k sources) gives each such byte a column of k DFA states, and bytes with equal\n"
+             "columns lead to the same state. ``groups``: per byte of ``cols`` its column's index in\n"
+             "``columns``, the distinct columns as tuples of ints in order of first appearance. Costs k per\n"
+             "byte per distinct column.");
+
+static PyObject *column_groups(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows_obj, *row_obj, *byts_obj, *result = NULL, *columns = NULL;
+    if (!PyArg_ParseTuple(args, "OOO", &rows_obj, &row_obj, &byts_obj)) return NULL;
+    Py_buffer rb = {0}, kb = {0}, bb = {0};
+    if (buffer_of(rows_obj, &rb, 0, 4, "rows") < 0 || buffer_of(row_obj, &kb, 0, 4, "row") < 0 ||
+        buffer_of(byts_obj, &bb, 0, 1, "byts") < 0)
+        goto done;
+    if (rb.len % 1024 || kb.len != 1024) {
+        PyErr_SetString(PyExc_ValueError, "rows: k rows of 256 int32; row: 256 int32");
+        goto done;
+    }
+    const int32_t *rows = rb.buf, *row = kb.buf;
+    const uint8_t *byts = bb.buf;
+    Py_ssize_t k = rb.len / 1024;
+    uint8_t wanted[256] = {0}, cols[256], groups[256], firsts[256];
+    for (Py_ssize_t i = 0; i < bb.len; i++) wanted[byts[i]] = row[byts[i]] == UNKNOWN;
+    int n_cols = 0, n_groups = 0;
+    for (int byte = 0; byte < 256; byte++) {
+        if (!wanted[byte]) continue;
+        int g = 0;
+        for (; g < n_groups; g++) {
+            Py_ssize_t j = 0;
+            while (j < k && rows[j * 256 + byte] == rows[j * 256 + firsts[g]]) j++;
+            if (j == k) break;
+        }
+        if (g == n_groups) firsts[n_groups++] = (uint8_t)byte;
+        cols[n_cols] = (uint8_t)byte;
+        groups[n_cols++] = (uint8_t)g;
+    }
+    columns = PyList_New(n_groups);
+    if (!columns) goto done;
+    for (int g = 0; g < n_groups; g++) {
+        PyObject *column = PyTuple_New(k);
+        if (!column) goto done;
+        PyList_SET_ITEM(columns, g, column);
+        for (Py_ssize_t j = 0; j < k; j++) {
+            PyObject *d = PyLong_FromLong(rows[j * 256 + firsts[g]]);
+            if (!d) goto done;
+            PyTuple_SET_ITEM(column, j, d);
+        }
+    }
+    result = Py_BuildValue("(y#y#O)", (const char *)cols, (Py_ssize_t)n_cols, (const char *)groups,
+                           (Py_ssize_t)n_cols, columns);
+done:
+    Py_XDECREF(columns);
+    release_held((Py_buffer *[]){&rb, &kb, &bb}, 3);
+    return result;
+}
+
 /* ---- a fixed string from the root --------------------------------------------------------- */
 
 PyDoc_STRVAR(literal_pass_doc,
@@ -1332,6 +1394,7 @@ static PyMethodDef module_functions[] = {
     {"pair_pass", pair_pass, METH_VARARGS, pair_pass_doc},
     {"below_pass", below_pass, METH_VARARGS, below_pass_doc},
     {"literal_pass", literal_pass, METH_VARARGS, literal_pass_doc},
+    {"column_groups", column_groups, METH_VARARGS, column_groups_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1107,7 +1107,7 @@ class _Generation:
             follow,
             words,
             self._trie.max_step_nodes,
-            (self._ways_of, automaton.boundary_after, automaton.state_sources, self._fill_bytes),
+            (self._ways_of, automaton.boundary_after, automaton.state_sources, automaton.fill_bytes),
         )
         if not met:
             return []
@@ -1173,9 +1173,6 @@ class _Generation:
             out.append((dfa.flat_table(), dfa.accepting, dfa_state * 256, dfa.n_states * 256, stack, terminal))
         return tuple(out)
 
-    def _fill_bytes(self, state: int, byts: bytes) -> None:
-        self.automaton.fill_bytes(state, np.frombuffer(byts, dtype=np.uint8))
-
     def _walk_numpy(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
         """``_walk`` in numpy: a few dozen array operations per level of the walk."""
         automaton = self.automaton
@@ -1233,7 +1230,7 @@ class _Generation:
             index_todo = index[todo]
             origin_todo = index_todo >> 8
             for state in set(origin_todo.tolist()):
-                automaton.fill_bytes(state, index_todo[origin_todo == state] & 255)
+                automaton.fill_bytes(state, (index_todo[origin_todo == state] & 255).astype(np.uint8))
             nxt = automaton.trans.ravel()[index]
         return nxt
 
@@ -1242,7 +1239,7 @@ class _Generation:
         real stack's state: nothing suspends), each live node's children stepped once. In
         compiled code where the package has it (``Walker.root_pass``; the user grammars' walks on
         Llama-3.2, paired in both orders: arithmetic's mask p99 16-20 -> 12.5 ms, csv's 4.8-7.9 ->
-        3.9-4.2, s-expressions' 3.0-3.2 -> 1.7-1.8; what is left is mostly ``fill_bytes``, the
+        3.9-4.2, s-expressions' 3.0-3.2 -> 1.7-1.8; most of what is left is ``fill_bytes``, the
         new automaton states a pass meets). In numpy, while the live nodes' children are a small
         part of their level they are stepped alone, and from the first level that they fill
         (words next to words keep most of the vocabulary alive) every node of each level is
@@ -1251,7 +1248,7 @@ class _Generation:
         trie = self._trie
         if _kernel is not None:
             words = np.zeros(self.grammar._words, dtype=np.int32)
-            self._kernel_walker().root_pass(state, trie.level_start, trie.node_of_id, words, self._fill_bytes)
+            self._kernel_walker().root_pass(state, trie.level_start, trie.node_of_id, words, self.automaton.fill_bytes)
             return words
         child_count, byte32 = trie.child_count, trie.byte32
         # Per node its state; the last slot, the node of ids without content, stays dead.

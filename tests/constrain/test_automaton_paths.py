@@ -417,6 +417,24 @@ def test_the_compiled_root_pass_gives_the_numpy_root_pass_masks(
     assert len(passes) >= 5 and min(passes) > 0
 
 
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+def test_the_compiled_column_groups_give_the_python_groups() -> None:
+    """A state's missing transitions grouped by the DFA states they lead its sources to, for no
+    source, one or several, bytes repeated or already known: the same bytes, groups and columns."""
+    assert compiled._kernel is not None
+    rng = np.random.default_rng(3)
+    for sources in (0, 1, 2, 7):
+        for _ in range(40):
+            rows = rng.integers(-1, 3, size=(sources, 256)).astype(np.int32)
+            row = np.where(rng.random(256) < 0.3, 5, _automaton.UNKNOWN).astype(np.int32)
+            byts = rng.integers(0, 256, size=int(rng.integers(0, 300))).astype(np.uint8)
+            found = compiled._kernel.column_groups(rows, row, byts)
+            assert found == _automaton._column_groups(rows, row, byts.tobytes())
+            cols, groups, columns = found
+            assert list(cols) == sorted(set(byts.tolist()) - set(np.flatnonzero(row != _automaton.UNKNOWN).tolist()))
+            assert all(columns[g] == tuple(rows[:, c].tolist()) for c, g in zip(cols, groups))
+
+
 def test_a_transition_table_reserved_at_once_answers_as_a_doubled_one(
     llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
