@@ -1289,12 +1289,12 @@ class _Generation:
 
         A state reads the union of what its ways forward read (``Automaton.split``), and below
         a node each reads on in its terminal's DFA, whatever the stack, until the terminal ends
-        (``_past_terminals``: the tokens read inside are set in ``words``).
-        What each reads below comes from a cache shared across grammars (a string's content
-        below ``"`` is read once per vocabulary, not once per property; the ``", "`` after a value
-        once for every value), and the walk goes on from where each terminal may end, at the boundary
-        after it. Stepping such states through the automaton instead would build states for
-        every new parser stack: per whitespace run, per first byte of each terminal.
+        (``_past_terminals``: the tokens read inside are set in ``words``). What each reads below
+        comes from a cache shared across grammars (a string's content below ``"`` is read once per
+        vocabulary, not once per property; the ``", "`` after a value once for every value), and
+        the walk goes on from where each terminal may end, at the boundary after it. Stepping
+        such states through the automaton instead would build states for every new parser stack:
+        per whitespace run, per first byte of each terminal.
         """
         nodes, at_states = parents[split], states[split]
         automaton = self.automaton
