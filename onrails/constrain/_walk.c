@@ -426,42 +426,54 @@ static int follow(Walker *w, Py_ssize_t index, int64_t node, Pairs *todo, Pairs 
     return 0;
 }
 
-/* Asks ``fill_bytes`` for the transitions ``items``' children need that are unknown, each
- * state's bytes at once. */
-static int fill(Walker *w, Pairs *items) {
-    Set lacking; /* state -> where its 256 bits start in ``bits`` (in pairs) */
-    Pairs bits = {0};
-    if (set_init(&lacking, 64) < 0) return -1;
+/* Notes that ``state`` lacks its transition on ``byte``: ``lacking`` maps a state to where its 256
+ * bits start in ``bits`` (in pairs). */
+static int lack(Set *lacking, Pairs *bits, int64_t state, int32_t byte) {
+    int64_t *slot = map_slot(lacking, (uint64_t)state, bits->n);
+    if (!slot || (*slot == bits->n && (pairs_push(bits, 0, 0) < 0 || pairs_push(bits, 0, 0) < 0))) return -1;
+    bits->a[2 * *slot + (byte >> 6)] |= (int64_t)((uint64_t)1 << (byte & 63));
+    return 0;
+}
+
+/* Asks ``fill_bytes`` for what ``lack`` noted, each state's bytes at once; frees both. */
+static int ask(Walker *w, Set *lacking, Pairs *bits) {
     int failed = 0;
-    for (Py_ssize_t i = 0; i < items->n && !failed; i++) {
-        int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
-        const int32_t *row = w->trans + state * 256;
-        int64_t child = w->trie.child_start[node], last = child + w->trie.child_count[node];
-        for (; child < last && !failed; child++) {
-            int32_t byte = w->trie.byte[child];
-            if (row[byte] != UNKNOWN) continue;
-            int64_t *slot = map_slot(&lacking, (uint64_t)state, bits.n);
-            if (!slot || (*slot == bits.n && (pairs_push(&bits, 0, 0) < 0 || pairs_push(&bits, 0, 0) < 0))) {
-                failed = 1;
-                break;
-            }
-            bits.a[2 * *slot + (byte >> 6)] |= (int64_t)((uint64_t)1 << (byte & 63));
-        }
-    }
-    for (size_t j = 0; j <= lacking.mask && !failed; j++) {
-        if (lacking.stamp[j] != lacking.epoch) continue;
-        const uint64_t *set = (const uint64_t *)&bits.a[2 * lacking.k[2 * j + 1]];
+    for (size_t j = 0; j <= lacking->mask && !failed; j++) {
+        if (lacking->stamp[j] != lacking->epoch) continue;
+        const uint64_t *set = (const uint64_t *)&bits->a[2 * lacking->k[2 * j + 1]];
         char byts[256];
         Py_ssize_t n = 0;
         for (int byte = 0; byte < 256; byte++)
             if (set[byte >> 6] >> (byte & 63) & 1) byts[n++] = (char)byte;
-        PyObject *r = call(w, w->fill_bytes, Py_BuildValue("(Ly#)", (long long)lacking.k[2 * j], byts, n));
+        PyObject *r = call(w, w->fill_bytes, Py_BuildValue("(Ly#)", (long long)lacking->k[2 * j], byts, n));
         if (!r) failed = 1;
         Py_XDECREF(r);
     }
-    set_free(&lacking);
-    PyMem_Free(bits.a);
+    set_free(lacking);
+    PyMem_Free(bits->a);
+    bits->a = NULL;
     return failed ? -1 : 0;
+}
+
+/* Asks ``fill_bytes`` for the transitions ``items``' children need that are unknown. */
+static int fill(Walker *w, Pairs *items) {
+    Set lacking;
+    Pairs bits = {0};
+    if (set_init(&lacking, 64) < 0) return -1;
+    for (Py_ssize_t i = 0; i < items->n; i++) {
+        int64_t node = items->a[2 * i], state = items->a[2 * i + 1];
+        const int32_t *row = w->trans + state * 256;
+        int64_t child = w->trie.child_start[node], last = child + w->trie.child_count[node];
+        for (; child < last; child++) {
+            int32_t byte = w->trie.byte[child];
+            if (row[byte] == UNKNOWN && lack(&lacking, &bits, state, byte) < 0) {
+                set_free(&lacking);
+                PyMem_Free(bits.a);
+                return -1;
+            }
+        }
+    }
+    return ask(w, &lacking, &bits);
 }
 
 /* Steps ``items`` through the automaton: sources first (computing them finds suspensions),
@@ -1280,7 +1292,7 @@ static PyObject *Walker_root_pass(Walker *w, PyObject *args) {
     w->fill_bytes = fill_bytes;
     w->words = words_b.buf;
     int failed = 1;
-    Pairs lacking = {0}; /* a level's (node, state) with children whose transitions are missing */
+    Pairs unknown = {0}; /* a level's (child, parent state) whose transitions were missing */
     const int64_t *level_start = levels_b.buf, *node_of_id = ids_b.buf;
     Py_ssize_t n_levels = levels_b.len / 8, n_nodes = w->trie.n_nodes, n_ids = ids_b.len / 8;
     int32_t *states = PyMem_Calloc((size_t)n_nodes + 1, sizeof(int32_t)); /* all DEAD */
@@ -1301,38 +1313,41 @@ static PyObject *Walker_root_pass(Walker *w, PyObject *args) {
     Py_ssize_t alive = state != DEAD;
     for (Py_ssize_t depth = 0; depth + 1 < n_levels && alive; depth++) {
         alive = 0;
-        lacking.n = 0;
+        unknown.n = 0;
         for (int64_t node = level_start[depth], last = level_start[depth + 1]; node < last; node++) {
             if (states[node] == DEAD) continue;
             const int32_t *row = w->trans + (int64_t)states[node] * 256;
-            int missing = 0;
             for (int64_t c = w->trie.child_start[node], end = c + w->trie.child_count[node]; c < end; c++) {
                 int32_t nxt = row[w->trie.byte[c]];
                 if (nxt == UNKNOWN) {
-                    missing = 1;
+                    if (pairs_push(&unknown, c, states[node]) < 0) goto done;
                 } else if (nxt != DEAD) {
                     states[c] = nxt;
                     alive++;
                 }
             }
-            if (missing && pairs_push(&lacking, node, states[node]) < 0) goto done;
         }
-        if (!lacking.n) continue;
-        if (fill(w, &lacking) < 0) goto done;
-        /* The children stepped above are set already; the others are known now. */
-        for (Py_ssize_t i = 0; i < lacking.n; i++) {
-            int64_t node = lacking.a[2 * i];
-            const int32_t *row = w->trans + lacking.a[2 * i + 1] * 256;
-            for (int64_t c = w->trie.child_start[node], end = c + w->trie.child_count[node]; c < end; c++) {
-                int32_t nxt = row[w->trie.byte[c]];
-                if (nxt == UNKNOWN) {
-                    PyErr_SetString(PyExc_RuntimeError, "fill_bytes left a transition unknown");
-                    goto done;
-                }
-                if (nxt != DEAD && states[c] == DEAD) {
-                    states[c] = nxt;
-                    alive++;
-                }
+        if (!unknown.n) continue;
+        Set lacking;
+        Pairs bits = {0};
+        if (set_init(&lacking, 64) < 0) goto done;
+        for (Py_ssize_t i = 0; i < unknown.n; i++)
+            if (lack(&lacking, &bits, unknown.a[2 * i + 1], w->trie.byte[unknown.a[2 * i]]) < 0) {
+                set_free(&lacking);
+                PyMem_Free(bits.a);
+                goto done;
+            }
+        if (ask(w, &lacking, &bits) < 0) goto done;
+        for (Py_ssize_t i = 0; i < unknown.n; i++) {
+            int64_t c = unknown.a[2 * i];
+            int32_t nxt = w->trans[unknown.a[2 * i + 1] * 256 + w->trie.byte[c]];
+            if (nxt == UNKNOWN) {
+                PyErr_SetString(PyExc_RuntimeError, "fill_bytes left a transition unknown");
+                goto done;
+            }
+            if (nxt != DEAD) {
+                states[c] = nxt;
+                alive++;
             }
         }
     }
@@ -1347,7 +1362,7 @@ static PyObject *Walker_root_pass(Walker *w, PyObject *args) {
     }
     failed = 0;
 done:
-    PyMem_Free(lacking.a);
+    PyMem_Free(unknown.a);
     PyMem_Free(states);
     w->busy = 0;
     w->fill_bytes = NULL;
