@@ -49,6 +49,7 @@ _RESERVE_FROM = 1 << 14
 _RESERVED_ROWS = 1 << 17
 # ``Automaton.splits`` of a state: not decided yet, followed terminal by terminal, or as a whole.
 SPLIT_UNKNOWN, SPLIT, WHOLE = 0, 1, 2
+_UNDECIDED = object()  # a state missing from ``Automaton._split``
 
 Config = tuple[int, int, int]
 
@@ -103,6 +104,10 @@ class Automaton:
         self._list_updates = table.lists.updates
         self._guards = table.lists.guards
         self._guarded = table.lists.guarded
+        # Answers of the tracked lists' guards by (kind, list, bit, tag): an object's key is
+        # asked of every stack that may shift it, and a list of 100 properties asked whether
+        # any may come next tries them all.
+        self._allows: dict[tuple[int, int, int, int], bool] = {}
         self._truncated: dict[tuple[int, int], int] = {}
         self._shift_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         self._accept_cache: dict[int, bool] = {}
@@ -129,7 +134,8 @@ class Automaton:
         # Whether mask walks follow a state terminal by terminal (``split``).
         self.splits = np.zeros(64, dtype=np.int8)
         self.splits[DEAD] = WHOLE
-        self._split: dict[int, tuple[Config, ...]] = {}
+        # ``split`` of every state decided (None: stepped whole), read without the lock.
+        self._split: dict[int, tuple[Config, ...] | None] = {}
         # Recently used states' ways forward: (stack, terminal) per source and the sources' DFA
         # rows stacked. Mask walks fill a state a few bytes at a time, so they are reused.
         self._source_cache: OrderedDict[int, tuple[tuple[tuple[int, int], ...], np.ndarray]] = OrderedDict()
@@ -289,7 +295,11 @@ class Automaton:
             if entry == OPAQUE:
                 raise NeedsDeeper
             tag = self.stack_tag[entry]
-        return self._lists[list_id].allows(kind, tag, bit)
+        key = (kind, list_id, bit, tag)
+        allows = self._allows.get(key)
+        if allows is None:
+            allows = self._allows[key] = self._lists[list_id].allows(kind, tag, bit)
+        return allows
 
     def _closure(self, stack: int, terminal: int) -> tuple[int, ...]:
         """``reduce_closure`` memoised per reduce class of the look-ahead terminal."""
@@ -479,8 +489,11 @@ class Automaton:
         one (the state reads the union of what they read): its own, and at a boundary each
         terminal allowed there from its DFA's start. None when they are more than a few or a
         boundary needs the stack below a truncation (a walk then steps the state as a whole)."""
+        decided = self._split.get(state, _UNDECIDED)
+        if decided is not _UNDECIDED:
+            return decided  # type: ignore[return-value]
         with self._lock:
-            if self.splits[state] == SPLIT_UNKNOWN:
+            if state not in self._split:
                 ways: list[Config] = []
                 try:
                     for stack, t, d in self.configs[state]:
@@ -490,12 +503,10 @@ class Automaton:
                             ways.extend((stack, t2, 0) for t2 in self.allowed_terminals(stack))
                 except NeedsDeeper:
                     ways = []
-                if 0 < len(ways) <= _MAX_SPLIT:
-                    self._split[state] = tuple(ways)
-                    self.splits[state] = SPLIT
-                else:
-                    self.splits[state] = WHOLE
-            return self._split.get(state)
+                split = 0 < len(ways) <= _MAX_SPLIT
+                self._split[state] = tuple(ways) if split else None
+                self.splits[state] = SPLIT if split else WHOLE
+            return self._split[state]
 
     def fill(self, state: int, byte: int) -> int:
         """Compute and memoise one transition (the per-byte path used when advancing)."""

@@ -101,6 +101,8 @@ _SCATTERED_IDS = 400
 # A state's pure part is read beside a dense state's of its DFA while they read apart at no more
 # than this many nodes (past it, one pass over the whole trie costs less).
 _NEAR_NODES = 4096
+# Tokens flipped one by one in a pure part derived from another (``_flipped``); more at once.
+_FEW_FLIPS = 32
 _Suspension = tuple[int, np.ndarray]  # (truncated automaton state, trie nodes where it was met)
 _Parts = tuple[np.ndarray, tuple[_Suspension, ...]]
 
@@ -161,6 +163,18 @@ class _Units(NamedTuple):
     started: np.ndarray  # int16 per token id
     exits: np.ndarray  # trie nodes
     exit_started: np.ndarray  # int16 per exit
+
+
+def _toggled(nodes: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """The nodes in exactly one of ``nodes`` and ``flips`` (neither with repeats), ascending:
+    ``np.setxor1d``, whose argument handling cost 37 us on a key's 91 ends and one flip, in 9."""
+    both = np.concatenate([nodes, flips])
+    both.sort()
+    single = np.ones(both.size, dtype=bool)
+    twice = both[1:] == both[:-1]
+    single[1:] &= ~twice
+    single[:-1] &= ~twice
+    return both[single]
 
 
 def _weight(value: object) -> int:
@@ -532,10 +546,15 @@ class CompiledGrammar:
         if flip_nodes.size:
             flip = self._trie.tokens_at(flip_nodes)
             stay = stay.copy()
-            bits = np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32))
-            np.bitwise_xor.at(stay.view(np.uint32), flip >> 5, bits)
+            words = stay.view(np.uint32)
+            if flip.size <= _FEW_FLIPS:
+                # A key's string minus names flips a token or two: ufunc.at costs 6 us more.
+                for token in flip.tolist():
+                    words[token >> 5] ^= 1 << (token & 31)
+            else:
+                np.bitwise_xor.at(words, flip >> 5, np.left_shift(np.uint32(1), (flip & 31).astype(np.uint32)))
         if flip_exits.size:
-            exits = np.setxor1d(exits, flip_exits)
+            exits = _toggled(exits, flip_exits)
         return stay, exits
 
     def _shadow_pure(self, dfa: ByteDFA, dfa_state: int, base: _Pure) -> _Pure:
@@ -1054,7 +1073,10 @@ class _Entered:
 
 
 def _parts_bytes(parts: _Parts) -> int:
-    return parts[0].nbytes + sum(nodes.nbytes for _, nodes in parts[1])
+    words, suspensions = parts
+    if not suspensions:  # nearly all: real stacks never suspend
+        return words.nbytes
+    return words.nbytes + sum(nodes.nbytes for _, nodes in suspensions)
 
 
 class _Generation:
@@ -1076,6 +1098,9 @@ class _Generation:
         self._too_shallow: set[Config] = set()
         self._cuts_met: set[Config] = set()
         self._walker: "Walker | None" = None  # see ``_kernel_walker``
+        # Per uncounted terminal, its DFA's flat table, accepting flags and dead state (times
+        # 256), as ``_ways_of`` hands them to the walker (a few ways per state met).
+        self._lexing: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
 
     def cached_bytes(self) -> int:
         """Bytes its table, mask caches and walker hold (what the compiler's cache charges)."""
@@ -1102,7 +1127,7 @@ class _Generation:
         follow = sum(nodes.size for nodes, _ in starts) <= _FOLLOWED_NODES
         if follow:
             starts = self._enter_terminals(starts, words)
-        met = self._kernel_walker().walk(
+        met = (self._walker or self._kernel_walker()).walk(
             starts,
             follow,
             words,
@@ -1166,11 +1191,18 @@ class _Generation:
         if ways is None:
             return None
         out = []
+        lexing = self._lexing
         for stack, terminal, dfa_state in ways:
-            dfa = self.automaton.dfas[terminal]
-            if dfa.counter is not None:
-                dfa, dfa_state = self.grammar._window(dfa, dfa_state)
-            out.append((dfa.flat_table(), dfa.accepting, dfa_state * 256, dfa.n_states * 256, stack, terminal))
+            arrays = lexing.get(terminal)
+            if arrays is None:
+                dfa = self.automaton.dfas[terminal]
+                if dfa.counter is None:
+                    arrays = lexing[terminal] = (dfa.flat_table(), dfa.accepting, dfa.n_states * 256)
+                else:  # a counted string reads in a window of its position's (not kept here)
+                    dfa, dfa_state = self.grammar._window(dfa, dfa_state)
+                    arrays = (dfa.flat_table(), dfa.accepting, dfa.n_states * 256)
+            flat, accepting, dead = arrays
+            out.append((flat, accepting, dfa_state * 256, dead, stack, terminal))
         return tuple(out)
 
     def _walk_numpy(self, parents: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, list[_Suspension]]:
