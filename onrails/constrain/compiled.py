@@ -1345,13 +1345,12 @@ class _Generation:
         return [(state, nodes[states == state]) for state in sorted(set(states.tolist()))]
 
     def _config_mask(self, config: Config) -> _Parts:
-        """Mask parts of one configuration (cached); raises NeedsDeeper for some truncated ones."""
+        """Mask parts of a truncated configuration (cached: the top's other stacks share them) and
+        where its walk suspended; raises NeedsDeeper where the top does not decide them."""
         cached = self._config_masks.get(config)
         if cached is not None:
             self._config_masks.move_to_end(config)
             return cached
-        automaton = self.automaton
-        stack, terminal, dfa_state = config
         # The masks this one is the union of (pure parts, configurations at the boundary),
         # shared as they are where one is all of it: a copy costs a new 16 kB array per mask.
         pieces: list[np.ndarray] = []
@@ -1359,23 +1358,7 @@ class _Generation:
         # Crossing walks of every terminal here go down the trie together: one walk, not one per
         # terminal (a boundary allows a dozen terminals; each level of a walk has a fixed cost).
         starts: list[tuple[np.ndarray, int]] = []
-        lexing = [(t, 0) for t in automaton.allowed_terminals(stack)] if terminal < 0 else [(terminal, dfa_state)]
-        for t, d in lexing:
-            stay, exits = self.grammar._pure_part(t, d)
-            pieces.append(stay)
-            ends_here = automaton.dfas[t].accepts(d)
-            if not (exits.size or ends_here):
-                continue
-            boundary = automaton.boundary_after(stack, t)
-            if boundary == DEAD:
-                continue
-            if ends_here:
-                for c in automaton.configs[boundary]:
-                    sub_words, sub_susp = self._config_mask(c)
-                    pieces.append(sub_words)
-                    suspensions += sub_susp
-            if exits.size:
-                starts.append((exits, boundary))
+        self._gather(config, pieces, suspensions, starts)
         if starts and sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES:
             raise _WideWalk
         if len(pieces) == 1 and not starts:
@@ -1391,17 +1374,57 @@ class _Generation:
             self.config_mask_bytes -= _parts_bytes(self._config_masks.popitem(last=False)[1])
         return parts
 
-    def _real_config_mask(self, config: Config, resumes: list[tuple[np.ndarray, int]]) -> np.ndarray:
-        """The mask of ``config``, computed on the top of its stack when that decides it.
+    def _gather(
+        self,
+        config: Config,
+        pieces: list[np.ndarray],
+        suspensions: list[_Suspension],
+        starts: list[tuple[np.ndarray, int]],
+    ) -> None:
+        """Add what ``config`` reads to the pieces of a mask: the pure part of each terminal it
+        may lex, the walks from where they may end with bytes below (``starts``), and, where one
+        may end here, the boundary's configurations: cached masks as they are, the others
+        gathered in turn, walked with the rest. A number that may end or go on was walked once
+        for its own ends and again for what may follow it, each walk's mask a new array, when
+        boundaries' masks were made apart (every 10th dev schema: 84% of them were never asked
+        for again)."""
+        automaton = self.automaton
+        stack, terminal, dfa_state = config
+        lexing = [(t, 0) for t in automaton.allowed_terminals(stack)] if terminal < 0 else [(terminal, dfa_state)]
+        for t, d in lexing:
+            stay, exits = self.grammar._pure_part(t, d)
+            pieces.append(stay)
+            ends_here = automaton.dfas[t].accepts(d)
+            if not (exits.size or ends_here):
+                continue
+            boundary = automaton.boundary_after(stack, t)
+            if boundary == DEAD:
+                continue
+            if ends_here:
+                for c in automaton.configs[boundary]:
+                    cached = self._config_masks.get(c)
+                    if cached is None:
+                        self._gather(c, pieces, suspensions, starts)
+                    else:
+                        self._config_masks.move_to_end(c)
+                        pieces.append(cached[0])
+                        suspensions += cached[1]
+            if exits.size:
+                starts.append((exits, boundary))
+
+    def _add_config(self, config: Config, pieces: list[np.ndarray], starts: list[tuple[np.ndarray, int]]) -> None:
+        """Add the mask of ``config`` to a state's: the masks it is the union of to ``pieces``,
+        the walks still to make on real stacks (trie nodes, automaton state) to ``starts``.
 
         Masks of truncated stacks are shared by every stack with the same top, so a nesting
         context met again (a recursive schema's next level) mostly reuses earlier work; tokens
         whose fate depends on deeper entries are finished on the real stack from where the
-        truncated walk suspended them: those walks' starts (trie nodes, real automaton state)
-        are appended to ``resumes`` for the caller. A top is worked on only from its second
-        meeting: most tops are met once (a schema's objects differ in keys and members held),
-        and walking one twice, truncated and then for real when the walk's states are stepped
-        into, cost first visits about 5% (paired on 150 dev schemas).
+        truncated walk suspended them. A top is worked on only from its second meeting: most
+        tops are met once (a schema's objects differ in keys and members held), and walking one
+        twice, truncated and then for real when the walk's states are stepped into, cost first
+        visits about 5% (paired on 150 dev schemas). Real stacks' masks are not kept apart from
+        their states' (``_gather``): every 10th dev schema asked for 60 of 16,193 again, and
+        the walks of a state's configurations go down the trie together.
         """
         automaton = self.automaton
         stack, terminal, dfa_state = config
@@ -1410,7 +1433,8 @@ class _Generation:
             if not exits.size and not automaton.dfas[terminal].accepts(dfa_state):
                 # No token read from here reaches the terminal's end: the stack plays no part.
                 # (An ambiguous schema's state holds the same terminal on a dozen stacks.)
-                return stay
+                pieces.append(stay)
+                return
         depth = automaton.stack_depth[stack]
         keep = _FIRST_CUT
         while keep < depth:
@@ -1428,15 +1452,16 @@ class _Generation:
                         for state, nodes in suspensions:
                             suspended = automaton.suspended[state]
                             real = frozenset((automaton.rebase(s, base), t, d) for s, t, d in suspended)
-                            resumes.append((nodes, automaton.intern(real)))
-                        return words
+                            starts.append((nodes, automaton.intern(real)))
+                        pieces.append(words)
+                        return
             keep *= 2
-        words, suspensions = self._config_mask(config)
-        assert not suspensions, "real stacks never suspend"
-        return words
+        suspended: list[_Suspension] = []
+        self._gather(config, pieces, suspended, starts)
+        assert not suspended, "real stacks never suspend"
 
     def _meet_cuts(self, configs: tuple[Config, ...]) -> None:
-        """Count the first cuts that several of ``configs`` share as met twice (``_real_config_mask``
+        """Count the first cuts that several of ``configs`` share as met twice (``_add_config``
         works on a top from its second meeting). An ambiguous grammar's state holds a position on
         a few stacks that differ only deep down (an object that may be either of two): the first
         was walked on its real stack, then the top again for the second (every 5th dev schema,
@@ -1459,19 +1484,23 @@ class _Generation:
             configs = self.automaton.configs[state]
             accepting = self.automaton.accepting(state)
             try:
-                resumes: list[tuple[np.ndarray, int]] = []
+                pieces: list[np.ndarray] = []
+                starts: list[tuple[np.ndarray, int]] = []
                 if len(configs) > 1:
                     self._meet_cuts(configs)
+                for config in configs:
+                    self._add_config(config, pieces, starts)
                 # Configurations on different stacks often share one mask (a pure part).
-                masks = (self._real_config_mask(config, resumes) for config in configs)
-                parts = list({id(mask): mask for mask in masks}.values())
-                if len(parts) == 1 and not resumes and not accepting:
-                    # Most states hold one configuration: its mask is theirs, not a copy.
+                parts = list({id(piece): piece for piece in pieces}.values())
+                if len(parts) == 1 and not starts and not accepting:
+                    # A pure part alone is the state's mask as it is, not a copy.
                     words = parts[0]
                 else:
+                    if sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES:
+                        raise _WideWalk
                     words = self.grammar._union(parts)
-                    if resumes:
-                        more = self._walk(resumes, words)
+                    if starts:
+                        more = self._walk(starts, words)
                         assert not more, "real stacks never suspend"
             except _WideWalk:
                 # One pass from the trie's root meets each token once: the automaton is

@@ -149,22 +149,22 @@ def test_configurations_sharing_a_cut_are_walked_on_it_once_with_the_same_masks(
 ) -> None:
     """A state's configurations on stacks with the same top take their mask from it at the first
     meeting, not from the first one's real stack and then the top; the masks do not change."""
-    counted = compiled._Generation._config_mask
+    counted = compiled._Generation._gather
 
     def masks_and_real_walks() -> tuple[list[np.ndarray], int]:
         real = [0]
 
-        def counting(self: Any, config: Any) -> Any:
+        def counting(self: Any, config: Any, *rest: Any) -> None:
             automaton = self.automaton
             node = config[0]
             while node > _automaton.OPAQUE:
                 node = automaton.stack_parent[node]
-            if node != _automaton.OPAQUE and config not in self._config_masks:
+            if node != _automaton.OPAQUE:
                 real[0] += 1
-            return counted(self, config)
+            counted(self, config, *rest)
 
         with monkeypatch.context() as patch:
-            patch.setattr(compiled._Generation, "_config_mask", counting)
+            patch.setattr(compiled._Generation, "_gather", counting)
             masks = _masks_along(
                 lambda: GrammarCompiler(llama_vocab).compile_lark(TWO_WAYS), None, TWO_WAYS_TEXT, llama_tokenizer
             )
