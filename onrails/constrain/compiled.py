@@ -1456,9 +1456,9 @@ class _Generation:
                         pieces.append(words)
                         return
             keep *= 2
-        suspended: list[_Suspension] = []
-        self._gather(config, pieces, suspended, starts)
-        assert not suspended, "real stacks never suspend"
+        met: list[_Suspension] = []
+        self._gather(config, pieces, met, starts)
+        assert not met, "real stacks never suspend"
 
     def _meet_cuts(self, configs: tuple[Config, ...]) -> None:
         """Count the first cuts that several of ``configs`` share as met twice (``_add_config``
