@@ -180,6 +180,59 @@ def test_configurations_sharing_a_cut_are_walked_on_it_once_with_the_same_masks(
     assert shared_real < apart_real
 
 
+def test_a_state_walks_the_trie_once_on_real_stacks(
+    llama_vocab: Any, llama_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state's configurations, and the boundaries where their terminals may end, go into one
+    union and one walk: a number that may end or go on is walked once, not once for its own ends
+    and again for what may follow it."""
+    grammar = GrammarCompiler(llama_vocab).compile_json_schema({"type": "array", "items": {"type": "number"}})
+    walks: list[int] = []
+    walk, state_mask = compiled._Generation._walk, compiled._Generation.state_mask
+
+    def counted_walk(self: Any, *args: Any) -> Any:
+        walks[-1] += 1
+        return walk(self, *args)
+
+    def counted_state_mask(self: Any, state: int) -> Any:
+        if state not in self._state_masks:
+            walks.append(0)
+        return state_mask(self, state)
+
+    monkeypatch.setattr(compiled._Generation, "_walk", counted_walk)
+    monkeypatch.setattr(compiled._Generation, "state_mask", counted_state_mask)
+    matcher = Matcher(grammar)
+    for token in llama_tokenizer.encode("[12, 3456, 7.5, 1e3]", add_special_tokens=False):
+        matcher.allowed_token_ids()
+        assert matcher.advance(token)
+    assert sum(walks) >= 3 and max(walks) == 1
+
+
+def test_toggled_keeps_the_nodes_in_exactly_one_of_the_two() -> None:
+    rng = np.random.default_rng(0)
+    for size, flips, shared in ((0, 1, 0), (91, 1, 1), (91, 5, 2), (500, 40, 20), (3, 0, 0)):
+        nodes = np.sort(rng.choice(10_000, size, replace=False)).astype(np.int64)
+        fresh = np.setdiff1d(rng.choice(10_000, flips, replace=False), nodes)[: flips - shared]
+        flip = rng.permutation(np.concatenate([fresh, rng.choice(nodes, shared, replace=False)])).astype(np.int64)
+        assert np.array_equal(compiled._toggled(nodes, flip), np.setxor1d(nodes, flip))
+
+
+def test_flipped_pure_parts_toggle_the_tokens_at_the_nodes(llama_vocab: Any) -> None:
+    grammar = GrammarCompiler(llama_vocab).compile_lark('start: "x"')
+    trie = grammar._trie
+    rng = np.random.default_rng(1)
+    stay = grammar._packed_of(rng.choice(llama_vocab.size, 300, replace=False).astype(np.int64))
+    exits = np.sort(rng.choice(trie.n_nodes, 50, replace=False)).astype(np.int64)
+    with_tokens = np.flatnonzero(trie.node_token_count > 0)
+    for count in (1, 2, compiled._FEW_FLIPS, compiled._FEW_FLIPS + 1, 500):
+        nodes = rng.choice(with_tokens, count, replace=False).astype(np.int64)
+        flipped, same_exits = grammar._flipped((stay, exits), nodes.tobytes(), b"")
+        expected = np.unpackbits(stay.view(np.uint8), bitorder="little").astype(bool)
+        expected[trie.tokens_at(nodes)] ^= True
+        assert np.array_equal(np.unpackbits(flipped.view(np.uint8), bitorder="little").astype(bool), expected)
+        assert same_exits is exits and flipped is not stay
+
+
 # Sparse and dense passes: a string's content keeps nearly every node alive, a phone number a
 # few dozen, words and URLs tens of thousands.
 PURE_PATTERNS = (
