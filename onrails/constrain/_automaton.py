@@ -49,7 +49,7 @@ _RESERVE_FROM = 1 << 14
 _RESERVED_ROWS = 1 << 17
 # Tables of this many rows and more (4 MB, where numpy asks for huge pages) are mapped in small
 # pages (``_reserve_rows``): after a few hundred schemas, doubling 8k rows into huge pages
-# stalled one mask 45-63 ms (o60790 on the dev set; 4.7 ms alone in a fresh process).
+# stalled one mask 21-63 ms (o60790 on the dev set; 4.7 ms alone in a fresh process).
 _SMALL_PAGES_FROM = 1 << 12
 # ``Automaton.splits`` of a state: not decided yet, followed terminal by terminal, or as a whole.
 SPLIT_UNKNOWN, SPLIT, WHOLE = 0, 1, 2

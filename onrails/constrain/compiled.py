@@ -1072,6 +1072,12 @@ class _Entered:
         return np.concatenate(fresh), states
 
 
+def _too_wide(starts: list[tuple[np.ndarray, int]]) -> bool:
+    """Whether a walk from ``starts`` begins at more than ``_FOLLOWED_NODES`` trie nodes (a
+    root pass costs less than such a walk, and it steps its states whole)."""
+    return sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES
+
+
 def _parts_bytes(parts: _Parts) -> int:
     words, suspensions = parts
     if not suspensions:  # nearly all: real stacks never suspend
@@ -1124,7 +1130,7 @@ class _Generation:
             words |= walked
             return suspensions
         automaton = self.automaton
-        follow = sum(nodes.size for nodes, _ in starts) <= _FOLLOWED_NODES
+        follow = not _too_wide(starts)
         if follow:
             starts = self._enter_terminals(starts, words)
         met = (self._walker or self._kernel_walker()).walk(
@@ -1359,7 +1365,7 @@ class _Generation:
         # terminal (a boundary allows a dozen terminals; each level of a walk has a fixed cost).
         starts: list[tuple[np.ndarray, int]] = []
         self._gather(config, pieces, suspensions, starts)
-        if starts and sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES:
+        if _too_wide(starts):
             raise _WideWalk
         if len(pieces) == 1 and not starts:
             words = pieces[0]
@@ -1496,7 +1502,7 @@ class _Generation:
                     # A pure part alone is the state's mask as it is, not a copy.
                     words = parts[0]
                 else:
-                    if sum(nodes.size for nodes, _ in starts) > _FOLLOWED_NODES:
+                    if _too_wide(starts):
                         raise _WideWalk
                     words = self.grammar._union(parts)
                     if starts:
