@@ -10,9 +10,18 @@ route. Lazy and greedy repeats match the same strings, so they read alike here.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any, Callable
 
+import numpy as np
+
 from onrails.grammars.unicode_classes import MAX_CODE_POINT, SURROGATES, complement, python_class
+
+_kernel: "ModuleType | None"
+try:
+    import onrails.constrain._walk as _kernel
+except ImportError:  # built without a C compiler: subset construction in Python
+    _kernel = None
 
 try:  # Python 3.11+
     from re import _constants as _sre_constants  # type: ignore[attr-defined]
@@ -201,7 +210,7 @@ class _NFA:
         return complement(merged) if negate else merged
 
 
-def byte_automaton(pattern: str, check: Callable[[int], None]) -> tuple[list[list[int]], list[bool]] | None:
+def byte_automaton(pattern: str, check: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray] | None:
     """Rows of 256 next states (``DEAD`` where none; state 0 initial) and acceptance of the
     regex's byte DFA, untrimmed; None when the pattern uses a construct not modelled here.
     ``check(n)`` is called as the construction grows (it raises to stop it)."""
@@ -220,11 +229,35 @@ def byte_automaton(pattern: str, check: Callable[[int], None]) -> tuple[list[lis
     return _determinised(nfa, start, end, check)
 
 
-def _determinised(nfa: _NFA, start: int, end: int, check: Callable[[int], None]) -> tuple[list[list[int]], list[bool]]:
+def _determinised(nfa: _NFA, start: int, end: int, check: Callable[[int], None]) -> tuple[np.ndarray, np.ndarray]:
+    """The subset construction: rows of 256 next states (int32) and acceptance (bool)."""
     # Bytes split into the classes no move tells apart; each node's moves become, per class,
     # the closures they lead to, so a subset's row is a union per class, not per byte.
     cuts = sorted({0, 256} | {lo for moves in nfa.moves for lo, _, _ in moves} | {hi + 1 for moves in nfa.moves for _, hi, _ in moves})
     class_of = {cut: i for i, cut in enumerate(cuts)}
+    if _kernel is None:
+        return _subsets_in_python(nfa, start, end, check, cuts, class_of)
+    # In compiled code: a URL pattern's 10k states took 0.6-0.9 s in Python, 0.09 s so.
+    moves = [move for node_moves in nfa.moves for move in node_moves]
+    table, accepting = _kernel.determinise(
+        np.cumsum([0] + [len(m) for m in nfa.moves], dtype=np.int32),
+        np.array([class_of[lo] for lo, _, _ in moves], dtype=np.int32),
+        np.array([class_of[hi + 1] for _, hi, _ in moves], dtype=np.int32),
+        np.array([target for _, _, target in moves], dtype=np.int32),
+        np.cumsum([0] + [len(e) for e in nfa.eps], dtype=np.int32),
+        np.array([target for e in nfa.eps for target in e], dtype=np.int32),
+        np.array(cuts, dtype=np.int32),
+        start,
+        end,
+        check,
+    )
+    return np.frombuffer(table, dtype=np.int32).reshape(-1, 256), np.frombuffer(accepting, dtype=bool)
+
+
+def _subsets_in_python(
+    nfa: _NFA, start: int, end: int, check: Callable[[int], None], cuts: list[int], class_of: dict[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_determinised`` without the compiled module."""
     closures: dict[int, frozenset[int]] = {}
 
     def closure(node: int) -> frozenset[int]:
@@ -280,4 +313,4 @@ def _determinised(nfa: _NFA, start: int, end: int, check: Callable[[int], None])
             a, b = cuts[c], cuts[c + 1]
             row[a:b] = [idx] * (b - a)
         rows.append(row)
-    return rows, accepting
+    return np.array(rows, dtype=np.int32).reshape(len(rows), 256), np.array(accepting, dtype=bool)

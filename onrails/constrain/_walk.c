@@ -18,7 +18,8 @@
  * The passes read one byte DFA over the trie: from its root (``dfa_pass``), beside another state
  * (``pair_pass``), or below given nodes (``below_pass``, which reads a walk's first terminals for
  * a cache shared across walks); ``literal_pass`` reads a fixed string. ``column_groups`` groups an
- * automaton state's missing transitions by where they lead, for ``Automaton.fill_bytes``.
+ * automaton state's missing transitions by where they lead, for ``Automaton.fill_bytes``, and
+ * ``equivalent_states`` finds the states of a terminal's byte DFA that read the same words.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1060,6 +1061,575 @@ done:
     return result;
 }
 
+/* ---- subset construction of a byte NFA ------------------------------------------------- */
+
+PyDoc_STRVAR(determinise_doc,
+             "determinise(move_start, move_lo, move_hi, move_target, eps_start, eps_target, cuts, start, end,\n"
+             "            check) -> (table, accepting)\n\n"
+             "The DFA of a byte NFA by subset construction (``_byte_nfa._determinised``, which documents it).\n"
+             "Node ``i``'s moves are ``move_start[i]:move_start[i + 1]``, each reading the byte classes\n"
+             "``move_lo .. move_hi - 1`` into ``move_target``; its epsilon moves likewise; class ``c`` is the\n"
+             "bytes ``cuts[c] .. cuts[c + 1] - 1`` (all int32). ``check(n)`` is called as the DFA grows (it\n"
+             "raises to stop it). Returns the rows of 256 next states (int32, -1 for none; state 0 the\n"
+             "closure of ``start``) and a byte per state, 1 where the subset holds ``end``.");
+
+typedef struct {
+    int32_t *a;
+    Py_ssize_t n, cap;
+} Ints;
+
+static int ints_push(Ints *v, int32_t x) {
+    if (v->n == v->cap) {
+        Py_ssize_t cap = v->cap ? 2 * v->cap : 256;
+        int32_t *a = PyMem_Realloc(v->a, (size_t)cap * sizeof(int32_t));
+        if (!a) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        v->a = a;
+        v->cap = cap;
+    }
+    v->a[v->n++] = x;
+    return 0;
+}
+
+static int compare_ints(const void *x, const void *y) {
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* The subsets found, each a sorted run of ``nodes``, found again through an open-addressing table. */
+typedef struct {
+    Ints nodes, offset; /* subset i: nodes.a[offset.a[i] .. offset.a[i + 1]] */
+    int32_t *slot;      /* subset index + 1, 0 where free */
+    uint64_t *slot_hash;
+    size_t mask;
+} Subsets;
+
+static uint64_t hash_ints(const int32_t *a, Py_ssize_t n) {
+    uint64_t h = (uint64_t)n;
+    for (Py_ssize_t i = 0; i < n; i++) h = mix(h, (uint64_t)(uint32_t)a[i]);
+    return h;
+}
+
+static int subsets_grow(Subsets *s) {
+    size_t size = s->mask ? 2 * (s->mask + 1) : 1024;
+    int32_t *slot = PyMem_Calloc(size, sizeof(int32_t));
+    uint64_t *slot_hash = PyMem_Malloc(size * sizeof(uint64_t));
+    if (!slot || !slot_hash) {
+        PyMem_Free(slot);
+        PyMem_Free(slot_hash);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; s->mask && i <= s->mask; i++) {
+        if (!s->slot[i]) continue;
+        size_t j = s->slot_hash[i] & (size - 1);
+        while (slot[j]) j = (j + 1) & (size - 1);
+        slot[j] = s->slot[i];
+        slot_hash[j] = s->slot_hash[i];
+    }
+    PyMem_Free(s->slot);
+    PyMem_Free(s->slot_hash);
+    s->slot = slot;
+    s->slot_hash = slot_hash;
+    s->mask = size - 1;
+    return 0;
+}
+
+/* The index of the sorted subset ``a[0..n)``, added if new (``*added`` set); -1 on error. */
+static int32_t subsets_find(Subsets *s, const int32_t *a, Py_ssize_t n, int *added) {
+    Py_ssize_t count = s->offset.n - 1;
+    if ((size_t)(count + 1) * 2 > s->mask + 1 && subsets_grow(s) < 0) return -1;
+    uint64_t h = hash_ints(a, n);
+    size_t j = h & s->mask;
+    for (; s->slot[j]; j = (j + 1) & s->mask) {
+        if (s->slot_hash[j] != h) continue;
+        int32_t i = s->slot[j] - 1;
+        Py_ssize_t from = s->offset.a[i], len = s->offset.a[i + 1] - from;
+        if (len == n && !memcmp(s->nodes.a + from, a, (size_t)n * sizeof(int32_t))) {
+            *added = 0;
+            return i;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (ints_push(&s->nodes, a[i]) < 0) return -1;
+    if (ints_push(&s->offset, (int32_t)s->nodes.n) < 0) return -1;
+    s->slot[j] = (int32_t)count + 1;
+    s->slot_hash[j] = h;
+    *added = 1;
+    return (int32_t)count;
+}
+
+static PyObject *determinise(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *objs[7], *check, *result = NULL;
+    int32_t start, end;
+    if (!PyArg_ParseTuple(args, "OOOOOOOiiO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5], &objs[6],
+                          &start, &end, &check))
+        return NULL;
+    static const char *names[] = {"move_start", "move_lo", "move_hi", "move_target", "eps_start", "eps_target", "cuts"};
+    Py_buffer b[7] = {{0}};
+    Subsets subsets = {{0}};
+    Ints stack = {0}, found = {0}, closure_nodes = {0}, rows = {0}, targets = {0};
+    int32_t *closure_at = NULL, *stamp = NULL;
+    uint8_t *accepting = NULL;
+    for (int i = 0; i < 7; i++)
+        if (buffer_of(objs[i], &b[i], 0, 4, names[i]) < 0) goto done;
+    const int32_t *move_start = b[0].buf, *move_lo = b[1].buf, *move_hi = b[2].buf, *move_target = b[3].buf;
+    const int32_t *eps_start = b[4].buf, *eps_target = b[5].buf, *cuts = b[6].buf;
+    Py_ssize_t nodes = b[0].len / 4 - 1, classes = b[6].len / 4 - 1;
+    if (nodes < 1 || b[4].len != b[0].len || b[1].len != b[3].len || b[2].len != b[3].len || classes < 1 || classes > 256 ||
+        cuts[0] != 0 || cuts[classes] != 256 || start < 0 || start >= nodes || end < 0 || end >= nodes) {
+        PyErr_SetString(PyExc_ValueError, "determinise: inconsistent NFA arrays");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nodes; i++)
+        if (move_start[i + 1] < move_start[i] || eps_start[i + 1] < eps_start[i]) {
+            PyErr_SetString(PyExc_ValueError, "determinise: inconsistent NFA arrays");
+            goto done;
+        }
+    if (move_start[nodes] != b[3].len / 4 || eps_start[nodes] != b[5].len / 4) {
+        PyErr_SetString(PyExc_ValueError, "determinise: inconsistent NFA arrays");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < b[3].len / 4; i++)
+        if (move_target[i] < 0 || move_target[i] >= nodes || move_lo[i] < 0 || move_hi[i] > classes ||
+            move_lo[i] >= move_hi[i]) {
+            PyErr_SetString(PyExc_ValueError, "determinise: a move out of range");
+            goto done;
+        }
+    for (Py_ssize_t i = 0; i < b[5].len / 4; i++)
+        if (eps_target[i] < 0 || eps_target[i] >= nodes) {
+            PyErr_SetString(PyExc_ValueError, "determinise: an epsilon move out of range");
+            goto done;
+        }
+    /* closure_at[2 * i]: where node i's epsilon closure starts in closure_nodes (-1: not made). */
+    closure_at = PyMem_Malloc((size_t)nodes * 2 * sizeof(int32_t));
+    stamp = PyMem_Calloc((size_t)nodes, sizeof(int32_t));
+    if (!closure_at || !stamp) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nodes; i++) closure_at[2 * i] = -1;
+    int32_t epoch = 0;
+#define CLOSURE_OF(node)                                                                                       \
+    do {                                                                                                       \
+        int32_t root_ = (node);                                                                                \
+        if (closure_at[2 * root_] < 0) {                                                                       \
+            epoch++;                                                                                           \
+            Py_ssize_t from_ = closure_nodes.n;                                                                \
+            stack.n = 0;                                                                                       \
+            if (ints_push(&stack, root_) < 0) goto done;                                                       \
+            stamp[root_] = epoch;                                                                              \
+            while (stack.n) {                                                                                  \
+                int32_t x_ = stack.a[--stack.n];                                                               \
+                if (ints_push(&closure_nodes, x_) < 0) goto done;                                              \
+                for (int32_t e_ = eps_start[x_]; e_ < eps_start[x_ + 1]; e_++)                                 \
+                    if (stamp[eps_target[e_]] != epoch) {                                                      \
+                        stamp[eps_target[e_]] = epoch;                                                         \
+                        if (ints_push(&stack, eps_target[e_]) < 0) goto done;                                  \
+                    }                                                                                          \
+            }                                                                                                  \
+            closure_at[2 * root_] = (int32_t)from_;                                                            \
+            closure_at[2 * root_ + 1] = (int32_t)(closure_nodes.n - from_);                                    \
+        }                                                                                                      \
+    } while (0)
+    CLOSURE_OF(start);
+    found.n = 0;
+    for (int32_t i = 0; i < closure_at[2 * start + 1]; i++)
+        if (ints_push(&found, closure_nodes.a[closure_at[2 * start] + i]) < 0) goto done;
+    qsort(found.a, (size_t)found.n, sizeof(int32_t), compare_ints);
+    if (ints_push(&subsets.offset, 0) < 0) goto done;
+    int added;
+    if (subsets_find(&subsets, found.a, found.n, &added) < 0) goto done;
+    for (Py_ssize_t current = 0; current < subsets.offset.n - 1; current++) {
+        int32_t row[256];
+        for (int i = 0; i < 256; i++) row[i] = -1;
+        /* The current subset's move targets grouped by class (a counting sort): a class's targets
+         * in the same order as the previous class's lead to the same subset, found without a
+         * union (bytes that only some other node's move tells apart). */
+        Py_ssize_t count[257] = {0};
+        Py_ssize_t from = subsets.offset.a[current], to = subsets.offset.a[current + 1];
+        for (Py_ssize_t i = from; i < to; i++) {
+            int32_t node = subsets.nodes.a[i];
+            for (int32_t m = move_start[node]; m < move_start[node + 1]; m++)
+                for (int32_t c = move_lo[m]; c < move_hi[m]; c++) count[c + 1]++;
+        }
+        for (Py_ssize_t c = 0; c < classes; c++) count[c + 1] += count[c];
+        targets.n = 0;
+        for (Py_ssize_t i = 0; i < count[classes]; i++)
+            if (ints_push(&targets, 0) < 0) goto done;
+        {
+            Py_ssize_t place[256];
+            memcpy(place, count, (size_t)classes * sizeof(Py_ssize_t));
+            for (Py_ssize_t i = from; i < to; i++) {
+                int32_t node = subsets.nodes.a[i];
+                for (int32_t m = move_start[node]; m < move_start[node + 1]; m++)
+                    for (int32_t c = move_lo[m]; c < move_hi[m]; c++) targets.a[place[c]++] = move_target[m];
+            }
+        }
+        int32_t previous = -1;
+        for (Py_ssize_t c = 0; c < classes; c++) {
+            Py_ssize_t lo = count[c], hi = count[c + 1];
+            if (lo == hi) {
+                previous = -1;
+                continue;
+            }
+            int32_t index;
+            if (previous >= 0 && hi - lo == lo - count[c - 1] &&
+                !memcmp(targets.a + lo, targets.a + count[c - 1], (size_t)(hi - lo) * sizeof(int32_t))) {
+                index = previous;
+            } else {
+                /* The union of the targets' closures. */
+                epoch++;
+                found.n = 0;
+                for (Py_ssize_t t = lo; t < hi; t++) {
+                    int32_t target = targets.a[t];
+                    int32_t saved = epoch;
+                    CLOSURE_OF(target);
+                    if (saved != epoch) {
+                        /* A new closure reused the stamps: mark what this class has so far again. */
+                        epoch++;
+                        for (Py_ssize_t f = 0; f < found.n; f++) stamp[found.a[f]] = epoch;
+                    }
+                    for (int32_t k = 0; k < closure_at[2 * target + 1]; k++) {
+                        int32_t x = closure_nodes.a[closure_at[2 * target] + k];
+                        if (stamp[x] != epoch) {
+                            stamp[x] = epoch;
+                            if (ints_push(&found, x) < 0) goto done;
+                        }
+                    }
+                }
+                qsort(found.a, (size_t)found.n, sizeof(int32_t), compare_ints);
+                index = subsets_find(&subsets, found.a, found.n, &added);
+                if (index < 0) goto done;
+                if (added && (subsets.offset.n - 1) % 64 == 0) {
+                    PyObject *r = PyObject_CallFunction(check, "n", subsets.offset.n - 1);
+                    if (!r) goto done;
+                    Py_DECREF(r);
+                }
+            }
+            previous = index;
+            for (int byte = cuts[c]; byte < cuts[c + 1]; byte++) row[byte] = index;
+        }
+        for (int i = 0; i < 256; i++)
+            if (ints_push(&rows, row[i]) < 0) goto done;
+    }
+#undef CLOSURE_OF
+    {
+        Py_ssize_t n = subsets.offset.n - 1;
+        PyObject *r = PyObject_CallFunction(check, "n", n);
+        if (!r) goto done;
+        Py_DECREF(r);
+        accepting = PyMem_Malloc((size_t)n);
+        if (!accepting) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            accepting[i] = 0;
+            for (Py_ssize_t j = subsets.offset.a[i]; j < subsets.offset.a[i + 1]; j++)
+                if (subsets.nodes.a[j] == end) accepting[i] = 1;
+        }
+        result = Py_BuildValue("(y#y#)", (const char *)rows.a, rows.n * 4, (const char *)accepting, n);
+    }
+done:
+    release_held((Py_buffer *[]){&b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6]}, 7);
+    PyMem_Free(subsets.nodes.a);
+    PyMem_Free(subsets.offset.a);
+    PyMem_Free(subsets.slot);
+    PyMem_Free(subsets.slot_hash);
+    PyMem_Free(stack.a);
+    PyMem_Free(found.a);
+    PyMem_Free(targets.a);
+    PyMem_Free(closure_nodes.a);
+    PyMem_Free(rows.a);
+    PyMem_Free(closure_at);
+    PyMem_Free(stamp);
+    PyMem_Free(accepting);
+    return result;
+}
+
+/* ---- the states of a byte DFA that can still accept ------------------------------------- */
+
+PyDoc_STRVAR(live_states_doc,
+             "live_states(table, accepting) -> bytes\n\n"
+             "A byte per state of a DFA (``table``: int32, n rows of 256, -1 for no transition;\n"
+             "``accepting``: a byte per state), 1 where some word leads from it to an accepting state.\n"
+             "Found backwards from the accepting states over the table's edges, each edge once.");
+
+static PyObject *live_states(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *table_obj, *accepting_obj, *result = NULL;
+    if (!PyArg_ParseTuple(args, "OO", &table_obj, &accepting_obj)) return NULL;
+    Py_buffer tb = {0}, ab = {0};
+    Py_ssize_t *into = NULL;
+    int32_t *sources = NULL, *todo = NULL;
+    uint8_t *live = NULL;
+    if (buffer_of(table_obj, &tb, 0, 4, "table") < 0 || buffer_of(accepting_obj, &ab, 0, 1, "accepting flags") < 0)
+        goto done;
+    Py_ssize_t n = ab.len;
+    if (tb.len != n * 1024) {
+        PyErr_SetString(PyExc_ValueError, "table: n rows of 256 int32; accepting: n flags");
+        goto done;
+    }
+    const int32_t *table = tb.buf;
+    const uint8_t *accepting = ab.buf;
+    /* The edges into each state (into[q] .. into[q + 1] of ``sources``), a counting sort. */
+    into = PyMem_Calloc((size_t)n + 2, sizeof(Py_ssize_t));
+    live = PyMem_Calloc((size_t)n + 1, 1);
+    todo = PyMem_Malloc(((size_t)n + 1) * sizeof(int32_t));
+    if (!into || !live || !todo) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n * 256; i++) {
+        if (table[i] >= n || table[i] < -1) {
+            PyErr_SetString(PyExc_ValueError, "table: a transition out of range");
+            goto done;
+        }
+        if (table[i] >= 0) into[table[i] + 2]++;
+    }
+    for (Py_ssize_t q = 0; q < n; q++) into[q + 2] += into[q + 1];
+    sources = PyMem_Malloc(((size_t)into[n + 1] + 1) * sizeof(int32_t));
+    if (!sources) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n * 256; i++)
+        if (table[i] >= 0) sources[into[table[i] + 1]++] = (int32_t)(i / 256);
+    /* into[q] .. into[q + 1] now bound the edges into q. */
+    Py_ssize_t n_todo = 0;
+    for (Py_ssize_t q = 0; q < n; q++)
+        if (accepting[q]) {
+            live[q] = 1;
+            todo[n_todo++] = (int32_t)q;
+        }
+    while (n_todo) {
+        int32_t q = todo[--n_todo];
+        for (Py_ssize_t e = into[q]; e < into[q + 1]; e++) {
+            int32_t p = sources[e];
+            if (!live[p]) {
+                live[p] = 1;
+                todo[n_todo++] = p;
+            }
+        }
+    }
+    result = PyBytes_FromStringAndSize((const char *)live, n);
+done:
+    release_held((Py_buffer *[]){&tb, &ab}, 2);
+    PyMem_Free(into);
+    PyMem_Free(sources);
+    PyMem_Free(todo);
+    PyMem_Free(live);
+    return result;
+}
+
+/* ---- the minimal automaton of a byte DFA ----------------------------------------------- */
+
+PyDoc_STRVAR(equivalent_states_doc,
+             "equivalent_states(table, accepting) -> bytes\n\n"
+             "Per state of a byte DFA its class of equivalent states (int32, classes numbered in the order\n"
+             "of their first state, so state 0 is in class 0): ``table`` (int32, n rows of 256, -1 for no\n"
+             "transition), ``accepting`` (one byte per state). Bytes with equal columns are read as one\n"
+             "symbol; then Hopcroft's partition refinement, O(k n log n) for k such symbols. A missing\n"
+             "transition goes to a sink no live state is equivalent to.");
+
+/* Where state ``p`` goes on ``byte``; the sink ``n`` where it has no transition (and from the sink). */
+static int32_t target_or_sink(const int32_t *table, Py_ssize_t n, Py_ssize_t p, int byte) {
+    int32_t q = p < n ? table[p * 256 + byte] : -1;
+    return q >= 0 ? q : (int32_t)n;
+}
+
+static PyObject *equivalent_states(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *table_obj, *accepting_obj, *result = NULL;
+    if (!PyArg_ParseTuple(args, "OO", &table_obj, &accepting_obj)) return NULL;
+    Py_buffer tb = {0}, ab = {0};
+    if (buffer_of(table_obj, &tb, 0, 4, "table") < 0 || buffer_of(accepting_obj, &ab, 0, 1, "accepting flags") < 0)
+        goto done;
+    if (tb.len != ab.len * 1024) {
+        PyErr_SetString(PyExc_ValueError, "table: n rows of 256 int32; accepting: n flags");
+        goto done;
+    }
+    const int32_t *table = tb.buf;
+    const uint8_t *accepting = ab.buf;
+    Py_ssize_t n = ab.len, total = n + 1; /* state n: the sink of missing transitions */
+    /* Bytes with equal columns are one symbol: its first byte stands for it. Columns are grouped
+     * by a hash, then checked in one pass over the rows (column by column, each read would be a
+     * cache miss); a byte whose column differs from its group's is a symbol of its own. */
+    int symbol_byte[256], candidate[256];
+    Py_ssize_t k = 0;
+    {
+        uint64_t hash[256];
+        int32_t low = 0, high = 0;
+        for (int b = 0; b < 256; b++) hash[b] = 0;
+        for (Py_ssize_t q = 0; q < n; q++) {
+            const int32_t *row = table + q * 256;
+            for (int b = 0; b < 256; b++) {
+                hash[b] = hash[b] * 0x100000001B3ULL + (uint64_t)(int64_t)row[b];
+                low = row[b] < low ? row[b] : low;
+                high = row[b] > high ? row[b] : high;
+            }
+        }
+        if (low < -1 || high >= n) {
+            PyErr_SetString(PyExc_ValueError, "table: a transition out of range");
+            goto done;
+        }
+        for (int b = 0; b < 256; b++) {
+            int a = 0;
+            while (a < b && hash[a] != hash[b]) a++;
+            candidate[b] = a;
+        }
+        uint8_t differs[256] = {0};
+        for (Py_ssize_t q = 0; q < n; q++) {
+            const int32_t *row = table + q * 256;
+            for (int b = 0; b < 256; b++) differs[b] |= row[b] != row[candidate[b]];
+        }
+        for (int b = 0; b < 256; b++)
+            if (candidate[b] == b || differs[b]) symbol_byte[k++] = b;
+    }
+    /* Predecessors by (symbol, target), in CSR form: pred_start[a * (total + 1) + q]. */
+    Py_ssize_t *pred_start = PyMem_Calloc((size_t)(k * (total + 1) + 1), sizeof(Py_ssize_t));
+    int32_t *preds = PyMem_Malloc((size_t)(total * k) * sizeof(int32_t));
+    /* The partition: states listed block by block; a block is [first, end) of ``elems``. */
+    int32_t *elems = PyMem_Malloc((size_t)total * sizeof(int32_t));
+    int32_t *where = PyMem_Malloc((size_t)total * sizeof(int32_t));
+    int32_t *block = PyMem_Malloc((size_t)total * sizeof(int32_t));
+    int32_t *first = PyMem_Malloc((size_t)(total + 1) * sizeof(int32_t));
+    int32_t *end = PyMem_Malloc((size_t)(total + 1) * sizeof(int32_t));
+    int32_t *marked = PyMem_Calloc((size_t)(total + 1), sizeof(int32_t));
+    int32_t *touched = PyMem_Malloc((size_t)(total + 1) * sizeof(int32_t));
+    int32_t *work = PyMem_Malloc((size_t)(total + 1) * sizeof(int32_t));
+    uint8_t *in_work = PyMem_Calloc((size_t)(total + 1), 1);
+    int32_t *splitter = PyMem_Malloc((size_t)total * sizeof(int32_t));
+    int32_t *class_of = PyMem_Malloc((size_t)(total + 1) * sizeof(int32_t));
+    if (!pred_start || !preds || !elems || !where || !block || !first || !end || !marked || !touched || !work ||
+        !in_work || !splitter || !class_of) {
+        PyErr_NoMemory();
+        goto freed;
+    }
+    for (Py_ssize_t p = 0; p < total; p++)
+        for (Py_ssize_t a = 0; a < k; a++) {
+            int32_t q = target_or_sink(table, n, p, symbol_byte[a]);
+            pred_start[a * (total + 1) + q + 1]++;
+        }
+    for (Py_ssize_t i = 1; i <= k * (total + 1); i++) pred_start[i] += pred_start[i - 1];
+    {
+        Py_ssize_t *fill = PyMem_Malloc((size_t)(k * (total + 1)) * sizeof(Py_ssize_t));
+        if (!fill) {
+            PyErr_NoMemory();
+            goto freed;
+        }
+        memcpy(fill, pred_start, (size_t)(k * (total + 1)) * sizeof(Py_ssize_t));
+        for (Py_ssize_t p = 0; p < total; p++)
+            for (Py_ssize_t a = 0; a < k; a++) {
+                int32_t q = target_or_sink(table, n, p, symbol_byte[a]);
+                preds[fill[a * (total + 1) + q]++] = (int32_t)p;
+            }
+        PyMem_Free(fill);
+    }
+    /* Blocks: accepting states, the other live states, the sink. */
+    int32_t blocks = 0, at = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        int32_t start = at;
+        for (Py_ssize_t q = 0; q < total; q++) {
+            int kind = q == n ? 2 : accepting[q] ? 0 : 1;
+            if (kind != pass) continue;
+            elems[at] = (int32_t)q;
+            where[q] = at++;
+            block[q] = blocks;
+        }
+        if (at > start) {
+            first[blocks] = start;
+            end[blocks] = at;
+            work[blocks] = blocks;
+            in_work[blocks] = 1;
+            blocks++;
+        }
+    }
+    int32_t n_work = blocks;
+    while (n_work) {
+        int32_t b = work[--n_work];
+        in_work[b] = 0;
+        int32_t size = end[b] - first[b];
+        memcpy(splitter, elems + first[b], (size_t)size * sizeof(int32_t));
+        for (Py_ssize_t a = 0; a < k; a++) {
+            int32_t n_touched = 0;
+            const Py_ssize_t *starts = pred_start + a * (total + 1);
+            for (int32_t i = 0; i < size; i++) {
+                int32_t q = splitter[i];
+                for (Py_ssize_t j = starts[q]; j < starts[q + 1]; j++) {
+                    int32_t p = preds[j], c = block[p];
+                    /* Move p to the marked front of its block. */
+                    int32_t slot = first[c] + marked[c];
+                    if (where[p] < slot) continue; /* marked already */
+                    if (!marked[c]) touched[n_touched++] = c;
+                    int32_t other = elems[slot];
+                    elems[slot] = p;
+                    elems[where[p]] = other;
+                    where[other] = where[p];
+                    where[p] = slot;
+                    marked[c]++;
+                }
+            }
+            for (int32_t t = 0; t < n_touched; t++) {
+                int32_t c = touched[t], m = marked[c];
+                marked[c] = 0;
+                if (m == end[c] - first[c]) continue;
+                /* The marked part becomes a new block. */
+                int32_t nb = blocks++;
+                first[nb] = first[c];
+                end[nb] = first[c] + m;
+                first[c] += m;
+                for (int32_t i = first[nb]; i < end[nb]; i++) block[elems[i]] = nb;
+                if (in_work[c] || m <= end[c] - first[c]) {
+                    work[n_work++] = nb;
+                    in_work[nb] = 1;
+                } else {
+                    work[n_work++] = c;
+                    in_work[c] = 1;
+                }
+            }
+        }
+    }
+    /* Classes numbered in the order of their first state. */
+    for (int32_t c = 0; c < blocks; c++) class_of[c] = -1;
+    {
+        int32_t classes = 0;
+        int32_t *out = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+        if (!out) {
+            PyErr_NoMemory();
+            goto freed;
+        }
+        for (Py_ssize_t q = 0; q < n; q++) {
+            int32_t c = block[q];
+            if (class_of[c] < 0) class_of[c] = classes++;
+            out[q] = class_of[c];
+        }
+        result = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)n * 4);
+        PyMem_Free(out);
+    }
+freed:
+    PyMem_Free(pred_start);
+    PyMem_Free(preds);
+    PyMem_Free(elems);
+    PyMem_Free(where);
+    PyMem_Free(block);
+    PyMem_Free(first);
+    PyMem_Free(end);
+    PyMem_Free(marked);
+    PyMem_Free(touched);
+    PyMem_Free(work);
+    PyMem_Free(in_work);
+    PyMem_Free(splitter);
+    PyMem_Free(class_of);
+done:
+    release_held((Py_buffer *[]){&tb, &ab}, 2);
+    return result;
+}
+
 /* ---- an automaton state's missing transitions ------------------------------------------ */
 
 PyDoc_STRVAR(column_groups_doc,
@@ -1397,6 +1967,9 @@ static PyMethodDef module_functions[] = {
     {"below_pass", below_pass, METH_VARARGS, below_pass_doc},
     {"literal_pass", literal_pass, METH_VARARGS, literal_pass_doc},
     {"column_groups", column_groups, METH_VARARGS, column_groups_doc},
+    {"equivalent_states", equivalent_states, METH_VARARGS, equivalent_states_doc},
+    {"determinise", determinise, METH_VARARGS, determinise_doc},
+    {"live_states", live_states, METH_VARARGS, live_states_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1404,7 +1977,7 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_walk",
     .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, pair_pass,\n"
-             "below_pass, literal_pass).",
+             "below_pass, literal_pass), and two helpers of the automata (column_groups, equivalent_states).",
     .m_size = -1,
     .m_methods = module_functions,
 };

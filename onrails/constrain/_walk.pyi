@@ -57,3 +57,17 @@ def literal_pass(trie: tuple[np.ndarray, ...], data: bytes, words: np.ndarray) -
 def column_groups(
     rows: np.ndarray, row: np.ndarray, byts: bytes | np.ndarray
 ) -> tuple[bytes, bytes, list[tuple[int, ...]]]: ...
+def equivalent_states(table: np.ndarray, accepting: np.ndarray) -> bytes: ...
+def live_states(table: np.ndarray, accepting: np.ndarray) -> bytes: ...
+def determinise(
+    move_start: np.ndarray,
+    move_lo: np.ndarray,
+    move_hi: np.ndarray,
+    move_target: np.ndarray,
+    eps_start: np.ndarray,
+    eps_target: np.ndarray,
+    cuts: np.ndarray,
+    start: int,
+    end: int,
+    check: Callable[[int], None],
+) -> tuple[bytes, bytes]: ...

@@ -18,6 +18,7 @@ from onrails.constrain._bytedfa import regex_to_byte_dfa
 from onrails.constrain.compiled import GrammarCompiler
 from onrails.constrain.matcher import Matcher
 from onrails.grammars.regex_notes import except_words
+from tests.constrain.automata import accepts
 
 JSON_STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt])*"'
 SCHEMA = {
@@ -27,15 +28,6 @@ SCHEMA = {
 }
 DOCUMENT = '{"name": "a b", "tags": [1, 23], "extra": {"x": [true, null, "y"]}}'
 GRAMMAR = 'start: item+\n?item: WORD | NUMBER\n%import common.WORD\n%import common.NUMBER\n%import common.WS\n%ignore WS\n'
-
-
-def _accepts(dfa: Any, data: bytes) -> bool:
-    state = 0
-    for byte in data:
-        state = int(dfa.table[state, byte])
-        if state < 0:
-            return False
-    return bool(dfa.accepting[state])
 
 
 def _masks_along(compile_one: Any, root: "str | None", text: str, tokenizer: Any) -> list[np.ndarray]:
@@ -503,11 +495,11 @@ def test_a_transition_table_reserved_at_once_answers_as_a_doubled_one(
         sizes.append(self.trans.shape[0])
 
     with monkeypatch.context() as patch:
-        patch.setattr(_automaton, "_RESERVE_FROM", 128)
+        patch.setattr(_automaton, "_RESERVE_FROM", 64)
         patch.setattr(_automaton, "_RESERVED_ROWS", 4096)
         patch.setattr(_automaton.Automaton, "_grow", grow)
         reserved = _masks_along(compile_one, None, DOCUMENT, llama_tokenizer)
-    assert 4096 in sizes, sizes  # the walk passed 128 states and jumped
+    assert 4096 in sizes, sizes  # the walk passed 64 states and jumped
     assert all(np.array_equal(a, b) for a, b in zip(doubled, reserved))
 
 
@@ -521,7 +513,7 @@ def test_a_string_minus_its_keys_reads_as_the_string_without_those_words() -> No
     samples += [bytes(rng.choice(alphabet, size=int(rng.integers(1, 8))).tolist()) for _ in range(3000)]
     for data in samples:
         expected = plain.fullmatch(data.decode("latin-1")) is not None and data.decode("latin-1") not in words
-        assert _accepts(dfa, data) == expected, data
+        assert accepts(dfa, data) == expected, data
     # Where no key can be completed any more, a state reads as the string's state it shadows.
     shadow = dfa.shadow
     assert shadow is not None

@@ -47,6 +47,9 @@ def _feed(grammar: Any, tokenizer: Any, text: str) -> None:
 
 
 def _tracked_ids() -> set[int]:
+    # A tuple of tuples is untracked once its items are: a collection that met it before them
+    # leaves it for the next one.
+    gc.collect()
     gc.collect()
     return {id(o) for o in gc.get_objects()}
 

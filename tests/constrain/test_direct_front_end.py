@@ -11,12 +11,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from onrails import BUILTIN_ROOTS, OnRailsError, builtin_grammar_text, schema_to_grammar
-from onrails.constrain import _bytedfa
+from onrails import BUILTIN_ROOTS, CompileBudgetError, OnRailsError, builtin_grammar_text, schema_to_grammar
+from onrails.constrain import _byte_nfa, _bytedfa
 from onrails.constrain._bytedfa import ByteDFA, regex_to_byte_dfa
 from onrails.constrain.lark_frontend import parse_lark, spec_from_rules
+from tests.constrain.automata import same_language
 
 GRAMMARS = Path(__file__).parent.parent / "grammars"
 
@@ -29,24 +31,6 @@ TRICKY = [
     r"[^\x00-\x7f]", r'"(?:[^"\\]|\\.)*"', r"(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?",
     r"[a-c\d]{1,3}?", r"(?:(?:a|b){2}){2,3}", r"[-+*/]", r"\t|\n\r?", r"(?:[ \t]{0,3}\n){1,2}",
 ]
-
-
-def _same_language(a: ByteDFA, b: ByteDFA) -> bool:
-    # Trimmed automata: a byte one of them rejects and the other takes already tells them apart.
-    seen = {(0, 0)}
-    todo = [(0, 0)]
-    while todo:
-        x, y = todo.pop()
-        if a.accepting[x] != b.accepting[y]:
-            return False
-        ra, rb = a.table[x], b.table[y]
-        if ((ra < 0) != (rb < 0)).any():
-            return False
-        for pair in set(zip(ra.tolist(), rb.tolist())):
-            if pair[0] >= 0 and pair not in seen:
-                seen.add(pair)
-                todo.append(pair)
-    return True
 
 
 def _schemas(shared: Path | None, every: int) -> list[Any]:
@@ -99,7 +83,7 @@ def test_terminal_automata_from_sre_accept_what_interegular_s_accept(
             reference = type(exc)
         ours = direct[regex]
         if isinstance(ours, ByteDFA) and isinstance(reference, ByteDFA):
-            if not _same_language(ours, reference):
+            if not same_language(ours, reference):
                 differ.append(regex)
         elif ours != reference:
             differ.append(regex)
@@ -123,6 +107,74 @@ def test_schema_rules_give_the_grammar_lark_reads_from_their_text(maskbench_sche
         assert [t.name for t in given.terminals] == [t.name for t in read.terminals]
         for ours, theirs in zip(given.terminals, read.terminals):
             # Lark evaluates escapes such as \n and \u00e9 in the text: the same regex, spelt otherwise.
-            assert ours.regex == theirs.regex or _same_language(regex_to_byte_dfa(ours.regex), regex_to_byte_dfa(theirs.regex))
+            assert ours.regex == theirs.regex or same_language(regex_to_byte_dfa(ours.regex), regex_to_byte_dfa(theirs.regex))
         checked += 1
     assert checked >= 2
+
+
+def _without_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_byte_nfa, "_kernel", None)
+    monkeypatch.setattr(_bytedfa, "_kernel", None)
+
+
+def test_compiled_and_python_subset_constructions_build_the_same_automata(
+    maskbench_schemas: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if _byte_nfa._kernel is None:
+        pytest.skip("built without the compiled module")
+    regexes = _terminal_regexes(maskbench_schemas)
+    compiled = {regex: _byte_nfa.byte_automaton(regex, lambda n: None) for regex in regexes}
+    _without_kernel(monkeypatch)
+    compared = 0
+    for regex, name in regexes.items():
+        ours = compiled[regex]
+        reference = _byte_nfa.byte_automaton(regex, lambda n: None)
+        assert (ours is None) == (reference is None), regex
+        if ours is None or reference is None:
+            continue
+        # The same subsets, numbered in another order: as many states, the same language.
+        assert ours[0].shape == reference[0].shape and ours[1].sum() == reference[1].sum(), regex
+        try:
+            same = same_language(_bytedfa._trim(*ours, regex, name), _bytedfa._trim(*reference, regex, name))
+        except OnRailsError:
+            continue  # an empty or nullable regex: the caller reports it alike either way
+        assert same, regex
+        compared += 1
+    assert compared > (150 if maskbench_schemas else 30)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_terminal_past_its_state_budget_fails_in_either_subset_construction(
+    compiled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not compiled:
+        _without_kernel(monkeypatch)
+    elif _byte_nfa._kernel is None:
+        pytest.skip("built without the compiled module")
+    assert regex_to_byte_dfa("[a-w]{1,800}x", max_states=2000).n_states == 802
+    with pytest.raises(CompileBudgetError, match="more than 500 automaton states"):
+        regex_to_byte_dfa("[a-w]{1,800}x", max_states=500)
+
+
+def test_states_that_can_accept_are_found_alike_in_compiled_code_and_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    if _bytedfa._kernel is None:
+        pytest.skip("built without the compiled module")
+    rng = np.random.default_rng(3)
+    cases = []
+    for _ in range(500):
+        n = int(rng.integers(1, 40))
+        table = np.where(rng.random((n, 256)) < 0.02, rng.integers(0, n, (n, 256)), -1).astype(np.int32)
+        accepting = rng.random(n) < 0.2
+        accepting[0] = False
+        cases.append((table, accepting))
+
+    def outcome(table: np.ndarray, accepting: np.ndarray) -> Any:
+        try:
+            return _bytedfa._live(table, accepting, "x", "X").tolist()
+        except OnRailsError as exc:
+            return type(exc)
+
+    compiled = [outcome(*case) for case in cases]
+    _without_kernel(monkeypatch)
+    assert compiled == [outcome(*case) for case in cases]
+    assert any(isinstance(o, list) and len(o) > 1 for o in compiled)
