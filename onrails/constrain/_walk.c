@@ -1161,6 +1161,41 @@ static int32_t subsets_find(Subsets *s, const int32_t *a, Py_ssize_t n, int *add
     return (int32_t)count;
 }
 
+/* Hands ``check`` the states found so far, or the subsets' nodes in thousands where more: the
+ * subsets of a repetition of optional parts hold thousands of nodes each, and the state budget
+ * then bounds their memory too (20,000 states: 80 MB of nodes). */
+static int check_budget(PyObject *check, const Subsets *subsets) {
+    Py_ssize_t states = subsets->offset.n - 1, weight = subsets->nodes.n / 1024;
+    PyObject *r = PyObject_CallFunction(check, "n", states > weight ? states : weight);
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* The nodes reached from ``from[0..n)`` by epsilon moves (themselves included), sorted, into
+ * ``found``: one search over the set, each node once (``stamp`` marks them with ``epoch``). */
+static int epsilon_closure(const int32_t *from, Py_ssize_t n, const int32_t *eps_start, const int32_t *eps_target,
+                           int32_t *stamp, int32_t epoch, Ints *stack, Ints *found) {
+    stack->n = 0;
+    found->n = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (stamp[from[i]] != epoch) {
+            stamp[from[i]] = epoch;
+            if (ints_push(stack, from[i]) < 0) return -1;
+        }
+    while (stack->n) {
+        int32_t x = stack->a[--stack->n];
+        if (ints_push(found, x) < 0) return -1;
+        for (int32_t e = eps_start[x]; e < eps_start[x + 1]; e++)
+            if (stamp[eps_target[e]] != epoch) {
+                stamp[eps_target[e]] = epoch;
+                if (ints_push(stack, eps_target[e]) < 0) return -1;
+            }
+    }
+    qsort(found->a, (size_t)found->n, sizeof(int32_t), compare_ints);
+    return 0;
+}
+
 static PyObject *determinise(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *objs[7], *check, *result = NULL;
@@ -1171,8 +1206,8 @@ static PyObject *determinise(PyObject *module, PyObject *args) {
     static const char *names[] = {"move_start", "move_lo", "move_hi", "move_target", "eps_start", "eps_target", "cuts"};
     Py_buffer b[7] = {{0}};
     Subsets subsets = {{0}};
-    Ints stack = {0}, found = {0}, closure_nodes = {0}, rows = {0}, targets = {0};
-    int32_t *closure_at = NULL, *stamp = NULL;
+    Ints stack = {0}, found = {0}, rows = {0}, targets = {0};
+    int32_t *stamp = NULL;
     uint8_t *accepting = NULL;
     for (int i = 0; i < 7; i++)
         if (buffer_of(objs[i], &b[i], 0, 4, names[i]) < 0) goto done;
@@ -1204,42 +1239,13 @@ static PyObject *determinise(PyObject *module, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "determinise: an epsilon move out of range");
             goto done;
         }
-    /* closure_at[2 * i]: where node i's epsilon closure starts in closure_nodes (-1: not made). */
-    closure_at = PyMem_Malloc((size_t)nodes * 2 * sizeof(int32_t));
     stamp = PyMem_Calloc((size_t)nodes, sizeof(int32_t));
-    if (!closure_at || !stamp) {
+    if (!stamp) {
         PyErr_NoMemory();
         goto done;
     }
-    for (Py_ssize_t i = 0; i < nodes; i++) closure_at[2 * i] = -1;
     int32_t epoch = 0;
-#define CLOSURE_OF(node)                                                                                       \
-    do {                                                                                                       \
-        int32_t root_ = (node);                                                                                \
-        if (closure_at[2 * root_] < 0) {                                                                       \
-            epoch++;                                                                                           \
-            Py_ssize_t from_ = closure_nodes.n;                                                                \
-            stack.n = 0;                                                                                       \
-            if (ints_push(&stack, root_) < 0) goto done;                                                       \
-            stamp[root_] = epoch;                                                                              \
-            while (stack.n) {                                                                                  \
-                int32_t x_ = stack.a[--stack.n];                                                               \
-                if (ints_push(&closure_nodes, x_) < 0) goto done;                                              \
-                for (int32_t e_ = eps_start[x_]; e_ < eps_start[x_ + 1]; e_++)                                 \
-                    if (stamp[eps_target[e_]] != epoch) {                                                      \
-                        stamp[eps_target[e_]] = epoch;                                                         \
-                        if (ints_push(&stack, eps_target[e_]) < 0) goto done;                                  \
-                    }                                                                                          \
-            }                                                                                                  \
-            closure_at[2 * root_] = (int32_t)from_;                                                            \
-            closure_at[2 * root_ + 1] = (int32_t)(closure_nodes.n - from_);                                    \
-        }                                                                                                      \
-    } while (0)
-    CLOSURE_OF(start);
-    found.n = 0;
-    for (int32_t i = 0; i < closure_at[2 * start + 1]; i++)
-        if (ints_push(&found, closure_nodes.a[closure_at[2 * start] + i]) < 0) goto done;
-    qsort(found.a, (size_t)found.n, sizeof(int32_t), compare_ints);
+    if (epsilon_closure(&start, 1, eps_start, eps_target, stamp, ++epoch, &stack, &found) < 0) goto done;
     if (ints_push(&subsets.offset, 0) < 0) goto done;
     int added;
     if (subsets_find(&subsets, found.a, found.n, &added) < 0) goto done;
@@ -1281,34 +1287,11 @@ static PyObject *determinise(PyObject *module, PyObject *args) {
                 !memcmp(targets.a + lo, targets.a + count[c - 1], (size_t)(hi - lo) * sizeof(int32_t))) {
                 index = previous;
             } else {
-                /* The union of the targets' closures. */
-                epoch++;
-                found.n = 0;
-                for (Py_ssize_t t = lo; t < hi; t++) {
-                    int32_t target = targets.a[t];
-                    int32_t saved = epoch;
-                    CLOSURE_OF(target);
-                    if (saved != epoch) {
-                        /* A new closure reused the stamps: mark what this class has so far again. */
-                        epoch++;
-                        for (Py_ssize_t f = 0; f < found.n; f++) stamp[found.a[f]] = epoch;
-                    }
-                    for (int32_t k = 0; k < closure_at[2 * target + 1]; k++) {
-                        int32_t x = closure_nodes.a[closure_at[2 * target] + k];
-                        if (stamp[x] != epoch) {
-                            stamp[x] = epoch;
-                            if (ints_push(&found, x) < 0) goto done;
-                        }
-                    }
-                }
-                qsort(found.a, (size_t)found.n, sizeof(int32_t), compare_ints);
+                if (epsilon_closure(targets.a + lo, hi - lo, eps_start, eps_target, stamp, ++epoch, &stack, &found) < 0)
+                    goto done;
                 index = subsets_find(&subsets, found.a, found.n, &added);
                 if (index < 0) goto done;
-                if (added && (subsets.offset.n - 1) % 64 == 0) {
-                    PyObject *r = PyObject_CallFunction(check, "n", subsets.offset.n - 1);
-                    if (!r) goto done;
-                    Py_DECREF(r);
-                }
+                if (added && (subsets.offset.n - 1) % 64 == 0 && check_budget(check, &subsets) < 0) goto done;
             }
             previous = index;
             for (int byte = cuts[c]; byte < cuts[c + 1]; byte++) row[byte] = index;
@@ -1316,12 +1299,9 @@ static PyObject *determinise(PyObject *module, PyObject *args) {
         for (int i = 0; i < 256; i++)
             if (ints_push(&rows, row[i]) < 0) goto done;
     }
-#undef CLOSURE_OF
     {
         Py_ssize_t n = subsets.offset.n - 1;
-        PyObject *r = PyObject_CallFunction(check, "n", n);
-        if (!r) goto done;
-        Py_DECREF(r);
+        if (check_budget(check, &subsets) < 0) goto done;
         accepting = PyMem_Malloc((size_t)n);
         if (!accepting) {
             PyErr_NoMemory();
@@ -1343,9 +1323,7 @@ done:
     PyMem_Free(stack.a);
     PyMem_Free(found.a);
     PyMem_Free(targets.a);
-    PyMem_Free(closure_nodes.a);
     PyMem_Free(rows.a);
-    PyMem_Free(closure_at);
     PyMem_Free(stamp);
     PyMem_Free(accepting);
     return result;

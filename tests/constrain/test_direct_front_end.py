@@ -2,7 +2,9 @@
 
 Terminal regexes go straight from sre's parse tree to byte automata (``_byte_nfa``), and schema
 grammars reach the engine as rules instead of Lark text (``spec_from_rules``); the slower routes
-stay as the references: equal languages for every terminal, equal rules for every grammar.
+stay as the references: equal languages for every terminal, equal rules for every grammar. The
+subset construction and the search for live states run in compiled code where the package has
+it, and in Python otherwise: both build the same automata and keep the same budgets.
 """
 
 from __future__ import annotations
@@ -178,3 +180,17 @@ def test_states_that_can_accept_are_found_alike_in_compiled_code_and_numpy(monke
     _without_kernel(monkeypatch)
     assert compiled == [outcome(*case) for case in cases]
     assert any(isinstance(o, list) and len(o) > 1 for o in compiled)
+
+
+def test_subsets_holding_thousands_of_nodes_count_against_the_state_budget() -> None:
+    if _byte_nfa._kernel is None:
+        pytest.skip("built without the compiled module")
+    # Each state's subset holds the optional parts still ahead: a quadratic number of nodes.
+    counted: list[int] = []
+    table, _ = _byte_nfa.byte_automaton("(?:a?){1500}(?:b?){1500}c", counted.append)
+    assert counted[-1] > 4 * table.shape[0]
+    with pytest.raises(CompileBudgetError, match="automaton states"):
+        regex_to_byte_dfa("(?:a?){1500}(?:b?){1500}c", max_states=20000)
+    counted.clear()
+    table, _ = _byte_nfa.byte_automaton("(?:a?){300}b", counted.append)
+    assert counted[-1] == table.shape[0] == 302
