@@ -17,18 +17,18 @@ import numpy as np
 
 from onrails.grammars.unicode_classes import MAX_CODE_POINT, SURROGATES, complement, python_class
 
-_kernel: "ModuleType | None"
-try:
-    import onrails.constrain._walk as _kernel
-except ImportError:  # built without a C compiler: subset construction in Python
-    _kernel = None
-
 try:  # Python 3.11+
     from re import _constants as _sre_constants  # type: ignore[attr-defined]
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
 except ImportError:  # Python 3.10
     import sre_constants as _sre_constants
     import sre_parse as _sre_parse
+
+_kernel: "ModuleType | None"
+try:
+    import onrails.constrain._walk as _kernel
+except ImportError:  # built without a C compiler: subset construction in Python
+    _kernel = None
 
 DEAD = -1
 _LENGTH_LIMITS = (0x7F, 0x7FF, 0xFFFF, MAX_CODE_POINT)
