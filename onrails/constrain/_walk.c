@@ -1078,18 +1078,28 @@ typedef struct {
     Py_ssize_t n, cap;
 } Ints;
 
-static int ints_push(Ints *v, int32_t x) {
-    if (v->n == v->cap) {
-        Py_ssize_t cap = v->cap ? 2 * v->cap : 256;
-        int32_t *a = PyMem_Realloc(v->a, (size_t)cap * sizeof(int32_t));
-        if (!a) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        v->a = a;
-        v->cap = cap;
+/* Capacity for ``cap`` ints, the ones held kept. */
+static int ints_room(Ints *v, Py_ssize_t cap) {
+    int32_t *a = PyMem_Realloc(v->a, (size_t)cap * sizeof(int32_t));
+    if (!a) {
+        PyErr_NoMemory();
+        return -1;
     }
+    v->a = a;
+    v->cap = cap;
+    return 0;
+}
+
+static int ints_push(Ints *v, int32_t x) {
+    if (v->n == v->cap && ints_room(v, v->cap ? 2 * v->cap : 256) < 0) return -1;
     v->a[v->n++] = x;
+    return 0;
+}
+
+/* ``n`` ints, unset (the ones held dropped). */
+static int ints_reserve(Ints *v, Py_ssize_t n) {
+    if (n > v->cap && ints_room(v, n) < 0) return -1;
+    v->n = n;
     return 0;
 }
 
@@ -1196,6 +1206,26 @@ static int epsilon_closure(const int32_t *from, Py_ssize_t n, const int32_t *eps
     return 0;
 }
 
+/* What is wrong with the NFA arrays ``determinise`` takes (in its argument order), or NULL. */
+static const char *nfa_unfit(const Py_buffer *b, Py_ssize_t nodes, Py_ssize_t classes, int32_t start, int32_t end) {
+    const int32_t *move_start = b[0].buf, *move_lo = b[1].buf, *move_hi = b[2].buf, *move_target = b[3].buf;
+    const int32_t *eps_start = b[4].buf, *eps_target = b[5].buf, *cuts = b[6].buf;
+    Py_ssize_t moves = b[3].len / 4, eps = b[5].len / 4;
+    if (nodes < 1 || b[4].len != b[0].len || b[1].len != b[3].len || b[2].len != b[3].len || classes < 1 ||
+        classes > 256 || cuts[0] != 0 || cuts[classes] != 256 || start < 0 || start >= nodes || end < 0 ||
+        end >= nodes || move_start[0] != 0 || eps_start[0] != 0 || move_start[nodes] != moves || eps_start[nodes] != eps)
+        return "inconsistent NFA arrays";
+    for (Py_ssize_t i = 0; i < nodes; i++)
+        if (move_start[i + 1] < move_start[i] || eps_start[i + 1] < eps_start[i]) return "inconsistent NFA arrays";
+    for (Py_ssize_t i = 0; i < moves; i++)
+        if (move_target[i] < 0 || move_target[i] >= nodes || move_lo[i] < 0 || move_hi[i] > classes ||
+            move_lo[i] >= move_hi[i])
+            return "a move out of range";
+    for (Py_ssize_t i = 0; i < eps; i++)
+        if (eps_target[i] < 0 || eps_target[i] >= nodes) return "an epsilon move out of range";
+    return NULL;
+}
+
 static PyObject *determinise(PyObject *module, PyObject *args) {
     (void)module;
     PyObject *objs[7], *check, *result = NULL;
@@ -1214,31 +1244,11 @@ static PyObject *determinise(PyObject *module, PyObject *args) {
     const int32_t *move_start = b[0].buf, *move_lo = b[1].buf, *move_hi = b[2].buf, *move_target = b[3].buf;
     const int32_t *eps_start = b[4].buf, *eps_target = b[5].buf, *cuts = b[6].buf;
     Py_ssize_t nodes = b[0].len / 4 - 1, classes = b[6].len / 4 - 1;
-    if (nodes < 1 || b[4].len != b[0].len || b[1].len != b[3].len || b[2].len != b[3].len || classes < 1 || classes > 256 ||
-        cuts[0] != 0 || cuts[classes] != 256 || start < 0 || start >= nodes || end < 0 || end >= nodes) {
-        PyErr_SetString(PyExc_ValueError, "determinise: inconsistent NFA arrays");
+    const char *unfit = nfa_unfit(b, nodes, classes, start, end);
+    if (unfit) {
+        PyErr_Format(PyExc_ValueError, "determinise: %s", unfit);
         goto done;
     }
-    for (Py_ssize_t i = 0; i < nodes; i++)
-        if (move_start[i + 1] < move_start[i] || eps_start[i + 1] < eps_start[i]) {
-            PyErr_SetString(PyExc_ValueError, "determinise: inconsistent NFA arrays");
-            goto done;
-        }
-    if (move_start[nodes] != b[3].len / 4 || eps_start[nodes] != b[5].len / 4) {
-        PyErr_SetString(PyExc_ValueError, "determinise: inconsistent NFA arrays");
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < b[3].len / 4; i++)
-        if (move_target[i] < 0 || move_target[i] >= nodes || move_lo[i] < 0 || move_hi[i] > classes ||
-            move_lo[i] >= move_hi[i]) {
-            PyErr_SetString(PyExc_ValueError, "determinise: a move out of range");
-            goto done;
-        }
-    for (Py_ssize_t i = 0; i < b[5].len / 4; i++)
-        if (eps_target[i] < 0 || eps_target[i] >= nodes) {
-            PyErr_SetString(PyExc_ValueError, "determinise: an epsilon move out of range");
-            goto done;
-        }
     stamp = PyMem_Calloc((size_t)nodes, sizeof(int32_t));
     if (!stamp) {
         PyErr_NoMemory();
@@ -1263,9 +1273,7 @@ static PyObject *determinise(PyObject *module, PyObject *args) {
                 for (int32_t c = move_lo[m]; c < move_hi[m]; c++) count[c + 1]++;
         }
         for (Py_ssize_t c = 0; c < classes; c++) count[c + 1] += count[c];
-        targets.n = 0;
-        for (Py_ssize_t i = 0; i < count[classes]; i++)
-            if (ints_push(&targets, 0) < 0) goto done;
+        if (ints_reserve(&targets, count[classes]) < 0) goto done;
         {
             Py_ssize_t place[256];
             memcpy(place, count, (size_t)classes * sizeof(Py_ssize_t));

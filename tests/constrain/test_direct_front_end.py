@@ -194,3 +194,27 @@ def test_subsets_holding_thousands_of_nodes_count_against_the_state_budget() -> 
     counted.clear()
     table, _ = _byte_nfa.byte_automaton("(?:a?){300}b", counted.append)
     assert counted[-1] == table.shape[0] == 302
+
+
+def test_the_compiled_subset_construction_refuses_arrays_that_do_not_fit() -> None:
+    kernel = _byte_nfa._kernel
+    if kernel is None:
+        pytest.skip("built without the compiled module")
+
+    def ints(*values: int) -> np.ndarray:
+        return np.array(values, dtype=np.int32)
+
+    # One node reading class 0 into itself: a well-formed NFA first, then each array broken.
+    good = [ints(0, 1), ints(0), ints(1), ints(0), ints(0, 0), ints(), ints(0, 256)]
+    table, accepting = kernel.determinise(*good, 0, 0, lambda n: None)
+    assert np.frombuffer(table, np.int32).reshape(-1, 256)[0, 0] == 0 and accepting == b"\x01"
+    broken = {
+        0: ints(-1, 1),  # offsets that start below the arrays (and end right)
+        3: ints(5),  # a move to a node that is not there
+        6: ints(0, 300),  # classes past the last byte
+    }
+    for position, array in broken.items():
+        arrays = list(good)
+        arrays[position] = array
+        with pytest.raises(ValueError, match="determinise"):
+            kernel.determinise(*arrays, 0, 0, lambda n: None)
