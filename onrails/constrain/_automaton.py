@@ -108,10 +108,10 @@ class Automaton:
         self._list_updates = table.lists.updates
         self._guards = table.lists.guards
         self._guarded = table.lists.guarded
-        # Answers of the tracked lists' guards by (kind, list, bit, tag): an object's key is
-        # asked of every stack that may shift it, and a list of 100 properties asked whether
-        # any may come next tries them all.
-        self._allows: dict[tuple[int, int, int, int], bool] = {}
+        # Answers of the tracked lists' guards by (kind, list, tag), a bit per item
+        # (``TrackedList.passed``): an object's key is asked of every stack that may shift it,
+        # and after each new tag every key of an object of 100 properties is asked again.
+        self._allows: dict[tuple[int, int, int], int] = {}
         self._truncated: dict[tuple[int, int], int] = {}
         self._shift_cache: dict[tuple[int, int], tuple[int, ...]] = {}
         self._accept_cache: dict[int, bool] = {}
@@ -299,11 +299,11 @@ class Automaton:
             if entry == OPAQUE:
                 raise NeedsDeeper
             tag = self.stack_tag[entry]
-        key = (kind, list_id, bit, tag)
-        allows = self._allows.get(key)
-        if allows is None:
-            allows = self._allows[key] = self._lists[list_id].allows(kind, tag, bit)
-        return allows
+        key = (kind, list_id, tag)
+        passed = self._allows.get(key)
+        if passed is None:
+            passed = self._allows[key] = self._lists[list_id].passed(kind, tag)
+        return bool(passed >> (self._lists[list_id].width if bit < 0 else bit) & 1)
 
     def _closure(self, stack: int, terminal: int) -> tuple[int, ...]:
         """``reduce_closure`` memoised per reduce class of the look-ahead terminal."""

@@ -38,25 +38,27 @@ class TrackedList:
     def _split(self, tag: int) -> tuple[int, int]:
         return tag & ((1 << self.width) - 1), tag >> self.width
 
-    def _fits(self, bits: int, count: int) -> bool:
-        """Whether a list with ``count`` items, ``bits`` among them, can still take every
-        missing required item."""
-        return self.max_items < 0 or count + (self.required & ~bits).bit_count() <= self.max_items
+    def addable(self, tag: int) -> int:
+        """The items that may come next, a bit each: the tracked ones by their bits, an untracked
+        one by bit ``width``. One answer serves every key of an object asked after the same tag."""
+        bits, count = self._split(tag)
+        free = ((1 << self.width) - 1) & ~bits | 1 << self.width
+        if self.max_items < 0:
+            return free
+        missing = self.required & ~bits
+        # Room for more items once every missing required one is counted in: a required item
+        # needs none beyond its own place, any other needs one.
+        room = self.max_items - count - missing.bit_count()
+        return free if room >= 1 else missing if room == 0 else 0
 
     def can_add(self, tag: int, bit: int) -> bool:
         """Whether an item (``bit``: tracked, -1: untracked) may come next."""
-        bits, count = self._split(tag)
-        if bit >= 0:
-            if bits >> bit & 1:
-                return False
-            bits |= 1 << bit
-        return self._fits(bits, count + 1)
+        return bool(self.addable(tag) >> (self.width if bit < 0 else bit) & 1)
 
     def can_continue(self, tag: int) -> bool:
         """Whether some item may come next (the separator may be written)."""
-        if self.untracked and self.can_add(tag, -1):
-            return True
-        return any(self.can_add(tag, bit) for bit in range(self.width))
+        addable = self.addable(tag)
+        return bool(addable & ((1 << self.width) - 1) or self.untracked and addable >> self.width & 1)
 
     def can_close(self, tag: int) -> bool:
         bits, count = self._split(tag)
@@ -71,12 +73,13 @@ class TrackedList:
             bits |= 1 << bit
         return bits | min(count + 1, self.cap) << self.width
 
-    def allows(self, kind: int, tag: int, bit: int) -> bool:
+    def passed(self, kind: int, tag: int) -> int:
+        """What a guard of ``kind`` lets through after ``tag``, a bit per item as in ``addable``
+        (the separator and the list's end are let through for every item or none)."""
         if kind == ADD:
-            return self.can_add(tag, bit)
-        if kind == CONTINUE:
-            return self.can_continue(tag)
-        return self.can_close(tag)
+            return self.addable(tag)
+        allowed = self.can_continue(tag) if kind == CONTINUE else self.can_close(tag)
+        return -1 if allowed else 0
 
 
 @dataclass
