@@ -18,7 +18,6 @@ import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Set as AbstractSet
-from types import ModuleType
 
 import numpy as np
 
@@ -26,13 +25,9 @@ from onrails.constrain._bytedfa import DEAD as DFA_DEAD
 from onrails.constrain._bytedfa import ByteDFA
 from onrails.constrain._item_sets import AT_TOP, NO_ENTRY
 from onrails.constrain._lr import ParseTable
+from onrails.constrain._native import kernel as _kernel
 from onrails.errors import OnRailsError
 
-_kernel: "ModuleType | None"
-try:
-    import onrails.constrain._walk as _kernel
-except ImportError:  # built without a C compiler: ``_column_groups`` in Python
-    _kernel = None
 
 DEAD = 0
 UNKNOWN = -1

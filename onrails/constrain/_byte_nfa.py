@@ -10,11 +10,11 @@ route. Lazy and greedy repeats match the same strings, so they read alike here.
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any, Callable
 
 import numpy as np
 
+from onrails.constrain._native import kernel as _kernel
 from onrails.grammars.unicode_classes import MAX_CODE_POINT, SURROGATES, complement, python_class
 
 try:  # Python 3.11+
@@ -24,11 +24,6 @@ except ImportError:  # Python 3.10
     import sre_constants as _sre_constants
     import sre_parse as _sre_parse
 
-_kernel: "ModuleType | None"
-try:
-    import onrails.constrain._walk as _kernel
-except ImportError:  # built without a C compiler: subset construction in Python
-    _kernel = None
 
 DEAD = -1
 _LENGTH_LIMITS = (0x7F, 0x7FF, 0xFFFF, MAX_CODE_POINT)

@@ -19,7 +19,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Callable
 
 import interegular
@@ -40,15 +39,11 @@ except ImportError:  # Python 3.10: the same modules under their old names, no e
     _EXTRA_CASES = {}
 
 from onrails.constrain._byte_nfa import byte_automaton, utf8_sequences
+from onrails.constrain._native import kernel as _kernel
 from onrails.errors import CompileBudgetError, GrammarError
 from onrails.grammars.regex_notes import split_except, split_operation
 from onrails.grammars.unicode_classes import complement
 
-_kernel: "ModuleType | None"
-try:
-    import onrails.constrain._walk as _kernel
-except ImportError:  # built without a C compiler: ``_moore_classes``
-    _kernel = None
 
 _MAX_CODE_POINT = 0x10FFFF
 _SURROGATES = (0xD800, 0xDFFF)
@@ -412,7 +407,7 @@ def _minimal(dfa: ByteDFA) -> ByteDFA:
     if count == n:
         return dfa
     # Classes are numbered by their first state: each one's first state stands for it.
-    representative = np.flatnonzero(np.r_[True, classes[1:] > np.maximum.accumulate(classes)[:-1]])
+    representative = np.unique(classes, return_index=True)[1]
     rows = dfa.table[representative]
     new = np.where(rows >= 0, classes[np.maximum(rows, 0)], DEAD).astype(np.int32)
     return ByteDFA(table=np.ascontiguousarray(new), accepting=dfa.accepting[representative].copy())
@@ -976,9 +971,9 @@ def _live(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> 
         live = np.frombuffer(_kernel.live_states(table, accepting.view(np.uint8)), dtype=bool)
     else:
         live = accepting.copy()
+        valid = table >= 0
         changed = True
         while changed:
-            valid = table >= 0
             targets_live = np.zeros_like(valid)
             targets_live[valid] = live[table[valid]]
             reach = targets_live.any(axis=1) | accepting

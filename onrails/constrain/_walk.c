@@ -18,8 +18,9 @@
  * The passes read one byte DFA over the trie: from its root (``dfa_pass``), beside another state
  * (``pair_pass``), or below given nodes (``below_pass``, which reads a walk's first terminals for
  * a cache shared across walks); ``literal_pass`` reads a fixed string. ``column_groups`` groups an
- * automaton state's missing transitions by where they lead, for ``Automaton.fill_bytes``, and
- * ``equivalent_states`` finds the states of a terminal's byte DFA that read the same words.
+ * automaton state's missing transitions by where they lead, for ``Automaton.fill_bytes``. For the
+ * terminals' byte DFAs: ``determinise`` (subset construction), ``live_states`` (the states that can
+ * still accept) and ``equivalent_states`` (the states that read the same words).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1476,8 +1477,13 @@ static PyObject *equivalent_states(PyObject *module, PyObject *args) {
         for (int b = 0; b < 256; b++)
             if (candidate[b] == b || differs[b]) symbol_byte[k++] = b;
     }
-    /* Predecessors by (symbol, target), in CSR form: pred_start[a * (total + 1) + q]. */
-    Py_ssize_t *pred_start = PyMem_Calloc((size_t)(k * (total + 1) + 1), sizeof(Py_ssize_t));
+    if (k * (total + 1) >= INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "table: too many states to index their transitions in int32");
+        goto done;
+    }
+    /* Predecessors by (symbol, target), in CSR form: the edges into q on symbol a are
+     * preds[pred_start[a * (total + 1) + q] .. pred_start[a * (total + 1) + q + 1]). */
+    int32_t *pred_start = PyMem_Calloc((size_t)(k * (total + 1) + 1), sizeof(int32_t));
     int32_t *preds = PyMem_Malloc((size_t)(total * k) * sizeof(int32_t));
     /* The partition: states listed block by block; a block is [first, end) of ``elems``. */
     int32_t *elems = PyMem_Malloc((size_t)total * sizeof(int32_t));
@@ -1502,20 +1508,15 @@ static PyObject *equivalent_states(PyObject *module, PyObject *args) {
             pred_start[a * (total + 1) + q + 1]++;
         }
     for (Py_ssize_t i = 1; i <= k * (total + 1); i++) pred_start[i] += pred_start[i - 1];
-    {
-        Py_ssize_t *fill = PyMem_Malloc((size_t)(k * (total + 1)) * sizeof(Py_ssize_t));
-        if (!fill) {
-            PyErr_NoMemory();
-            goto freed;
+    /* Each edge placed at its list's start, which moves on to the next list's start: shifted
+     * back by one place afterwards, the starts are the lists' own again (no copy of them). */
+    for (Py_ssize_t p = 0; p < total; p++)
+        for (Py_ssize_t a = 0; a < k; a++) {
+            int32_t q = target_or_sink(table, n, p, symbol_byte[a]);
+            preds[pred_start[a * (total + 1) + q]++] = (int32_t)p;
         }
-        memcpy(fill, pred_start, (size_t)(k * (total + 1)) * sizeof(Py_ssize_t));
-        for (Py_ssize_t p = 0; p < total; p++)
-            for (Py_ssize_t a = 0; a < k; a++) {
-                int32_t q = target_or_sink(table, n, p, symbol_byte[a]);
-                preds[fill[a * (total + 1) + q]++] = (int32_t)p;
-            }
-        PyMem_Free(fill);
-    }
+    memmove(pred_start + 1, pred_start, (size_t)(k * (total + 1)) * sizeof(int32_t));
+    pred_start[0] = 0;
     /* Blocks: accepting states, the other live states, the sink. */
     int32_t blocks = 0, at = 0;
     for (int pass = 0; pass < 3; pass++) {
@@ -1543,7 +1544,7 @@ static PyObject *equivalent_states(PyObject *module, PyObject *args) {
         memcpy(splitter, elems + first[b], (size_t)size * sizeof(int32_t));
         for (Py_ssize_t a = 0; a < k; a++) {
             int32_t n_touched = 0;
-            const Py_ssize_t *starts = pred_start + a * (total + 1);
+            const int32_t *starts = pred_start + a * (total + 1);
             for (int32_t i = 0; i < size; i++) {
                 int32_t q = splitter[i];
                 for (Py_ssize_t j = starts[q]; j < starts[q + 1]; j++) {
@@ -1963,7 +1964,8 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "_walk",
     .m_doc = "Mask walks and passes over the vocabulary trie in compiled code (Walker, dfa_pass, pair_pass,\n"
-             "below_pass, literal_pass), and two helpers of the automata (column_groups, equivalent_states).",
+             "below_pass, literal_pass), and helpers of the automata (column_groups, determinise, live_states,\n"
+             "equivalent_states).",
     .m_size = -1,
     .m_methods = module_functions,
 };

@@ -33,7 +33,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -55,6 +54,7 @@ from onrails.constrain._bytedfa import DEAD as DEAD_DFA
 from onrails.constrain._bytedfa import ByteDFA, Counted, EmptyLanguage, regex_to_byte_dfa
 from onrails.constrain._collector import collector_held
 from onrails.constrain._compile_processes import CompileProcesses
+from onrails.constrain._native import kernel as _kernel
 from onrails.constrain.lark_frontend import GrammarSpec, RuleSpec, TerminalSpec, parse_lark, spec_from_rules, without_terminals
 from onrails.constrain._lr import ParseTable, build_parse_table
 from onrails.constrain._trie import NodePairs, TokenTrie
@@ -69,11 +69,6 @@ from onrails.grammars.tools import tools_to_grammar
 if TYPE_CHECKING:
     from onrails.constrain._walk import Walker
 
-_kernel: "ModuleType | None"
-try:
-    import onrails.constrain._walk as _kernel
-except ImportError:  # built without a C compiler: the walks run in numpy
-    _kernel = None
 
 # A compiler's caches together (compiled grammars with their masks: half of it).
 _CACHE_BYTES = 1 << 30
