@@ -46,11 +46,14 @@ _RESERVED_ROWS = 1 << 17
 # pages (``_reserve_rows``): after a few hundred schemas, doubling 8k rows into huge pages
 # stalled one mask 21-63 ms (o60790 on the dev set; 4.7 ms alone in a fresh process).
 _SMALL_PAGES_FROM = 1 << 12
+# Transition rows set UNKNOWN at once when a state past them is interned.
+_UNKNOWN_BLOCK = 64
 # ``Automaton.splits`` of a state: not decided yet, followed terminal by terminal, or as a whole.
 SPLIT_UNKNOWN, SPLIT, WHOLE = 0, 1, 2
 _UNDECIDED = object()  # a state missing from ``Automaton._split``
 
 Config = tuple[int, int, int]
+_GuardGroups = tuple[tuple[int, int, int, tuple[tuple[int, int], ...]], ...]
 
 
 class AmbiguityError(OnRailsError):
@@ -119,8 +122,9 @@ class Automaton:
         # come every few schemas, each a pause in some mask.
         self.configs: list[tuple[Config, ...]] = [()]
         self._state_ids: dict[tuple[Config, ...], int] = {(): DEAD}
-        # Rows past ``len(configs)`` are not initialised (see ``_grow``).
+        # Rows from ``_unknown_to`` on are not initialised (see ``_grow``).
         self.trans = np.full((64, 256), UNKNOWN, dtype=np.int32)
+        self._unknown_to = 64
         self.trans[DEAD, :] = DEAD
         self._accepting: list[bool | None] = [False]
         # Configurations of a truncated state whose next byte needs the stack below the cut;
@@ -152,6 +156,9 @@ class Automaton:
         self._rule_classes: dict[int, tuple[tuple[int, int], ...]] = {}
         self._shift_classes: dict[int, tuple[tuple[int, tuple[int, ...]], ...]] = {}
         self._reducing_classes: dict[int, int] = {}
+        # Per LR state met, the guards on its shifts by (kind, list, where the entry is), each with
+        # (terminal, item bit) of every terminal it guards (``_passing``).
+        self._guard_groups: dict[int, _GuardGroups] = {}
         self._all_classes = _bits(self._reduce_class[t] for t in range(len(dfas)))
         self.initial: dict[str, int] = {}
         for name, lr_state in table.initial.items():
@@ -188,6 +195,14 @@ class Automaton:
             by_class.setdefault(self._reduce_class[t], set()).add(t)
         self._shift_classes[lr_state] = tuple((c, tuple(sorted(ts))) for c, ts in by_class.items())
         self._reducing_classes[lr_state] = _bits(self._reduce_class[t] for t in actions if t != table.end)
+        groups: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+        for t in table.shift[lr_state]:
+            guard = self._guards.get((lr_state, t))
+            if guard is not None:
+                kind, list_id, bit, where = guard
+                groups.setdefault((kind, list_id, where), []).append((t, self._lists[list_id].width if bit < 0 else bit))
+        # Tuples of ints only: the cycle collector stops tracking them (see ``configs``).
+        self._guard_groups[lr_state] = tuple((*key, tuple(bits)) for key, bits in groups.items())
         self._rule_classes[lr_state] = tuple(by_rule.items())  # last: it marks the state prepared
 
     def reduce_closure(self, stack: int, lookahead: int) -> list[int]:
@@ -287,6 +302,11 @@ class Automaton:
         if guard is None:
             return True
         kind, list_id, bit, where = guard
+        passed = self._passed(node, kind, list_id, where)
+        return bool(passed >> (self._lists[list_id].width if bit < 0 else bit) & 1)
+
+    def _passed(self, node: int, kind: int, list_id: int, where: int) -> int:
+        """What a guard of ``kind`` on ``node`` lets through, a bit per item (``TrackedList.passed``)."""
         if where == NO_ENTRY:
             tag = 0
         else:
@@ -298,7 +318,17 @@ class Automaton:
         passed = self._allows.get(key)
         if passed is None:
             passed = self._allows[key] = self._lists[list_id].passed(kind, tag)
-        return bool(passed >> (self._lists[list_id].width if bit < 0 else bit) & 1)
+        return passed
+
+    def _passing(self, node: int, terminals: Iterable[int], groups: "_GuardGroups") -> set[int]:
+        """The ``terminals`` (shiftable on ``node``) that its LR state's guards let through."""
+        out = set(terminals)
+        for kind, list_id, where, bits in groups:
+            asked = [(t, bit) for t, bit in bits if t in out]
+            if asked:
+                passed = self._passed(node, kind, list_id, where)
+                out.difference_update([t for t, bit in asked if not passed >> bit & 1])
+        return out
 
     def _closure(self, stack: int, terminal: int) -> tuple[int, ...]:
         """``reduce_closure`` memoised per reduce class of the look-ahead terminal."""
@@ -339,14 +369,12 @@ class Automaton:
             # Terminals a tracked list may refuse are allowed where some stack may shift them:
             # every such pair is asked, as ``shift`` asks them (any may need the stack below a
             # cut). A key of an object of 100 optional properties is asked once here, not in a
-            # closure search of its own.
-            guarded = self._guarded if stack > OPAQUE else frozenset()
+            # closure search of its own, and the keys of one list together (``_passing``).
+            guard_groups = self._guard_groups
             allowed: set[int] = set()
             for node, terminals in shifting:
-                if guarded.isdisjoint(terminals):
-                    allowed.update(terminals)
-                else:
-                    allowed.update(t for t in terminals if t not in guarded or self._guard_allows(node, t))
+                groups = guard_groups[stack_state[node]] if stack > OPAQUE else ()
+                allowed.update(self._passing(node, terminals, groups) if groups else terminals)
             cached = tuple(sorted(allowed.difference(self.ignored))) + self.ignored
             self._allowed_cache[stack] = cached
         return cached
@@ -405,9 +433,13 @@ class Automaton:
                 sid = self._state_ids.get(key)
                 if sid is None:
                     sid = len(self.configs)
-                    if sid >= self.trans.shape[0]:
-                        self._grow()
-                    self.trans[sid] = UNKNOWN
+                    if sid >= self._unknown_to:
+                        if sid >= self.trans.shape[0]:
+                            self._grow()
+                        # Rows are set UNKNOWN a block at a time: one numpy call per new state
+                        # cost 1 us, 2.6% of first visits (py-spy, every 10th dev schema).
+                        self._unknown_to = min(sid + _UNKNOWN_BLOCK, self.trans.shape[0])
+                        self.trans[sid : self._unknown_to] = UNKNOWN
                     self.configs.append(key)
                     self._accepting.append(None)
                     self._state_ids[key] = sid
@@ -499,7 +531,12 @@ class Automaton:
                         if t >= 0:
                             ways.append((stack, t, d))
                         else:
-                            ways.extend((stack, t2, 0) for t2 in self.allowed_terminals(stack))
+                            allowed = self.allowed_terminals(stack)
+                            if len(ways) + len(allowed) > _MAX_SPLIT:
+                                # Stepped whole: a quote that opens any of 99 keys made 99 ways.
+                                ways = []
+                                break
+                            ways.extend((stack, t2, 0) for t2 in allowed)
                 except NeedsDeeper:
                     ways = []
                 split = 0 < len(ways) <= _MAX_SPLIT

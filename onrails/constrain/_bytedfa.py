@@ -235,9 +235,15 @@ class ByteDFA:
         to, so whole trie levels step without masking or multiplying."""
         assert self.counter is None, "a counted string has no table of its own (Counted.window)"
         if not self._flat:
+            # Into one array, without temporaries: every new key of a schema is a new literal
+            # DFA, and the walks of its first mask ask for its table.
             n = self.n_states
-            table = np.where(self.table >= 0, self.table, n).astype(np.int32) * 256
-            self._flat.append(np.concatenate([table, np.full((1, 256), n * 256, dtype=np.int32)]).ravel())
+            flat = np.empty((n + 1) * 256, dtype=np.int32)
+            rows = flat[: n * 256].reshape(n, 256)
+            np.left_shift(self.table, 8, out=rows, casting="unsafe")
+            rows[self.table < 0] = n * 256
+            flat[n * 256 :] = n * 256
+            self._flat.append(flat)
         return self._flat[0]
 
     def signature(self, state: int) -> Hashable:

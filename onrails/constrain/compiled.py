@@ -74,6 +74,8 @@ if TYPE_CHECKING:
 _CACHE_BYTES = 1 << 30
 # One automaton generation's masks, per kind (configurations', states'): 1,024 Llama-3.2 masks.
 _MASK_CACHE_BYTES = 16 << 20
+# Pure parts a grammar keeps by terminal and DFA state (``CompiledGrammar._pure_part``).
+_PURE_REF_BYTES = 8 << 20
 # The automata a compile process keeps for its later compiles.
 _WORKER_DFA_BYTES = 128 << 20
 _MAX_STATES = 100_000
@@ -270,6 +272,15 @@ class _Shared:
             self.below_bytes -= _nbytes(oldest, self.below.pop(oldest))
 
 
+def _set_below(words: np.ndarray, below: _Below) -> None:
+    """Set the tokens of ``below`` in the packed mask ``words`` (in compiled code where built: a
+    walk's first terminals set a few dozen words each, 19k times on every 10th dev schema)."""
+    if _kernel is not None:
+        _kernel.or_at(words, below.at, below.bits)
+    else:
+        words[below.at] |= below.bits
+
+
 def _nbytes(key: tuple[int, int, bytes], parts: "_Below") -> int:
     return len(key[2]) + sum(part.nbytes for part in parts)
 
@@ -296,6 +307,10 @@ class CompiledGrammar:
         self._words = words_for(self.vocabulary.size)
         self._eos = pack_bool_mask(self._bool_of(sorted(self.vocabulary.eos_token_ids)))
         self._generation = _Generation(self)
+        # Pure parts by (terminal, DFA state) (``_pure_part``); also held by the shared cache
+        # while it keeps them, and weighed here as this grammar's.
+        self._pure_refs: dict[tuple[int, int], _Pure] = {}
+        self._pure_ref_bytes = 0
 
     def _current_generation(self) -> "_Generation":
         """The generation new matchers start in (renewed once the current one is too big)."""
@@ -347,8 +362,20 @@ class CompiledGrammar:
 
     def _pure_part(self, terminal: int, dfa_state: int) -> _Pure:
         """The pure part of a terminal's state for a crossing walk from its ends: raises
-        ``_WideWalk`` rather than making one whose ends are too many to walk from."""
-        return self._pure_of(self._dfas[terminal], dfa_state, wide_walk=True)
+        ``_WideWalk`` rather than making one whose ends are too many to walk from. Kept by
+        (terminal, DFA state) too, up to ``_PURE_REF_BYTES``: the shared cache's lookup by
+        signature cost 0.8 us, and a first visit asks for 5 (99 in an object of 100 keys)."""
+        key = (terminal, dfa_state)
+        pure = self._pure_refs.get(key)
+        if pure is None:
+            pure = self._pure_of(self._dfas[terminal], dfa_state, wide_walk=True)
+            weight = _weight(pure)
+            if self._pure_ref_bytes + weight > _PURE_REF_BYTES:
+                self._pure_refs.clear()
+                self._pure_ref_bytes = 0
+            self._pure_refs[key] = pure
+            self._pure_ref_bytes += weight
+        return pure
 
     def _pure_of(self, dfa: ByteDFA, dfa_state: int, wide_walk: bool = False) -> _Pure:
         if dfa.counter is not None:
@@ -648,12 +675,12 @@ class CompiledGrammar:
             return self._packed_of(trie.tokens_at(nodes)), np.zeros(0, np.int64)
         below = self._below(dfa, after, nodes[-1:])
         words = self._words_at([nodes])
-        words[below.at] |= below.bits
+        _set_below(words, below)
         return words, below.ends
 
     def _cached_bytes(self) -> int:
         # What the compiler's cache charges this grammar (shared parts are charged apart).
-        return self._generation.cached_bytes()
+        return self._generation.cached_bytes() + self._pure_ref_bytes
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by this grammar's tables and caches, with the pure masks it
@@ -668,6 +695,9 @@ class CompiledGrammar:
                 if key in mine or (key[0] in ("counted", "units") and key[1] in counted)
             ]
         total = sum(_weight(p) for p in parts)
+        # Pure parts the shared cache has let go of, still held by (terminal, DFA state).
+        shared = {id(p) for p in parts}
+        total += sum(_weight(p) for p in list(self._pure_refs.values()) if id(p) not in shared)
         bases = {dfa.counter.base._serial for dfa in self._dfas if dfa.counter is not None}
         with self._shared.dfas.lock:
             windows = [w for key, w in self._shared.dfas.items() if isinstance(key, tuple) and key[1] in bases]
@@ -1176,9 +1206,10 @@ class _Generation:
         node_key = nodes.tobytes()
         out: list[tuple[np.ndarray, int]] = []
         for stack, terminal, dfa_state in ways:
-            at, bits, ends = self.grammar._below(automaton.dfas[terminal], dfa_state, nodes, node_key)
-            if at.size:
-                words[at] |= bits
+            below = self.grammar._below(automaton.dfas[terminal], dfa_state, nodes, node_key)
+            if below.at.size:
+                _set_below(words, below)
+            ends = below.ends
             if ends.size:
                 boundary = automaton.boundary_after(stack, terminal)
                 if boundary != DEAD:
