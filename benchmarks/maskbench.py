@@ -31,8 +31,9 @@ wins. Upstream also counts an exception while matching as a validation error; he
 A mask that forbids a token on which ``advance`` succeeds (or the reverse) is counted apart as a
 mask/advance disagreement.
 
-Engines run in sequence, each in a worker subprocess on one thread (RAYON/OMP/MKL threads 1,
-torch.set_num_threads(1), xgrammar max_threads=1). Configurations: onrails
+Engines run interleaved: each schema goes to every engine before the next one (which goes first
+alternates), so a shared machine's drift falls on all alike. Each runs in a worker subprocess on one
+thread (RAYON/OMP/MKL threads 1, torch.set_num_threads(1), xgrammar max_threads=1). Configurations: onrails
 ``compile_json_schema(schema, whitespace="flexible", strict=True)``; llguidance
 ``grammar_from_json_schema`` with flexible whitespace; xgrammar ``compile_json_schema`` with its
 defaults (any_whitespace, strict_mode: no properties or items beyond those listed);
@@ -195,7 +196,7 @@ def worker_main(key: str, tokenizer_name: str, mem_limit_gb: float) -> None:
         send(res)
 
 
-# -- the parent: engines in sequence, a timeout per schema --------------------------------------
+# -- the parent: engines interleaved schema by schema, a timeout per schema ----------------------
 
 
 class Worker:
@@ -273,99 +274,131 @@ def load_cases(paths: list[Path], tokenizer: Any, compact: bool) -> list[dict[st
     return cases
 
 
-def run_engine(key: str, cases: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
-    log = args.json.with_name(f"maskbench-{key}.log")
-    log.write_text("")
-    started = time.monotonic()
-    worker: Worker | None = Worker(key, args, log)
-    assert worker is not None
-    hello = worker.hello()
-    if "unavailable" in hello:
-        print(f"{key}: {hello['unavailable']}", file=sys.stderr)
-        worker.close()
-        return {"key": key, "name": key, "unavailable": hello["unavailable"]}
-    name, label = hello["name"], hello.get("label", "")
-    print(f"{name}: worker ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
-    mask_s: list[np.ndarray] = []
-    advance_s: list[np.ndarray] = []
-    ttfm_s: list[float] = []
-    schemas: list[dict[str, Any]] = []
-    counts = dict.fromkeys(OUTCOMES, 0)
-    tokens = valid_rejected = invalid_accepted = disagreements = restarts = 0
-    for n, case in enumerate(cases, 1):
-        if worker is None:
-            worker = Worker(key, args, log)
-            restarts += 1
-            hello = worker.hello()
-            if "unavailable" in hello:
-                sys.exit(f"{key}: worker restart failed: {hello['unavailable']}")
-        line = (json.dumps(case) + "\n").encode()
+class EngineRun:
+    """One engine's worker and tallies: ``run`` feeds it a schema (restarting a worker that timed
+    out or died), ``result`` sums it up."""
+
+    def __init__(self, key: str, args: argparse.Namespace) -> None:
+        self.key, self.args = key, args
+        self.log = args.json.with_name(f"maskbench-{key}.log")
+        self.log.write_text("")
+        self.started = time.monotonic()
+        self.worker: Worker | None = Worker(key, args, self.log)
+        hello = self.worker.hello()
+        self.unavailable: str | None = hello.get("unavailable")
+        if self.unavailable:
+            print(f"{key}: {self.unavailable}", file=sys.stderr)
+            self.worker.close()
+            self.worker = None
+            self.name, self.label = key, ""
+            return
+        self.name, self.label = hello["name"], hello.get("label", "")
+        print(f"{self.name}: worker ready in {time.monotonic() - self.started:.1f} s", file=sys.stderr)
+        self.busy_s = 0.0  # time spent on this engine's schemas
+        self.mask_s: list[np.ndarray] = []
+        self.advance_s: list[np.ndarray] = []
+        self.ttfm_s: list[float] = []
+        self.schemas: list[dict[str, Any]] = []
+        self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.tokens = self.valid_rejected = self.invalid_accepted = self.disagreements = self.restarts = 0
+
+    def run(self, case: dict[str, Any]) -> None:
+        args = self.args
         t = time.monotonic()
-        res = worker.ask(line, args.timeout)
-        wall = time.monotonic() - t
+        if self.worker is None:
+            self.worker = Worker(self.key, args, self.log)
+            self.restarts += 1
+            hello = self.worker.hello()
+            if "unavailable" in hello:
+                sys.exit(f"{self.key}: worker restart failed: {hello['unavailable']}")
+        line = (json.dumps(case) + "\n").encode()
+        asked = time.monotonic()
+        res = self.worker.ask(line, args.timeout)
+        wall = time.monotonic() - asked
         if isinstance(res, str):
             try:
-                rc = worker.proc.wait(timeout=0 if res == "timeout" else 10)
+                rc = self.worker.proc.wait(timeout=0 if res == "timeout" else 10)
             except subprocess.TimeoutExpired:
                 rc = None
-            worker.kill()
-            worker = None
+            self.worker.kill()
+            self.worker = None
             if res == "timeout":
                 res = {"id": case["id"], "status": "timeout", "error": f"no answer after {args.timeout:g} s"}
             else:
                 res = {"id": case["id"], "status": "crash",
-                       "error": f"worker died (exit code {rc}); see {log.name} for the engine's last words"}
+                       "error": f"worker died (exit code {rc}); see {self.log.name} for the engine's last words"}
         status = res["status"]
-        counts[status] += 1
+        self.counts[status] += 1
         record = {"id": res["id"], "status": status, "wall_s": round(wall, 4)}
         if "ttfm_s" in res:
-            ttfm_s.append(res["ttfm_s"])
+            self.ttfm_s.append(res["ttfm_s"])
             record["ttfm_ms"] = round(res["ttfm_s"] * 1e3, 3)
         if res.get("mask_s"):
             m = np.asarray(res["mask_s"])
-            mask_s.append(m)
-            advance_s.append(np.asarray(res["advance_s"]))
-            tokens += m.size
+            self.mask_s.append(m)
+            self.advance_s.append(np.asarray(res["advance_s"]))
+            self.tokens += m.size
             record["masks"] = int(m.size)
             record["max_mask_us"] = round(float(m.max()) * 1e6, 1)
         for k in ("valid_rejected", "invalid_accepted", "disagreements"):
             if res.get(k):
                 record[k] = res[k]
-        valid_rejected += res.get("valid_rejected", 0)
-        invalid_accepted += res.get("invalid_accepted", 0)
-        disagreements += res.get("disagreements", 0)
+        self.valid_rejected += res.get("valid_rejected", 0)
+        self.invalid_accepted += res.get("invalid_accepted", 0)
+        self.disagreements += res.get("disagreements", 0)
         for k in ("error", "failures"):
             if res.get(k):
                 record[k] = res[k]
-        schemas.append(record)
+        self.schemas.append(record)
+        self.busy_s += time.monotonic() - t
+
+    def progress(self, n: int, total: int) -> str:
+        done = ", ".join(f"{k} {v}" for k, v in self.counts.items() if v)
+        return f"  {self.name}: {n}/{total} schemas, {self.busy_s:.0f} s, {done}"
+
+    def result(self) -> dict[str, Any]:
+        if self.unavailable:
+            return {"key": self.key, "name": self.key, "unavailable": self.unavailable}
+        if self.worker is not None:
+            self.worker.close()
+        all_mask = np.concatenate(self.mask_s) if self.mask_s else np.zeros(0)
+        all_adv = np.concatenate(self.advance_s) if self.advance_s else np.zeros(0)
+        return {
+            "key": self.key,
+            "name": self.name,
+            "config": self.label,
+            "schemas": len(self.schemas),
+            **self.counts,
+            "valid_instances_rejected": self.valid_rejected,
+            "invalid_instances_accepted": self.invalid_accepted,
+            "mask_advance_disagreements": self.disagreements,
+            "worker_restarts": self.restarts,
+            "masks": int(self.tokens),
+            "mask_us": percentiles(all_mask, POINTS),
+            # The share of first visits' cost (cached states take a few µs).
+            "masks_over_100us": float((all_mask > 100e-6).mean()) if all_mask.size else None,
+            "advance_us": percentiles(all_adv, POINTS),
+            "ttfm_ms": {k: (v / 1e3 if k != "n" else v) for k, v in percentiles(self.ttfm_s, POINTS).items()},
+            "wall_s": round(self.busy_s, 1),
+            "per_schema": self.schemas,
+            "_mask_s": all_mask,
+            "_ttfm_s": np.asarray(self.ttfm_s),
+        }
+
+
+def run_engines(keys: list[str], cases: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every engine on every schema, interleaved: each schema goes to every engine before the next
+    one, in turn first, so the drift of a shared machine (25% between runs ten minutes apart)
+    falls on all engines alike instead of on whichever ran in the slower minutes."""
+    runs = [EngineRun(key, args) for key in keys]
+    live = [run for run in runs if not run.unavailable]
+    for n, case in enumerate(cases, 1):
+        for run in live if n % 2 else live[::-1]:
+            run.run(case)
         if n % args.progress == 0 or n == len(cases):
-            print(f"  {name}: {n}/{len(cases)} schemas, {time.monotonic() - started:.0f} s, "
-                  + ", ".join(f"{k} {v}" for k, v in counts.items() if v), file=sys.stderr)
-    if worker is not None:
-        worker.close()
-    all_mask = np.concatenate(mask_s) if mask_s else np.zeros(0)
-    all_adv = np.concatenate(advance_s) if advance_s else np.zeros(0)
-    return {
-        "key": key,
-        "name": name,
-        "config": label,
-        "schemas": len(cases),
-        **counts,
-        "valid_instances_rejected": valid_rejected,
-        "invalid_instances_accepted": invalid_accepted,
-        "mask_advance_disagreements": disagreements,
-        "worker_restarts": restarts,
-        "masks": int(tokens),
-        "mask_us": percentiles(all_mask, POINTS),
-        # The share of first visits' cost (cached states take a few µs).
-        "masks_over_100us": float((all_mask > 100e-6).mean()) if all_mask.size else None,
-        "advance_us": percentiles(all_adv, POINTS),
-        "ttfm_ms": {k: (v / 1e3 if k != "n" else v) for k, v in percentiles(ttfm_s, POINTS).items()},
-        "wall_s": round(time.monotonic() - started, 1),
-        "per_schema": schemas,
-        "_mask_s": all_mask,
-        "_ttfm_s": np.asarray(ttfm_s),
-    }
+            for run in live:
+                print(run.progress(n, len(cases)), file=sys.stderr)
+    return [run.result() for run in runs]
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -478,9 +511,7 @@ def main() -> None:
           f"{n_valid} valid + {n_invalid} invalid instances, {n_tokens} tokens with the end token; "
           f"tokenizer {args.tokenizer}; timeout {args.timeout:g} s; engines {', '.join(engines)}", file=sys.stderr)
 
-    results = []
-    for key in engines:
-        results.append(run_engine(key, cases, args))
+    results = run_engines(engines, cases, args)
     wall = time.monotonic() - started
 
     machine = (f"{platform.machine()} {_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
