@@ -18,10 +18,10 @@
  * The passes read one byte DFA over the trie: from its root (``dfa_pass``), beside another state
  * (``pair_pass``), or below given nodes (``below_pass``, which reads a walk's first terminals for
  * a cache shared across walks); ``literal_pass`` reads a fixed string, and ``or_at`` sets a cached
- * walk's tokens in a mask. ``column_groups`` groups an
- * automaton state's missing transitions by where they lead, for ``Automaton.fill_bytes``. For the
- * terminals' byte DFAs: ``determinise`` (subset construction), ``live_states`` (the states that can
- * still accept) and ``equivalent_states`` (the states that read the same words).
+ * walk's tokens in a mask. ``column_groups`` groups an automaton state's missing transitions by
+ * where they lead, for ``Automaton.fill_bytes``. For the terminals' byte DFAs: ``determinise``
+ * (subset construction), ``live_states`` (the states that can still accept) and
+ * ``equivalent_states`` (the states that read the same words).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -329,6 +329,24 @@ def test_the_compiled_reading_below_nodes_gives_the_numpy_readings_tokens_and_en
 
 
 @pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
+def test_or_at_sets_the_words_numpy_sets_and_refuses_what_does_not_fit() -> None:
+    rng = np.random.default_rng(7)
+    words = rng.integers(-(2**31), 2**31, 300, dtype=np.int64).astype(np.int32)
+    at = np.sort(rng.choice(300, 40, replace=False)).astype(np.int64)
+    bits = rng.integers(-(2**31), 2**31, 40, dtype=np.int64).astype(np.int32)
+    expected = words.copy()
+    expected[at] |= bits
+    compiled._kernel.or_at(words, at, bits)
+    assert np.array_equal(words, expected)
+    before = words.copy()
+    with pytest.raises(IndexError):
+        compiled._kernel.or_at(words, np.array([3, 300], np.int64), np.array([1, 1], np.int32))
+    with pytest.raises(ValueError):
+        compiled._kernel.or_at(words, np.array([3], np.int64), np.array([1, 1], np.int32))
+    assert np.array_equal(words, before), "a refused call changes nothing"
+
+
+@pytest.mark.skipif(compiled._kernel is None, reason="built without the walk kernel")
 @pytest.mark.parametrize("vocab_name", ["smollm2_vocab", "llama_vocab", "gemma_vocab"])
 def test_the_compiled_literal_pass_gives_the_python_literals_pure_parts(
     vocab_name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
