@@ -200,7 +200,7 @@ class Automaton:
             guard = self._guards.get((lr_state, t))
             if guard is not None:
                 kind, list_id, bit, where = guard
-                groups.setdefault((kind, list_id, where), []).append((t, self._lists[list_id].width if bit < 0 else bit))
+                groups.setdefault((kind, list_id, where), []).append((t, bit))
         # Tuples of ints only: the cycle collector stops tracking them (see ``configs``).
         self._guard_groups[lr_state] = tuple((*key, tuple(bits)) for key, bits in groups.items())
         self._rule_classes[lr_state] = tuple(by_rule.items())  # last: it marks the state prepared
@@ -302,8 +302,7 @@ class Automaton:
         if guard is None:
             return True
         kind, list_id, bit, where = guard
-        passed = self._passed(node, kind, list_id, where)
-        return bool(passed >> (self._lists[list_id].width if bit < 0 else bit) & 1)
+        return bool(self._passed(node, kind, list_id, where) >> bit & 1)
 
     def _passed(self, node: int, kind: int, list_id: int, where: int) -> int:
         """What a guard of ``kind`` on ``node`` lets through, a bit per item (``TrackedList.passed``)."""

@@ -51,9 +51,13 @@ class TrackedList:
         room = self.max_items - count - missing.bit_count()
         return free if room >= 1 else missing if room == 0 else 0
 
+    def position(self, bit: int) -> int:
+        """Where an item (``bit``: tracked, -1: untracked) is answered in ``addable`` and ``passed``."""
+        return self.width if bit < 0 else bit
+
     def can_add(self, tag: int, bit: int) -> bool:
         """Whether an item (``bit``: tracked, -1: untracked) may come next."""
-        return bool(self.addable(tag) >> (self.width if bit < 0 else bit) & 1)
+        return bool(self.addable(tag) >> self.position(bit) & 1)
 
     def can_continue(self, tag: int) -> bool:
         """Whether some item may come next (the separator may be written)."""
@@ -90,7 +94,8 @@ class ListRules:
     lists: list[TrackedList]
     # rule -> (list, item bit or -1, whether the rule extends a list entry below)
     updates: dict[int, tuple[int, int, bool]]
-    # (LR state, terminal) -> (kind, list, item bit or -1, where the list entry is)
+    # (LR state, terminal) -> (kind, list, the item's bit in ``TrackedList.passed``, where the list
+    # entry is)
     guards: dict[tuple[int, int], tuple[int, int, int, int]]
     # Every terminal of ``guards`` (they grow as LR states are built).
     guarded: set[int]
@@ -195,23 +200,26 @@ class ListAnalysis:
             list_id = self._list_of.get(lhs)
             if list_id is not None and dot == len(rhs) - 1:
                 bit = self._item_bits[list_id][rhs[dot] - n_terms - 1]
+                tracked = self.result.lists[list_id]
                 where = BELOW_TOP if dot else NO_ENTRY
                 # A list's first item sees an empty tag: decided here. Only the first items of
                 # lists after the same opening (enum objects) share a state, and those pass.
-                if where == NO_ENTRY and self.result.lists[list_id].can_add(0, bit):
+                if where == NO_ENTRY and tracked.can_add(0, bit):
                     continue
                 for t in self._first[rhs[dot] - n_terms - 1]:
                     if t in shift:
-                        self._guard(state, t, (ADD, list_id, bit, where), lhs)
+                        self._guard(state, t, (ADD, list_id, tracked.position(bit), where), lhs)
             if dot and rhs[dot - 1] > n_terms:
                 before = self._list_of.get(rhs[dot - 1] - n_terms - 1)
                 if before is None:
                     continue
                 # ``__init__`` made sure one of these holds.
+                # The separator and the list's end are let through for every item or none.
+                anywhere = self.result.lists[before].position(-1)
                 if lhs == rhs[dot - 1] - n_terms - 1 and dot == 1:
-                    self._guard(state, rhs[1], (CONTINUE, before, -1, AT_TOP), lhs)
+                    self._guard(state, rhs[1], (CONTINUE, before, anywhere, AT_TOP), lhs)
                 elif dot < len(rhs) and rhs[dot] < n_terms:
-                    self._guard(state, rhs[dot], (CLOSE, before, -1, AT_TOP), lhs)
+                    self._guard(state, rhs[dot], (CLOSE, before, anywhere, AT_TOP), lhs)
 
     def _guard(self, state: int, terminal: int, guard: "tuple[int, int, int, int]", lhs: int) -> None:
         known = self.result.guards.setdefault((state, terminal), guard)
