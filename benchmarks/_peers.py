@@ -318,3 +318,22 @@ def make_engine(key: str, tokenizer: Any, vocab: Any, **options: Any) -> Engine:
     if key not in ADAPTERS:
         raise ValueError(f"unknown engine {key!r}; known: {', '.join([*ADAPTERS, 'xgrammar-compliant'])}")
     return ADAPTERS[key](tokenizer, vocab, **options)
+
+
+def engines_in_process(keys: str, tokenizer_name: str) -> tuple[Any, dict[str, Engine]]:
+    """The tokenizer and the engines named in ``keys`` (comma-separated), built in this process;
+    an engine not installed is reported on stderr and left out."""
+    import sys
+
+    import onrails
+    from onrails.runtime.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_name)
+    vocab = onrails.Vocabulary.from_tokenizer(tokenizer)
+    engines: dict[str, Engine] = {}
+    for key in [k.strip() for k in keys.split(",") if k.strip()]:
+        try:
+            engines[key] = make_engine(key, tokenizer, vocab)
+        except ImportError as exc:
+            print(f"{key}: not installed ({exc})", file=sys.stderr)
+    return tokenizer, engines

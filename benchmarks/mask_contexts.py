@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _peers import CompileError, make_engine  # noqa: E402  (sets the one-thread environment first)
+from _peers import CompileError, engines_in_process  # noqa: E402  (sets the one-thread environment first)
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "maskbench" / "dev"
 SLOW_S = 40e-6
@@ -146,17 +146,7 @@ def main() -> None:
     if not args.data.is_dir():
         sys.exit(f"MaskBench files not found at {args.data}")
 
-    import onrails
-    from onrails.runtime.tokenizers import load_tokenizer
-
-    tokenizer = load_tokenizer(args.tokenizer)
-    vocab = onrails.Vocabulary.from_tokenizer(tokenizer)
-    engines = {}
-    for key in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        try:
-            engines[key] = make_engine(key, tokenizer, vocab)
-        except ImportError as exc:
-            print(f"{key}: not installed ({exc})", file=sys.stderr)
+    tokenizer, engines = engines_in_process(args.engines, args.tokenizer)
     tallies = {key: Tally() for key in engines}
     paths = sorted(args.data.glob("*.json"))[args.offset :: max(1, args.every)]
     started = time.monotonic()
