@@ -5,8 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # Re-run the installs when the dependencies (pyproject.toml), this recipe (Makefile) or the compiled
-# walk (setup.py builds it into the source tree) change.
-BUILD := pyproject.toml Makefile setup.py onrails/constrain/_walk.c
+# parts (setup.py builds them into the source tree: the walk, and the parser core mypyc compiles
+# from its Python) change.
+BUILD := pyproject.toml Makefile setup.py onrails/constrain/_walk.c \
+	onrails/constrain/_automaton.py onrails/constrain/_lr.py
 STAMP := $(VENV)/.onrails-setup-stamp
 PYTEST_ARGS ?=
 BENCH_ARGS ?=

@@ -40,7 +40,7 @@ _SOURCE_CACHE_ENTRIES = 1024
 # ways forward; more (a quote that may open any of 20 keys) cost more apart than together.
 _MAX_SPLIT = 8
 # Transition rows: doubled up to this many states, then reserved at once (see ``Automaton._grow``).
-_RESERVE_FROM = 1 << 14
+_RESERVE_FROM = 1 << 12
 _RESERVED_ROWS = 1 << 17
 # Tables of this many rows and more (4 MB, where numpy asks for huge pages) are mapped in small
 # pages (``_reserve_rows``): after a few hundred schemas, doubling 8k rows into huge pages
@@ -160,6 +160,9 @@ class Automaton:
         # (terminal, item bit) of every terminal it guards (``_passing``).
         self._guard_groups: dict[int, _GuardGroups] = {}
         self._all_classes = _bits(self._reduce_class[t] for t in range(len(dfas)))
+        # The shortest-completion search over this automaton (``_shortest``), made at its first
+        # use and kept here, not in a table by weak reference: compiled by mypyc, the class has none.
+        self.completions: object = None
         self.initial: dict[str, int] = {}
         for name, lr_state in table.initial.items():
             root = self._push(0, lr_state)
@@ -450,8 +453,9 @@ class Automaton:
         pause of 40-120 ms in whichever mask met the new state. Past ``_RESERVE_FROM`` states
         the table jumps to ``_RESERVED_ROWS`` rows (``_reserve_rows``), whose pages the system
         maps only as states arrive: the copies of 32-64 MB that doubling made there cost single
-        masks of a large schema 35-80 ms each. Caches weigh the table as reserved, as an
-        address-space limit counts it."""
+        masks of a large schema 35-80 ms each, and from 16k states (16 MB) 15-16 ms, the slowest
+        mask of the dev set (detekt-1.22.0; reserved from 4k, its slowest is 5-7 ms). Caches
+        weigh the table as reserved, as an address-space limit counts it."""
         size = self.trans.shape[0]
         rows = _RESERVED_ROWS if _RESERVE_FROM <= size < _RESERVED_ROWS else size * 2
 

@@ -74,14 +74,21 @@ class ParseTable:
     def end(self) -> int:
         return len(self.terminal_names)
 
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        del state["_lock"]
-        return state
+    # What pickling keeps (compile processes send tables back): every attribute but the lock.
+    _PICKLED = (
+        "terminal_names", "nonterminal_names", "rule_lhs", "rule_len", "rule_rhs", "start_rules", "lists", "shift",
+        "goto", "reduce", "accept", "items", "_follow", "_analysis", "_rules_by_lhs", "_state_of", "reduce_class",
+        "initial",
+    )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Compiled by mypyc (setup.py), the class has no ``__dict__`` and is only made through
+        # ``__init__``: an empty table is made, then given the attributes.
+        return ParseTable, ([], [], [], [], {}, self._analysis), {name: getattr(self, name) for name in self._PICKLED}
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def build(self, state: int) -> None:
         """Make the actions of ``state`` (found earlier: a kernel in ``items``) unless made."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import threading
-import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -470,16 +469,15 @@ class _Solver:
         return b"".join(reversed(head)) + b"".join(tail)
 
 
-_solvers: "weakref.WeakKeyDictionary[Automaton, _Solver]" = weakref.WeakKeyDictionary()
 _solvers_lock = threading.Lock()
 
 
 def shortest_completion(automaton: Automaton, state: int) -> bytes | None:
     """The shortest bytes from ``state`` (untruncated) to acceptance; None if the search gives up."""
     with _solvers_lock:
-        solver = _solvers.get(automaton)
-        if solver is None:
-            solver = _solvers[automaton] = _Solver(automaton)
+        solver = automaton.completions
+        if not isinstance(solver, _Solver):
+            solver = automaton.completions = _Solver(automaton)
     # The search interns stacks and fills the automaton's caches, which its lock guards.
     with automaton._lock:
         if state not in solver.results:

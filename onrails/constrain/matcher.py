@@ -105,7 +105,8 @@ class Matcher:
         """Consume raw bytes (e.g. a forced continuation); all-or-nothing, like ``advance``."""
         if self._terminated:
             return False
-        nxt = self._automaton.run(self._state, data)
+        # bytes() of bytes is the object itself; the compiled parser core reads bytes only.
+        nxt = self._automaton.run(self._state, bytes(data))
         if nxt == DEAD:
             return False
         self._history.append((self._state, False))

@@ -60,6 +60,19 @@ def test_a_rejected_token_changes_nothing(compiler: GrammarCompiler) -> None:
     assert matcher.num_steps == 0
 
 
+def test_raw_bytes_advance_from_any_bytes_like_object(compiler: GrammarCompiler) -> None:
+    """``advance_bytes`` takes bytearray and memoryview as it takes bytes (the parser core,
+    compiled, reads bytes only), and a numpy integer token id advances as an int does."""
+    expected = Matcher(compiler.compile_builtin(), "object")
+    assert expected.advance_bytes(b'{"a')
+    for data in (bytearray(b'{"a'), memoryview(b'{"a')):
+        matcher = Matcher(compiler.compile_builtin(), "object")
+        assert matcher.advance_bytes(data)
+        assert not matcher.advance_bytes(type(data)(b"\x01"))  # a control byte inside the key
+        assert np.array_equal(matcher.allowed_token_ids(), expected.allowed_token_ids())
+        assert matcher.advance(np.int64(tid(matcher, b'"')))
+
+
 def test_rollback_restores_earlier_masks(compiler: GrammarCompiler) -> None:
     matcher = Matcher(compiler.compile_builtin(), "value")
     masks = [matcher.allowed_token_ids()]
