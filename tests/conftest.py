@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# The parser core compiled by mypyc (setup.py) lies beside its source, and Python imports the
-# compiled module first: one built before its source last changed would be tested in its place.
-_COMPILED_CORE = ("_automaton", "_lr")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The compiled parts (setup.py) lie beside their source, and Python imports a compiled module
+    # before its .py: one built before its source last changed would be tested in its place.
     package = REPO / "onrails" / "constrain"
-    for name in _COMPILED_CORE:
-        source = package / f"{name}.py"
-        for built in [*package.glob(f"{name}.*.so"), *package.glob(f"{name}.*.pyd")]:
-            if built.stat().st_mtime < source.stat().st_mtime:
+    for built in [*package.glob("*.so"), *package.glob("*.pyd")]:
+        name = built.name.split(".")[0]
+        for source in (package / f"{name}.py", package / f"{name}.c"):
+            if source.exists() and built.stat().st_mtime < source.stat().st_mtime:
                 raise pytest.UsageError(
                     f"onrails/constrain/{built.name} was built before {source.name} last changed: rebuild it "
                     "(make setup, or python setup.py build_ext --inplace --force)"

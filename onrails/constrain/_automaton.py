@@ -18,6 +18,7 @@ import mmap
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Set as AbstractSet
+from typing import Final
 
 import numpy as np
 
@@ -29,27 +30,32 @@ from onrails.constrain._native import kernel as _kernel
 from onrails.errors import OnRailsError
 
 
-DEAD = 0
-UNKNOWN = -1
+# Final: the compiled core (setup.py) reads these as constants, not module lookups.
+DEAD: Final = 0
+UNKNOWN: Final = -1
 # ``Automaton.source_status`` of a state: its sources not computed yet, computed, or computed
 # and some configurations suspended (they need the stack below a truncation).
-SOURCES_UNKNOWN, SOURCES_KNOWN, SOURCES_SUSPENDED = 0, 1, 2
-_MAX_GLR_STACKS = 20000
-_SOURCE_CACHE_ENTRIES = 1024
+SOURCES_UNKNOWN: Final = 0
+SOURCES_KNOWN: Final = 1
+SOURCES_SUSPENDED: Final = 2
+_MAX_GLR_STACKS: Final = 20000
+_SOURCE_CACHE_ENTRIES: Final = 1024
 # Mask walks follow a state one terminal at a time (``split``) when it has at most this many
 # ways forward; more (a quote that may open any of 20 keys) cost more apart than together.
-_MAX_SPLIT = 8
+_MAX_SPLIT: Final = 8
 # Transition rows: doubled up to this many states, then reserved at once (see ``Automaton._grow``).
 _RESERVE_FROM = 1 << 12
 _RESERVED_ROWS = 1 << 17
 # Tables of this many rows and more (4 MB, where numpy asks for huge pages) are mapped in small
 # pages (``_reserve_rows``): after a few hundred schemas, doubling 8k rows into huge pages
 # stalled one mask 21-63 ms (o60790 on the dev set; 4.7 ms alone in a fresh process).
-_SMALL_PAGES_FROM = 1 << 12
+_SMALL_PAGES_FROM: Final = 1 << 12
 # Transition rows set UNKNOWN at once when a state past them is interned.
-_UNKNOWN_BLOCK = 64
+_UNKNOWN_BLOCK: Final = 64
 # ``Automaton.splits`` of a state: not decided yet, followed terminal by terminal, or as a whole.
-SPLIT_UNKNOWN, SPLIT, WHOLE = 0, 1, 2
+SPLIT_UNKNOWN: Final = 0
+SPLIT: Final = 1
+WHOLE: Final = 2
 _UNDECIDED = object()  # a state missing from ``Automaton._split``
 
 Config = tuple[int, int, int]
@@ -76,7 +82,7 @@ class NeedsDeeper(Exception):
     """A computation on a truncated stack popped below its cut: retry with more of the stack."""
 
 
-OPAQUE = 1  # the bottom of truncated stacks: its LR state is unknown
+OPAQUE: Final = 1  # the bottom of truncated stacks: its LR state is unknown
 
 
 class Automaton:

@@ -103,6 +103,10 @@ class _NFA:
         self.eps: list[list[int]] = []
         self.moves: list[list[tuple[int, int, int]]] = []
         self._chains: dict[tuple[tuple[tuple[int, int], ...], int], int] = {}
+        # A counted repeat (``[a-z]{1,256}``) reads its class once per copy: its ranges and their
+        # byte sequences are worked out once.
+        self._classes: dict[tuple[Any, Any, int], Ranges] = {}
+        self._sequences: dict[tuple[tuple[int, int], ...], list[tuple[tuple[int, int], ...]]] = {}
         self._check = check
 
     def node(self) -> int:
@@ -113,10 +117,13 @@ class _NFA:
         return len(self.eps) - 1
 
     def chars(self, src: int, ranges: Ranges, dst: int) -> None:
-        for lo, hi in ranges:
-            for seq in utf8_sequences(lo, hi):
-                nxt = dst if len(seq) == 1 else self._chain(seq[1:], dst)
-                self.moves[src].append((seq[0][0], seq[0][1], nxt))
+        key = tuple(ranges)
+        sequences = self._sequences.get(key)
+        if sequences is None:
+            sequences = self._sequences[key] = [seq for lo, hi in ranges for seq in utf8_sequences(lo, hi)]
+        for seq in sequences:
+            nxt = dst if len(seq) == 1 else self._chain(seq[1:], dst)
+            self.moves[src].append((seq[0][0], seq[0][1], nxt))
 
     def _chain(self, rest: tuple[tuple[int, int], ...], target: int) -> int:
         # Continuation bytes of multi-byte characters: shared suffixes share nodes.
@@ -141,7 +148,11 @@ class _NFA:
     def _item(self, op: Any, av: Any, flags: int) -> tuple[int, int]:
         if op is _C.LITERAL or op is _C.NOT_LITERAL or op is _C.ANY or op is _C.IN:
             start, end = self.node(), self.node()
-            self.chars(start, self._class(op, av, flags), end)
+            key = (op, tuple(av) if op is _C.IN else av, flags & _C.SRE_FLAG_DOTALL)
+            ranges = self._classes.get(key)
+            if ranges is None:
+                ranges = self._classes[key] = self._class(op, av, flags)
+            self.chars(start, ranges, end)
             return start, end
         if op is _C.SUBPATTERN:
             _group, add, remove, items = av

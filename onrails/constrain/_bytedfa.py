@@ -414,9 +414,13 @@ def _minimal(dfa: ByteDFA) -> ByteDFA:
         return dfa
     # Classes are numbered by their first state: each one's first state stands for it.
     representative = np.unique(classes, return_index=True)[1]
-    rows = dfa.table[representative]
-    new = np.where(rows >= 0, classes[np.maximum(rows, 0)], DEAD).astype(np.int32)
-    return ByteDFA(table=np.ascontiguousarray(new), accepting=dfa.accepting[representative].copy())
+    return ByteDFA(table=_renumbered(dfa.table[representative], classes), accepting=dfa.accepting[representative].copy())
+
+
+def _renumbered(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """``rows`` (int32) with each state replaced by its number; DEAD stays DEAD."""
+    # DEAD is -1: it reads the DEAD appended last (one gather, not a mask, a gather and a where).
+    return np.append(numbers.astype(np.int32), np.int32(DEAD))[rows]
 
 
 def _moore_classes(table: np.ndarray, accepting: np.ndarray) -> "np.ndarray | None":
@@ -997,8 +1001,8 @@ def _live(table: np.ndarray, accepting: np.ndarray, pattern: str, name: str) -> 
 
 def _kept(table: np.ndarray, accepting: np.ndarray, keep: np.ndarray, shadow: Shadow | None = None) -> ByteDFA:
     """The DFA restricted to the states ``keep``, renumbered in order."""
+    if keep.size == table.shape[0]:
+        return ByteDFA(table=np.array(table, dtype=np.int32), accepting=accepting.copy(), shadow=shadow)
     remap = np.full(table.shape[0], DEAD, dtype=np.int32)
     remap[keep] = np.arange(keep.size, dtype=np.int32)
-    new = table[keep]
-    new = np.where(new >= 0, remap[np.maximum(new, 0)], DEAD).astype(np.int32)
-    return ByteDFA(table=np.ascontiguousarray(new), accepting=accepting[keep].copy(), shadow=shadow)
+    return ByteDFA(table=_renumbered(table[keep], remap), accepting=accepting[keep].copy(), shadow=shadow)

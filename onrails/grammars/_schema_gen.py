@@ -159,6 +159,38 @@ def _canon(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _literal_key(value: Any) -> str:
+    """A key equal for values with the same ``_canon`` text, and only for them."""
+    # Enums are mostly strings: marked, not dumped (no JSON text begins with NUL).
+    return "\0" + value if type(value) is str else _canon(value)
+
+
+_JSON_KINDS = frozenset({dict, list, str, int, float, bool, type(None)})
+
+
+def _same(a: Any, b: Any) -> bool:
+    """``_canon(a) == _canon(b)``: the same JSON text (``1`` is not ``true`` nor ``1.0``)."""
+    # Read side by side, not dumped: merging a schema's allOf branches compares thousands of
+    # subschemas, most of them told apart at their first keys (half of minecraft-predicate's
+    # compile was spent in json.dumps).
+    if a is b:
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        if kind in _JSON_KINDS and type(b) in _JSON_KINDS:
+            return False  # two kinds of value (1 and true, 1 and 1.0 read as JSON text)
+        return _canon(a) == _canon(b)
+    if kind is dict:
+        return a.keys() == b.keys() and all(_same(value, b[key]) for key, value in a.items())
+    if kind is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if kind is float:
+        return repr(a) == repr(b)
+    if kind in _JSON_KINDS:
+        return bool(a == b)
+    return _canon(a) == _canon(b)
+
+
 def pointer_token(token: str) -> str:
     """``token`` escaped for a JSON pointer (RFC 6901: ``~`` as ``~0``, ``/`` as ``~1``)."""
     return token.replace("~", "~0").replace("/", "~1")
@@ -772,9 +804,9 @@ class SchemaConverter:
         def own(s: dict[str, Any]) -> list[set[str]]:
             found = []
             if "const" in s:
-                found.append({_canon(s["const"])})
+                found.append({_literal_key(s["const"])})
             if "enum" in s:
-                found.append({_canon(v) for v in s["enum"]})
+                found.append({_literal_key(v) for v in s["enum"]})
             return found
 
         found = self._conjuncts(schema, own)
@@ -802,7 +834,7 @@ class SchemaConverter:
 
     def merge(self, a: Flat, b: Flat, pointer: str) -> Flat | None:
         """The conjunction of two flat schemas; None when provably unsatisfiable."""
-        if "contains" in a and "contains" in b and _canon(a["contains"]) != _canon(b["contains"]):
+        if "contains" in a and "contains" in b and not _same(a["contains"], b["contains"]):
             b = _contains_aside(b)  # counted apart: its min/maxContains are not a's
         out = dict(a)
         for key, value in b.items():
@@ -810,13 +842,13 @@ class SchemaConverter:
                 out[key] = value
                 continue
             mine = out[key]
-            if _canon(mine) == _canon(value):
+            if _same(mine, value):
                 continue
             if key == "type":
                 out[key] = _type_value(_types_of(out) & _types_of(b))
             elif key == "enum":
-                keep = {_canon(v) for v in value}
-                out[key] = [v for v in mine if _canon(v) in keep]
+                keep = {_literal_key(v) for v in value}
+                out[key] = [v for v in mine if _literal_key(v) in keep]
             elif key in ("minimum", "minLength", "minItems", "minProperties", "minContains"):
                 out[key] = max(mine, value)
             elif key in ("maximum", "maxLength", "maxItems", "maxProperties", "maxContains"):
@@ -873,7 +905,7 @@ class SchemaConverter:
     def _merge_properties(self, out: Flat, a: Flat, b: Flat, pointer: str) -> None:
         pa, pb = a.get("properties", {}), b.get("properties", {})
         pat_a, pat_b = a.get("patternProperties", {}), b.get("patternProperties", {})
-        if pat_a and pat_b and _canon(pat_a) != _canon(pat_b):
+        if pat_a and pat_b and not _same(pat_a, pat_b):
             self.notes.add(pointer, "patternProperties", "merging two sets of patterns")
         patterns = dict(pat_a or pat_b)
         if bool(pat_a) != bool(pat_b):
@@ -897,7 +929,7 @@ class SchemaConverter:
 
     @staticmethod
     def _combine(x: Any, y: Any) -> Any:
-        if _is_true(y) or _canon(x) == _canon(y):
+        if _is_true(y) or _same(x, y):
             return x
         if _is_true(x):
             return y

@@ -18,7 +18,9 @@ _WALKS = r'''
 import hashlib, importlib.util, json, random, sys
 from pathlib import Path
 
-CORE = {"onrails.constrain._lr", "onrails.constrain._automaton"}
+PACKAGE = Path(sys.argv[1])
+# The compiled core: every module built beside its Python source.
+CORE = {f"onrails.constrain.{p.name.split('.')[0]}" for p in PACKAGE.glob("*.so") if (PACKAGE / (p.name.split(".")[0] + ".py")).exists()}
 
 
 class PythonCore:
@@ -26,7 +28,7 @@ class PythonCore:
 
     def find_spec(self, name, path, target=None):
         if name in CORE:
-            return importlib.util.spec_from_file_location(name, Path(sys.argv[1]) / (name.rsplit(".", 1)[1] + ".py"))
+            return importlib.util.spec_from_file_location(name, PACKAGE / (name.rsplit(".", 1)[1] + ".py"))
         return None
 
 

@@ -8,8 +8,11 @@ from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onrails import CompileBudgetError, GrammarCompiler, GrammarError, Matcher, SchemaError, schema_to_grammar
+from onrails.grammars._schema_gen import _canon, _literal_key, _same
 from tests.constrain.small_vocab import small_vocabulary
 
 _COMPILER = GrammarCompiler(small_vocabulary(), budget_s=20)
@@ -690,3 +693,22 @@ def test_schema_nested_past_the_depth_limit_is_refused_with_its_pointer_at_once(
     assert info.value.pointer.startswith("/properties/a" * 60)
     with pytest.raises(SchemaError, match="more than 128 levels"):
         _COMPILER.compile_tools([{"type": "function", "function": {"name": "f", "parameters": _nested_objects(100)}}])
+
+
+_JSON_VALUES = st.recursive(
+    st.sampled_from([0, 1, 1.0, -0.0, 0.0, 1e16, True, False, None, "1", "a", "", "\0a", float("nan")]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(st.sampled_from(["a", "b"]), inner, max_size=2),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_JSON_VALUES, _JSON_VALUES)
+def test_merged_values_compare_as_their_json_text(a: Any, b: Any) -> None:
+    """The converter's quick comparisons (subschemas side by side, enum members by key) say
+    equal exactly when the canonical JSON texts are equal: 1 is neither true nor 1.0."""
+    same_text = _canon(a) == _canon(b)
+    assert _same(a, b) == same_text
+    assert (_literal_key(a) == _literal_key(b)) == same_text
