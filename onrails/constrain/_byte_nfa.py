@@ -103,10 +103,9 @@ class _NFA:
         self.eps: list[list[int]] = []
         self.moves: list[list[tuple[int, int, int]]] = []
         self._chains: dict[tuple[tuple[tuple[int, int], ...], int], int] = {}
-        # A counted repeat (``[a-z]{1,256}``) reads its class once per copy: its ranges and their
-        # byte sequences are worked out once.
-        self._classes: dict[tuple[Any, Any, int], Ranges] = {}
-        self._sequences: dict[tuple[tuple[int, int], ...], list[tuple[tuple[int, int], ...]]] = {}
+        # A counted repeat (``[a-z]{1,256}``) reads its class once per copy: the class's byte
+        # sequences are worked out once.
+        self._sequences: dict[tuple[Any, Any, int], list[tuple[tuple[int, int], ...]]] = {}
         self._check = check
 
     def node(self) -> int:
@@ -116,11 +115,8 @@ class _NFA:
             self._check(len(self.eps) // 16)
         return len(self.eps) - 1
 
-    def chars(self, src: int, ranges: Ranges, dst: int) -> None:
-        key = tuple(ranges)
-        sequences = self._sequences.get(key)
-        if sequences is None:
-            sequences = self._sequences[key] = [seq for lo, hi in ranges for seq in utf8_sequences(lo, hi)]
+    def chars(self, src: int, sequences: list[tuple[tuple[int, int], ...]], dst: int) -> None:
+        """Moves from ``src`` to ``dst`` reading one character, given as its UTF-8 byte sequences."""
         for seq in sequences:
             nxt = dst if len(seq) == 1 else self._chain(seq[1:], dst)
             self.moves[src].append((seq[0][0], seq[0][1], nxt))
@@ -149,10 +145,11 @@ class _NFA:
         if op is _C.LITERAL or op is _C.NOT_LITERAL or op is _C.ANY or op is _C.IN:
             start, end = self.node(), self.node()
             key = (op, tuple(av) if op is _C.IN else av, flags & _C.SRE_FLAG_DOTALL)
-            ranges = self._classes.get(key)
-            if ranges is None:
-                ranges = self._classes[key] = self._class(op, av, flags)
-            self.chars(start, ranges, end)
+            sequences = self._sequences.get(key)
+            if sequences is None:
+                ranges = self._class(op, av, flags)
+                sequences = self._sequences[key] = [seq for lo, hi in ranges for seq in utf8_sequences(lo, hi)]
+            self.chars(start, sequences, end)
             return start, end
         if op is _C.SUBPATTERN:
             _group, add, remove, items = av
